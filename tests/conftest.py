@@ -1,0 +1,37 @@
+"""Shared fixtures: the real kernel captures (tests/data/captures/*.tar.gz) unpacked once."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+CAPTURES = DATA / "captures"
+CAPTURE_NAMES = ("a_legacy", "b_scalable", "d_legacy_passthrough", "g_scalable_alias_fault")
+
+
+def capture_tarball(name: str) -> Path:
+    return CAPTURES / f"{name}.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def capture_root(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``capture_root("a_legacy")`` -> a host root unpacked from the real capture (read-only use)."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            dest = tmp_path_factory.mktemp(f"cap-{name}")
+            with tarfile.open(capture_tarball(name)) as tar:
+                tar.extractall(dest, filter="tar")
+            cache[name] = dest
+        return cache[name]
+
+    return get
+
+
+def capture_file(capture_root: Callable[[str], Path], name: str, rel: str) -> str:
+    return (capture_root(name) / rel).read_text()

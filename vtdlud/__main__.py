@@ -1,0 +1,3 @@
+from vtdlud.cli import main
+
+raise SystemExit(main())

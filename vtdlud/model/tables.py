@@ -1,0 +1,205 @@
+"""Root, context and PASID entries, and the live-update context-table bitmap.
+
+Layouts from ``drivers/iommu/intel/iommu.h`` and ``pasid.h`` (reference/kernel-interfaces.md
+§6.5-§6.7).  debugfs prints 128-bit entries high qword first (``0xHI:0xLO``) and PASID entries as
+``val[2]:val[1]:val[0]``; the constructors here take the words in the kernel's own order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from vtdlud.model.bitfield import BitField, FieldValue, Scale, decode_fields, flag
+
+ROOT_ENTRY_NR = 256  # one root entry per bus
+# Live update (drivers/iommu/intel/liveupdate.c): CONTEXT_TABLE_PRESERVED_BIT(bus, devfn)
+# = (bus << 1) + (devfn >> 7): two tables per bus in scalable mode, the upper one at the odd bit.
+CONTEXT_TABLES_BITMAP_BITS = ROOT_ENTRY_NR * 2
+BITS_PER_U64 = 64
+CONTEXT_TABLES_BITMAP_WORDS = CONTEXT_TABLES_BITMAP_BITS // BITS_PER_U64  # u64 context_tables_bitmap[8]
+SM_UPPER_DEVFN = 0x80  # scalable mode: devfn >= 0x80 lives in the upper context table
+PASID_PDE_SHIFT = 6  # 64 PASID entries per PASID table page
+
+
+def context_table_bit(bus: int, devfn: int) -> int:
+    """``CONTEXT_TABLE_PRESERVED_BIT(bus, devfn)``."""
+    if not 0 <= bus < ROOT_ENTRY_NR or not 0 <= devfn <= 0xFF:
+        raise ValueError(f"bus {bus:#x} / devfn {devfn:#x} out of range")
+    return (bus << 1) + (devfn >> 7)
+
+
+def bit_bus_half(bit: int) -> tuple[int, bool]:
+    """Inverse of :func:`context_table_bit`: (bus, upper half?)."""
+    return bit >> 1, bool(bit & 1)
+
+
+class Mode(Enum):
+    LEGACY = "legacy"
+    SCALABLE = "scalable"
+    UNKNOWN = "unknown"
+
+
+# --- root entry (struct root_entry { u64 lo; u64 hi; }) ---
+ROOT_LO_FIELDS: tuple[BitField, ...] = (
+    flag("lctp_present", 0, "lower (legacy: the) context table present"),
+    BitField("lctp", 63, 12, Scale.PAGE_ADDR, "lower context table pointer"),
+)
+ROOT_HI_FIELDS: tuple[BitField, ...] = (
+    flag("uctp_present", 0, "upper context table present (scalable mode)"),
+    BitField("uctp", 63, 12, Scale.PAGE_ADDR, "upper context table pointer (scalable mode)"),
+)
+
+# --- legacy context entry (128 bit) ---
+CONTEXT_LO_FIELDS: tuple[BitField, ...] = (
+    flag("present", 0),
+    flag("fpd", 1, "fault processing disable"),
+    BitField("tt", 3, 2, Scale.RAW, "translation type: 0 multi-level, 1 dev-IOTLB, 2 pass-through"),
+    BitField("slptptr", 63, 12, Scale.PAGE_ADDR, "second-level page-table pointer"),
+)
+CONTEXT_HI_FIELDS: tuple[BitField, ...] = (
+    BitField("aw", 2, 0, Scale.RAW, "address width (agaw; levels = aw + 2)"),
+    BitField("did", 23, 8, Scale.RAW, "domain ID"),
+)
+
+# --- scalable-mode context entry (256 bit; debugfs prints the low 128 bits) ---
+SM_CONTEXT_LO_FIELDS: tuple[BitField, ...] = (
+    flag("present", 0),
+    flag("fpd", 1, "fault processing disable"),
+    flag("dte", 2, "device-TLB enable"),
+    flag("paside", 3, "PASID enable"),
+    flag("pre", 4, "page request enable"),
+    BitField("pdts", 11, 9, Scale.RAW, "PASID directory size: 1 << (pdts + 7) entries"),
+    BitField("pasiddirptr", 63, 12, Scale.PAGE_ADDR, "PASID directory pointer"),
+)
+SM_CONTEXT_HI_FIELDS: tuple[BitField, ...] = (
+    BitField("rid_pasid", 19, 0, Scale.RAW, "PASID used for requests without PASID"),
+)
+
+# --- scalable-mode PASID entry (512 bit; debugfs prints val[2]:val[1]:val[0]) ---
+PASID_VAL0_FIELDS: tuple[BitField, ...] = (
+    flag("present", 0),
+    flag("fpd", 1, "fault processing disable"),
+    BitField("aw", 4, 2, Scale.RAW, "address width (agaw)"),
+    BitField("pgtt", 8, 6, Scale.RAW, "1 first-level, 2 second-level, 3 nested, 4 pass-through"),
+    BitField("slptptr", 63, 12, Scale.PAGE_ADDR, "second-level page-table pointer"),
+)
+# DID position in val[1] bits 15:0 is inferred from the VT-d spec (reference §6.7 marks it [I]).
+PASID_VAL1_FIELDS: tuple[BitField, ...] = (BitField("did", 15, 0, Scale.RAW, "domain ID"),)
+PASID_VAL2_FIELDS: tuple[BitField, ...] = (
+    BitField("flptptr", 63, 12, Scale.PAGE_ADDR, "first-level page-table pointer"),
+)
+
+PGTT_NAMES = {1: "first-level", 2: "second-level", 3: "nested", 4: "pass-through"}
+TT_NAMES = {0: "multi-level", 1: "dev-iotlb", 2: "pass-through"}
+
+
+@dataclass(frozen=True)
+class RootEntry:
+    lo: int
+    hi: int
+
+    @property
+    def lctp_present(self) -> bool:
+        return bool(self.lo & 1)
+
+    @property
+    def uctp_present(self) -> bool:
+        return bool(self.hi & 1)
+
+    def fields(self) -> dict[str, FieldValue]:
+        return decode_fields(ROOT_LO_FIELDS, self.lo) | decode_fields(ROOT_HI_FIELDS, self.hi)
+
+
+@dataclass(frozen=True)
+class ContextEntry:
+    """Legacy-mode context entry."""
+
+    lo: int
+    hi: int
+
+    @property
+    def present(self) -> bool:
+        return bool(self.lo & 1)
+
+    @property
+    def did(self) -> int:
+        return (self.hi >> 8) & 0xFFFF
+
+    @property
+    def tt(self) -> int:
+        return (self.lo >> 2) & 0x3
+
+    def fields(self) -> dict[str, FieldValue]:
+        return decode_fields(CONTEXT_LO_FIELDS, self.lo) | decode_fields(CONTEXT_HI_FIELDS, self.hi)
+
+
+@dataclass(frozen=True)
+class SmContextEntry:
+    """Scalable-mode context entry (low 128 bits)."""
+
+    lo: int
+    hi: int
+
+    @property
+    def present(self) -> bool:
+        return bool(self.lo & 1)
+
+    @property
+    def pasid_dir_ptr(self) -> int:
+        return self.lo & ~0xFFF & 0xFFFF_FFFF_FFFF_FFFF
+
+    @property
+    def pasid_dir_entries(self) -> int:
+        """``get_pasid_dir_size()``: 1 << (PDTS + 7)."""
+        return 1 << (((self.lo >> 9) & 0x7) + 7)
+
+    def fields(self) -> dict[str, FieldValue]:
+        return decode_fields(SM_CONTEXT_LO_FIELDS, self.lo) | decode_fields(
+            SM_CONTEXT_HI_FIELDS, self.hi
+        )
+
+
+@dataclass(frozen=True)
+class PasidEntry:
+    """Scalable-mode PASID table entry (the three low qwords)."""
+
+    val0: int
+    val1: int
+    val2: int
+
+    @property
+    def present(self) -> bool:
+        return bool(self.val0 & 1)
+
+    @property
+    def pgtt(self) -> int:
+        return (self.val0 >> 6) & 0x7
+
+    @property
+    def did(self) -> int:
+        return self.val1 & 0xFFFF
+
+    def fields(self) -> dict[str, FieldValue]:
+        return (
+            decode_fields(PASID_VAL0_FIELDS, self.val0)
+            | decode_fields(PASID_VAL1_FIELDS, self.val1)
+            | decode_fields(PASID_VAL2_FIELDS, self.val2)
+        )
+
+
+def bits_to_words(bits: set[int] | frozenset[int]) -> tuple[int, ...]:
+    """Bit indices -> ``context_tables_bitmap`` u64 words (bit N in word N // 64)."""
+    words = [0] * CONTEXT_TABLES_BITMAP_WORDS
+    for bit in bits:
+        if not 0 <= bit < CONTEXT_TABLES_BITMAP_BITS:
+            raise ValueError(f"bit {bit} outside the {CONTEXT_TABLES_BITMAP_BITS}-bit bitmap")
+        words[bit // BITS_PER_U64] |= 1 << (bit % BITS_PER_U64)
+    return tuple(words)
+
+
+def words_to_bits(words: tuple[int, ...] | list[int]) -> list[int]:
+    """``context_tables_bitmap`` u64 words -> sorted bit indices."""
+    return [
+        i * BITS_PER_U64 + b for i, w in enumerate(words) for b in range(BITS_PER_U64) if w >> b & 1
+    ]
