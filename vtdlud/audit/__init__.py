@@ -1,0 +1,1 @@
+"""evaluate(snapshot, policy) -> Report, and the findings catalog."""

@@ -1,0 +1,82 @@
+"""The result of one evaluation: per-unit views, findings and the verdict (pure data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vtdlud.audit.catalog import CATALOG, Severity
+from vtdlud.model.snapshot import Snapshot, Tier
+from vtdlud.model.tables import Mode
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: Severity
+    unit: int | None  # register base address, None for host-wide findings
+    bdf: str | None
+    message: str
+    # A missing input that the policy requires: it makes the verdict UNKNOWN (and `check`
+    # exit 3) when nothing FAILs.  Not part of the JSON.
+    required: bool = True
+
+    @property
+    def hint(self) -> str:
+        return CATALOG[self.code].hint
+
+    @property
+    def message_id(self) -> str:
+        return CATALOG[self.code].message_id
+
+
+def finding(
+    code: str,
+    message: str,
+    *,
+    unit: int | None = None,
+    bdf: str | None = None,
+    required: bool = True,
+    severity: Severity | None = None,
+) -> Finding:
+    return Finding(code, severity or CATALOG[code].severity, unit, bdf, message, required)
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    name: str
+    address: int | None
+    version: str | None
+    cap: int | None
+    ecap: int | None
+    mode: Mode
+    translation_enabled: bool | None
+    root_table: int | None
+    devices: tuple[str, ...]
+    context_tables: tuple[int, ...] | None
+    context_tables_source: str | None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the gate requires (extended by the policy file in a later version)."""
+
+    required_tiers: frozenset[Tier] = frozenset({Tier.SYSFS, Tier.KHO_DEBUGFS, Tier.KCORE})
+    fail_severity: Severity = Severity.FAIL
+
+
+@dataclass(frozen=True)
+class Report:
+    snapshot: Snapshot
+    policy: Policy
+    units: tuple[UnitReport, ...]
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def verdict(self) -> Severity:
+        """Highest severity present; UNKNOWN when a required input is missing and nothing FAILs."""
+        if any(f.severity is Severity.FAIL for f in self.findings):
+            return Severity.FAIL
+        if any(f.severity is Severity.UNKNOWN and f.required for f in self.findings):
+            return Severity.UNKNOWN
+        ranked = [f.severity for f in self.findings if f.severity is not Severity.UNKNOWN]
+        return max(ranked, key=lambda s: s.rank, default=Severity.PASS)

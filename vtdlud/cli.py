@@ -1,0 +1,232 @@
+"""The ``vtdlud`` command line.
+
+Exit codes (DESIGN.md §4): 0 report produced (status) / gate passed (check); 1 a finding at or
+above the fail severity (check); 2 usage or configuration error; 3 a required input missing
+(check fails closed); 4 internal error.  Heavy modules are imported inside the commands so
+``vtdlud --version`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from vtdlud import __version__
+from vtdlud.errors import ExitCode, UsageError, VtdludError
+
+PROG = "vtdlud"
+
+
+def _root_parent() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--root",
+        default="/",
+        metavar="DIR|BUNDLE",
+        help="read the host under DIR, or a bundle made by `vtdlud collect` (default: /)",
+    )
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    root = _root_parent()
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Audit Intel VT-d IOMMU state preserved across a kernel live update (KHO/LUO).",
+        epilog="exit codes: 0 ok, 1 check failed, 2 usage/config error, 3 required input "
+        "missing (check fails closed), 4 internal error",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    st = sub.add_parser("status", parents=[root], help="show DMAR units, tiers and findings")
+    st.add_argument("--json", action="store_true", help="print the versioned JSON envelope")
+
+    co = sub.add_parser(
+        "collect", parents=[root], help="pack every input vtdlud reads into a .tar.gz bundle"
+    )
+    co.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="bundle path (default: vtdlud-<kernel>-<UTC time>.tar.gz in the current directory)",
+    )
+    co.add_argument("--json", action="store_true", help="print the JSON envelope")
+
+    de = sub.add_parser(
+        "decode",
+        parents=[root],
+        help="decode a register, a table entry or an ACPI DMAR table",
+        description="Decode CAP/ECAP/GSTS/RTADDR/FSTS register values, root/context entries "
+        "(0xHI:0xLO as debugfs prints them), PASID entries (val2:val1:val0), or a DMAR table file.",
+    )
+    de.add_argument(
+        "kind",
+        choices=[
+            "cap",
+            "ecap",
+            "gsts",
+            "rtaddr",
+            "fsts",
+            "root-entry",
+            "context-entry",
+            "pasid-entry",
+            "dmar",
+        ],
+    )
+    de.add_argument("value", metavar="VALUE|FILE")
+    de.add_argument(
+        "--mode",
+        choices=["legacy", "scalable"],
+        default="legacy",
+        help="context-entry layout (default: legacy)",
+    )
+    de.add_argument("--json", action="store_true", help="print JSON")
+
+    ab = sub.add_parser(
+        "abi", parents=[root], help="print the live-update ABI struct layouts (like pahole)"
+    )
+    ab.add_argument("--variant", choices=["v1", "v2"], default="v1")
+    ab.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+
+
+def cmd_status(ns: argparse.Namespace, argv: list[str]) -> int:
+    from vtdlud.audit.evaluate import evaluate
+    from vtdlud.host.bundle import open_root
+    from vtdlud.host.snapshot import take_snapshot
+
+    with open_root(ns.root) as root:
+        report = evaluate(take_snapshot(root))
+    if ns.json:
+        from vtdlud.output.envelope import dumps, envelope
+
+        doc = envelope(report, argv=argv, exit_status=ExitCode.OK, root_label=ns.root)
+        _write(dumps(doc))
+    else:
+        from vtdlud.output.text import format_status, use_colour
+
+        _write(format_status(report, ns.root, use_colour(sys.stdout)))
+    return ExitCode.OK
+
+
+def _default_bundle_name(kernel_release: str | None) -> Path:
+    import time
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return Path(f"vtdlud-{kernel_release or 'unknown'}-{stamp}.tar.gz")
+
+
+def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
+    from vtdlud.audit.evaluate import evaluate
+    from vtdlud.host.bundle import make_manifest, open_root, write_bundle
+    from vtdlud.host.snapshot import take_snapshot
+
+    with open_root(ns.root) as root:
+        snap = take_snapshot(root)
+        report = evaluate(snap)
+        out = Path(ns.output) if ns.output else _default_bundle_name(snap.kernel_release)
+        if out.is_dir():
+            raise UsageError(f"-o {out}: is a directory, expected a file name for the bundle")
+        manifest = make_manifest(ns.root, snap.kernel_release, snap.boot_id, root.unreadable)
+        try:
+            result = write_bundle(root, out, manifest=manifest)
+        except OSError as exc:
+            raise UsageError(f"-o {out}: cannot write the bundle ({exc.strerror or exc})") from exc
+    if ns.json:
+        from vtdlud.output.envelope import dumps, envelope
+
+        doc = envelope(report, argv=argv, exit_status=ExitCode.OK, root_label=ns.root)
+        doc["bundle"] = {
+            "path": str(result.path),
+            "files": result.files,
+            "links": result.links,
+            "unreadable": manifest["unreadable"],
+        }
+        _write(dumps(doc))
+    else:
+        _write(
+            f"wrote {result.path}: {result.files} files, {result.links} links, "
+            f"{len(result.unreadable)} unreadable (listed in the manifest)\n"
+        )
+    return ExitCode.OK
+
+
+def cmd_decode(ns: argparse.Namespace) -> int:
+    import json
+
+    if ns.kind == "dmar":
+        from vtdlud.errors import ParseError
+        from vtdlud.model.dmar import parse_dmar
+        from vtdlud.output.dmar import dmar_to_json, format_dmar_text
+
+        try:
+            data = Path(ns.value).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"decode dmar: {ns.value}: {exc.strerror or exc}") from exc
+        try:
+            table = parse_dmar(data)
+        except ParseError as exc:
+            raise UsageError(f"decode dmar: {ns.value}: {exc}") from exc
+        _write(
+            json.dumps(dmar_to_json(table), indent=2) + "\n"
+            if ns.json
+            else format_dmar_text(table)
+        )
+        return ExitCode.OK
+    from vtdlud.output.decode import decode, format_text, to_json
+
+    d = decode(ns.kind, ns.value, ns.mode)
+    _write(json.dumps(to_json(d), indent=2) + "\n" if ns.json else format_text(d))
+    return ExitCode.OK
+
+
+def cmd_abi(ns: argparse.Namespace) -> int:
+    import json
+
+    from vtdlud.output.abi import abi_layout, format_abi_text
+
+    _write(json.dumps(abi_layout(ns.variant), indent=2) + "\n" if ns.json else format_abi_text(ns.variant))
+    return ExitCode.OK
+
+
+def _error(message: str, hint: str | None = None) -> None:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    if hint:
+        sys.stderr.write(f"{PROG}: hint: {hint}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns = build_parser().parse_args(args)
+    full_argv = [PROG, *args]
+    try:
+        match ns.command:
+            case "status":
+                return cmd_status(ns, full_argv)
+            case "collect":
+                return cmd_collect(ns, full_argv)
+            case "decode":
+                return cmd_decode(ns)
+            case "abi":
+                return cmd_abi(ns)
+        raise UsageError(f"unknown command {ns.command!r}")  # pragma: no cover
+    except VtdludError as exc:
+        _error(exc.message, exc.hint)
+        return exc.exit_code
+    except BrokenPipeError:
+        return ExitCode.OK
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into exit 4
+        _error(
+            f"internal error: {type(exc).__name__}: {exc}",
+            "run `vtdlud collect` and attach the bundle to a bug report",
+        )
+        return ExitCode.INTERNAL

@@ -1,0 +1,218 @@
+"""``vtdlud collect`` bundles: write one from what a snapshot read, and open one as a root.
+
+A bundle is a ``.tar.gz`` laid out exactly like the host root (``sys/...``, ``proc/...``) plus
+``vtdlud-manifest.json``; symbolic links are kept as relative links.  Opening a bundle extracts it
+into a private temporary directory after checking every member: absolute names, ``..``
+components, device files, FIFOs, hard links and links that leave the root are refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vtdlud import __version__
+from vtdlud.errors import UsageError
+from vtdlud.host.root import HostRoot
+
+MANIFEST = "vtdlud-manifest.json"
+MANIFEST_FORMAT = 1
+MAX_BUNDLE_BYTES = 1 << 30  # refuse to unpack more than 1 GiB
+MAX_MEMBERS = 200_000
+NEVER_COLLECT = ("proc/kcore",)  # physical memory: tiers are probed, never packed
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    path: Path
+    files: int
+    links: int
+    dirs: int
+    unreadable: dict[str, str]
+
+
+def _relative_link(link: str, target: str) -> str:
+    """A link target made relative to the link's directory (absolute = root-relative)."""
+    if not target.startswith("/"):
+        return target
+    return posixpath.relpath(target.lstrip("/") or ".", posixpath.dirname(link) or ".")
+
+
+def _parents(rel: str) -> Iterator[str]:
+    parts = rel.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        yield "/".join(parts[:i])
+
+
+def write_bundle(
+    root: HostRoot,
+    out: Path,
+    *,
+    manifest: dict[str, Any],
+) -> CollectResult:
+    """Pack what ``root`` recorded into ``out`` (written to a temp name, then renamed)."""
+    files = {p: d for p, d in root.contents.items() if p not in NEVER_COLLECT}
+    links = dict(root.links)
+    dirs: set[str] = set(root.dirs_listed)
+    # Entries of listed directories that are themselves links or directories, so listing the
+    # bundle gives the same names (unread regular files are left out: no invented contents).
+    for d in sorted(root.dirs_listed):
+        for name in root.listed.get(d, ()):
+            child = f"{d}/{name}" if d else name
+            full = root.root / child
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISLNK(st.st_mode) and child not in links:
+                links[child] = os.readlink(full)
+            elif stat.S_ISDIR(st.st_mode):
+                dirs.add(child)
+    for p in list(files) + list(links) + list(dirs):
+        dirs.update(_parents(p))
+    dirs.discard("")
+    now = int(time.time())
+
+    def info(name: str, kind: bytes, mode: int) -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(name)
+        ti.type, ti.mode, ti.mtime, ti.uname, ti.gname = kind, mode, now, "root", "root"
+        return ti
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+            for d in sorted(dirs - set(links) - set(files)):
+                tar.addfile(info(d, tarfile.DIRTYPE, 0o755))
+            for link, target in sorted(links.items()):
+                ti = info(link, tarfile.SYMTYPE, 0o777)
+                ti.linkname = _relative_link(link, target)
+                tar.addfile(ti)
+            for path, data in sorted(files.items()):
+                ti = info(path, tarfile.REGTYPE, 0o444)
+                ti.size = len(data)
+                tar.addfile(ti, io.BytesIO(data))
+            body = (json.dumps(manifest, indent=2) + "\n").encode()
+            ti = info(MANIFEST, tarfile.REGTYPE, 0o444)
+            ti.size = len(body)
+            tar.addfile(ti, io.BytesIO(body))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return CollectResult(out, len(files), len(links), len(dirs), dict(root.unreadable))
+
+
+def make_manifest(
+    root_label: str, kernel_release: str | None, boot_id: str | None, unreadable: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "manifest_format": MANIFEST_FORMAT,
+        "vtdlud_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "root": root_label,
+        "kernel_release": kernel_release,
+        "boot_id": boot_id,
+        "unreadable": [{"path": f"/{p}", "reason": r} for p, r in sorted(unreadable.items())],
+    }
+
+
+# -- reading a bundle --------------------------------------------------------------------------
+def _check_member(bundle: Path, m: tarfile.TarInfo) -> str:
+    """The member's root-relative name, or UsageError saying why the bundle is refused."""
+    name = m.name
+    while name.startswith("./"):
+        name = name[2:]
+    name = name.rstrip("/")
+
+    def refuse(why: str) -> UsageError:
+        return UsageError(
+            f"bundle {bundle}: member {m.name!r} {why}; refusing to extract it",
+            hint="a bundle made by `vtdlud collect` has only files, directories and relative links",
+        )
+
+    if m.name.startswith("/"):
+        raise refuse("has an absolute name")
+    if ".." in name.split("/"):
+        raise refuse("has a '..' component")
+    if m.ischr() or m.isblk():
+        raise refuse("is a device file")
+    if m.isfifo():
+        raise refuse("is a FIFO")
+    if m.islnk():
+        raise refuse("is a hard link")
+    if m.issym():
+        if m.linkname.startswith("/"):
+            raise refuse(f"is a symbolic link to the absolute path {m.linkname!r}")
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.linkname))
+        if resolved == ".." or resolved.startswith("../"):
+            raise refuse(f"is a symbolic link ({m.linkname!r}) that leaves the bundle")
+    elif not (m.isfile() or m.isdir()):
+        raise refuse("is not a file, directory or symbolic link")
+    return name
+
+
+def extract_bundle(bundle: Path, dest: Path) -> None:
+    """Check every member first, then extract into ``dest`` (which must be empty and private)."""
+    try:
+        with tarfile.open(bundle, "r:*") as tar:
+            members = tar.getmembers()
+            if len(members) > MAX_MEMBERS:
+                raise UsageError(f"bundle {bundle}: {len(members)} members, more than {MAX_MEMBERS}")
+            checked = [(_check_member(bundle, m), m) for m in members]
+            if sum(m.size for _, m in checked if m.isfile()) > MAX_BUNDLE_BYTES:
+                raise UsageError(f"bundle {bundle}: unpacks to more than {MAX_BUNDLE_BYTES} bytes")
+            for name, m in checked:
+                if not name:
+                    continue
+                target = dest / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if m.isdir():
+                    target.mkdir(exist_ok=True)
+                elif m.issym():
+                    os.symlink(m.linkname, target)
+                else:
+                    src = tar.extractfile(m)
+                    assert src is not None
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                    with src, os.fdopen(os.open(target, flags, 0o600), "wb") as f:
+                        shutil.copyfileobj(src, f)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError) and not bundle.exists():
+            raise UsageError(f"--root {bundle}: no such file or directory") from exc
+        raise UsageError(
+            f"bundle {bundle}: not a readable .tar.gz bundle ({exc})",
+            hint="make bundles with `vtdlud collect -o FILE`",
+        ) from exc
+
+
+@contextmanager
+def open_root(arg: str) -> Iterator[HostRoot]:
+    """``--root DIR|BUNDLE``: a directory is used in place, a bundle is extracted privately."""
+    path = Path(arg)
+    if path.is_dir():
+        yield HostRoot(path)
+        return
+    if not path.exists():
+        raise UsageError(f"--root {arg}: no such file or directory")
+    tmp = Path(tempfile.mkdtemp(prefix="vtdlud-bundle-"))
+    try:
+        extract_bundle(path, tmp)
+        yield HostRoot(tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,209 @@
+"""The one place vtdlud touches the filesystem: every path lives under an injectable root.
+
+:class:`HostRoot` resolves paths itself, one component at a time, confined to the root (like
+``openat2(RESOLVE_IN_ROOT)``): a symbolic link is followed relative to the root, and one that
+would leave it is refused.  While resolving it records every link and file it touches, which is
+what ``vtdlud collect`` packs, so a bundle holds exactly what the snapshot read.
+
+Tests inject errors (EACCES, EIO, ...) per path through :class:`FaultPlan`, since chmod does not
+stop root.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Inject ``err`` (an errno) for paths matching ``pattern`` (fnmatch, root-relative)."""
+
+    pattern: str
+    err: int
+    on: str = "any"  # "any", "read", "list"
+
+
+@dataclass
+class FaultPlan:
+    faults: list[Fault] = field(default_factory=list)
+
+    def check(self, rel: str, op: str) -> None:
+        for f in self.faults:
+            if f.on in ("any", op) and fnmatch.fnmatchcase(rel, f.pattern):
+                raise OSError(f.err, os.strerror(f.err), rel)
+
+
+def describe_oserror(exc: OSError) -> str:
+    """A short reason for an OSError: "permission denied", "no such file", ..."""
+    match exc.errno:
+        case errno.ENOENT:
+            return "no such file or directory"
+        case errno.EACCES:
+            return "permission denied (EACCES)"
+        case errno.EPERM:
+            return "operation not permitted (EPERM)"
+        case errno.EIO:
+            return "I/O error (EIO)"
+        case errno.ENOTDIR:
+            return "not a directory"
+        case errno.ELOOP:
+            return "too many levels of symbolic links"
+        case errno.EXDEV:
+            return "symbolic link leaves the root"
+        case errno.EISDIR:
+            return "is a directory"
+        case _:
+            return exc.strerror or f"errno {exc.errno}"
+
+
+class HostRoot:
+    """Filesystem access under ``root``; paths are root-relative POSIX strings ("sys/class/iommu")."""
+
+    def __init__(self, root: str | Path = "/", *, faults: FaultPlan | None = None) -> None:
+        self.root = Path(root)
+        self.faults = faults or FaultPlan()
+        self._dir_cache: dict[str, str] = {"": ""}
+        # What was touched, for `collect`: resolved files read, dirs listed, links with targets.
+        self.files_read: set[str] = set()
+        self.dirs_listed: set[str] = set()
+        self.links: dict[str, str] = {}
+        self.contents: dict[str, bytes] = {}
+        self.listed: dict[str, list[str]] = {}
+        self.unreadable: dict[str, str] = {}
+
+    @property
+    def is_live(self) -> bool:
+        return self.root.resolve() == Path("/")
+
+    # -- resolution ------------------------------------------------------------------------
+    def _abs(self, rel: str) -> Path:
+        return self.root / rel if rel else self.root
+
+    def resolve(self, rel: str, *, follow_last: bool = True) -> str:
+        """Resolve ``rel`` inside the root; returns the resolved root-relative path."""
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        return self._walk(parts, follow_last, 0)
+
+    def _walk(self, parts: list[str], follow_last: bool, depth: int) -> str:
+        cur = ""
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if part == "..":
+                cur = cur.rpartition("/")[0]
+                continue
+            nxt = f"{cur}/{part}" if cur else part
+            if not last and nxt in self._dir_cache:
+                cur = self._dir_cache[nxt]
+                continue
+            if last and not follow_last:
+                cur = nxt
+                break
+            try:
+                st = os.lstat(self._abs(nxt))
+            except FileNotFoundError:
+                # The rest cannot exist; report the full path as missing.
+                cur = "/".join([nxt, *parts[i + 1 :]])
+                return cur
+            if stat.S_ISLNK(st.st_mode):
+                if depth >= MAX_SYMLINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), nxt)
+                target = os.readlink(self._abs(nxt))
+                self.links[nxt] = target
+                base = [] if target.startswith("/") else cur.split("/") if cur else []
+                tparts = [p for p in target.split("/") if p not in ("", ".")]
+                stack = list(base)
+                for tp in tparts:
+                    if tp == "..":
+                        if not stack:
+                            if not self.is_live:
+                                raise OSError(errno.EXDEV, "symbolic link leaves the root", nxt)
+                            continue
+                        stack.pop()
+                    else:
+                        stack.append(tp)
+                resolved = self._walk(stack, True, depth + 1) if stack else ""
+                if not last:
+                    self._dir_cache[nxt] = resolved
+                cur = resolved
+            else:
+                if not last:
+                    self._dir_cache[nxt] = nxt
+                cur = nxt
+        return cur
+
+    # -- access ----------------------------------------------------------------------------
+    def read_bytes(self, rel: str, *, limit: int | None = None) -> bytes:
+        """Read a whole file (or its first ``limit`` bytes). Raises OSError."""
+        try:
+            self.faults.check(rel, "read")
+            real = self.resolve(rel)
+            self.faults.check(real, "read")
+            with open(self._abs(real), "rb") as f:
+                data = f.read() if limit is None else f.read(limit)
+        except OSError as exc:
+            self.unreadable[rel] = describe_oserror(exc)
+            raise
+        self.files_read.add(real)
+        if limit is None:
+            self.contents[real] = data
+        return data
+
+    def read_text(self, rel: str) -> str:
+        """Read a text file; bytes that are not UTF-8 raise UnicodeDecodeError (a parse error)."""
+        return self.read_bytes(rel).decode("utf-8")
+
+    def listdir(self, rel: str) -> list[str]:
+        """Sorted names in a directory. Raises OSError."""
+        try:
+            self.faults.check(rel, "list")
+            real = self.resolve(rel)
+            self.faults.check(real, "list")
+            names = sorted(os.listdir(self._abs(real)))
+        except OSError as exc:
+            self.unreadable[rel] = describe_oserror(exc)
+            raise
+        self.dirs_listed.add(real)
+        self.listed[real] = names
+        return names
+
+    def readlink(self, rel: str) -> str:
+        """The target of a symbolic link (not followed). Raises OSError."""
+        self.faults.check(rel, "read")
+        parent, _, name = rel.rpartition("/")
+        real_parent = self.resolve(parent) if parent else ""
+        link = f"{real_parent}/{name}" if real_parent else name
+        target = os.readlink(self._abs(link))
+        self.links[link] = target
+        return target
+
+    def link_name(self, rel: str) -> str | None:
+        """Basename of a link's target ("vfio-pci" for .../driver), None when absent."""
+        try:
+            return self.readlink(rel).rstrip("/").rpartition("/")[2]
+        except OSError:
+            return None
+
+    def exists(self, rel: str) -> bool:
+        try:
+            self.faults.check(rel, "any")
+            return os.path.lexists(self._abs(self.resolve(rel)))
+        except OSError:
+            return False
+
+    def is_dir(self, rel: str) -> bool:
+        try:
+            self.faults.check(rel, "any")
+            return os.path.isdir(self._abs(self.resolve(rel)))
+        except OSError:
+            return False
+
+    def touched(self) -> Iterable[str]:
+        yield from sorted(self.files_read | self.dirs_listed | set(self.links))

@@ -1,0 +1,330 @@
+"""Build a :class:`Snapshot` from a host root: every file vtdlud reads is named here.
+
+Each input is read once.  A file that cannot be read or parsed becomes an
+:class:`InputProblem` (VTD051; VTD052 for a format this version does not support) naming the
+path, and the rest of the snapshot is still built.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TypeVar
+
+from vtdlud.errors import ParseError, UnsupportedFormat
+from vtdlud.host.root import HostRoot, describe_oserror
+from vtdlud.model.dmar import DmarTable, parse_dmar
+from vtdlud.model.snapshot import (
+    InputProblem,
+    IommuGroup,
+    PciDevice,
+    Snapshot,
+    SysfsUnit,
+    Tier,
+    TierState,
+    TierStatus,
+)
+from vtdlud.parse.debugfs import (
+    Regset,
+    TranslationStruct,
+    parse_dmar_translation_struct,
+    parse_iommu_regset,
+)
+from vtdlud.parse.sysfs import (
+    parse_bool01,
+    parse_cmdline,
+    parse_dec,
+    parse_group_type,
+    parse_hex,
+    parse_lockdown,
+    parse_reserved_regions,
+    parse_version,
+    parse_word,
+)
+
+T = TypeVar("T")
+
+SYS_CLASS_IOMMU = "sys/class/iommu"
+SYS_PCI_DEVICES = "sys/bus/pci/devices"
+SYS_IOMMU_GROUPS = "sys/kernel/iommu_groups"
+ACPI_DMAR = "sys/firmware/acpi/tables/DMAR"
+DEBUGFS = "sys/kernel/debug"
+IOMMU_DEBUGFS = "sys/kernel/debug/iommu/intel"
+IOMMU_REGSET = f"{IOMMU_DEBUGFS}/iommu_regset"
+DMAR_TRANSLATION_STRUCT = f"{IOMMU_DEBUGFS}/dmar_translation_struct"
+KHO_DEBUGFS = "sys/kernel/debug/kho"
+PROC_CMDLINE = "proc/cmdline"
+PROC_KCORE = "proc/kcore"
+OSRELEASE = "proc/sys/kernel/osrelease"
+BOOT_ID = "proc/sys/kernel/random/boot_id"
+KEXEC_LOADED = "sys/kernel/kexec_loaded"
+LOCKDOWN = "sys/kernel/security/lockdown"
+
+ELF_MAGIC = b"\x7fELF"
+
+
+class SnapshotBuilder:
+    def __init__(self, root: HostRoot) -> None:
+        self.root = root
+        self.problems: list[InputProblem] = []
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _problem(
+        self, rel: str, reason: str, tier: Tier, *, unsupported: bool = False, unit: int | None = None
+    ) -> None:
+        self.problems.append(InputProblem(f"/{rel}", reason, tier, unsupported, unit))
+
+    def _parse(
+        self,
+        rel: str,
+        parser: Callable[[str], T],
+        tier: Tier,
+        *,
+        optional: bool = False,
+        unit: int | None = None,
+    ) -> T | None:
+        """Read ``rel`` as text and parse it; a failure is recorded, never raised."""
+        try:
+            text = self.root.read_text(rel)
+        except FileNotFoundError:
+            if not optional:
+                self._problem(rel, "no such file", tier, unit=unit)
+            return None
+        except OSError as exc:
+            self._problem(rel, describe_oserror(exc), tier, unit=unit)
+            return None
+        except UnicodeDecodeError as exc:
+            self._problem(rel, f"not text (byte {exc.start:#x} is not UTF-8)", tier, unit=unit)
+            return None
+        try:
+            return parser(text)
+        except UnsupportedFormat as exc:
+            self._problem(rel, str(exc), tier, unsupported=True, unit=unit)
+        except ParseError as exc:
+            self._problem(rel, str(exc), tier, unit=unit)
+        return None
+
+    def _listdir(self, rel: str, tier: Tier, *, optional: bool = False) -> list[str]:
+        try:
+            return self.root.listdir(rel)
+        except FileNotFoundError:
+            if not optional:
+                self._problem(rel, "no such directory", tier)
+        except OSError as exc:
+            self._problem(rel, describe_oserror(exc), tier)
+        return []
+
+    # -- tiers -----------------------------------------------------------------------------
+    def _denied_reason(self, exc: OSError, lockdown: str | None, what: str) -> str:
+        if exc.errno == errno.EPERM and lockdown not in (None, "none"):
+            return f"kernel lockdown ({lockdown}) blocks {what}"
+        return f"{describe_oserror(exc)} on {what}"
+
+    def sysfs_tier(self) -> TierState:
+        try:
+            names = self.root.listdir(SYS_CLASS_IOMMU)
+        except FileNotFoundError:
+            if not self.root.is_dir("sys/class"):
+                return TierState(Tier.SYSFS, TierStatus.UNAVAILABLE, "sysfs not mounted at /sys")
+            return TierState(
+                Tier.SYSFS, TierStatus.AVAILABLE, "no /sys/class/iommu: kernel without IOMMU support"
+            )
+        except OSError as exc:
+            return TierState(Tier.SYSFS, TierStatus.DENIED, f"{describe_oserror(exc)} on /sys/class/iommu")
+        n = sum(1 for n in names if n.startswith("dmar"))
+        reason = f"{n} DMAR unit(s)" if n else "no DMAR units (VT-d disabled or absent)"
+        return TierState(Tier.SYSFS, TierStatus.AVAILABLE, reason)
+
+    def debugfs_tier(self, lockdown: str | None) -> TierState:
+        try:
+            top = self.root.listdir(DEBUGFS)
+        except FileNotFoundError:
+            top = []
+        except OSError as exc:
+            return TierState(
+                Tier.IOMMU_DEBUGFS, TierStatus.DENIED, self._denied_reason(exc, lockdown, "/sys/kernel/debug")
+            )
+        if not top:
+            return TierState(
+                Tier.IOMMU_DEBUGFS, TierStatus.UNAVAILABLE, "debugfs not mounted at /sys/kernel/debug"
+            )
+        try:
+            self.root.listdir(IOMMU_DEBUGFS)
+        except FileNotFoundError:
+            return TierState(
+                Tier.IOMMU_DEBUGFS,
+                TierStatus.UNAVAILABLE,
+                "not built into this kernel (CONFIG_INTEL_IOMMU_DEBUGFS) or VT-d not active",
+            )
+        except OSError as exc:
+            return TierState(
+                Tier.IOMMU_DEBUGFS, TierStatus.DENIED, self._denied_reason(exc, lockdown, f"/{IOMMU_DEBUGFS}")
+            )
+        return TierState(Tier.IOMMU_DEBUGFS, TierStatus.AVAILABLE, f"/{IOMMU_DEBUGFS}")
+
+    def kho_tier(self, debugfs: TierState, lockdown: str | None) -> TierState:
+        if debugfs.status is not TierStatus.AVAILABLE and not self.root.is_dir(KHO_DEBUGFS):
+            if debugfs.reason.startswith("not built"):
+                # debugfs itself is there; only intel-iommu's directory is missing.
+                pass
+            elif debugfs.status is TierStatus.DENIED or "not mounted" in debugfs.reason:
+                return TierState(Tier.KHO_DEBUGFS, debugfs.status, debugfs.reason)
+        try:
+            self.root.listdir(KHO_DEBUGFS)
+        except FileNotFoundError:
+            return TierState(
+                Tier.KHO_DEBUGFS,
+                TierStatus.UNAVAILABLE,
+                "no /sys/kernel/debug/kho: KHO not built (CONFIG_KEXEC_HANDOVER_DEBUGFS) "
+                "or not enabled (kho=on)",
+            )
+        except OSError as exc:
+            return TierState(
+                Tier.KHO_DEBUGFS, TierStatus.DENIED, self._denied_reason(exc, lockdown, f"/{KHO_DEBUGFS}")
+            )
+        return TierState(Tier.KHO_DEBUGFS, TierStatus.AVAILABLE, f"/{KHO_DEBUGFS}")
+
+    def kcore_tier(self, lockdown: str | None) -> TierState:
+        """Open /proc/kcore and check its ELF magic; the file itself is never packed by collect."""
+        path = self.root.root / PROC_KCORE
+        try:
+            self.root.faults.check(PROC_KCORE, "read")
+            with open(path, "rb") as f:
+                magic = f.read(len(ELF_MAGIC))
+        except FileNotFoundError:
+            reason = (
+                "no /proc/kcore (CONFIG_PROC_KCORE=n)"
+                if self.root.is_live
+                else "no proc/kcore under this root (bundles carry no physical memory)"
+            )
+            return TierState(Tier.KCORE, TierStatus.UNAVAILABLE, reason)
+        except OSError as exc:
+            if exc.errno == errno.EPERM and lockdown not in (None, "none"):
+                reason = f"kernel lockdown ({lockdown}) blocks /proc/kcore"
+            elif exc.errno == errno.EPERM:
+                reason = "operation not permitted: /proc/kcore needs CAP_SYS_RAWIO"
+            elif exc.errno == errno.EACCES:
+                reason = (
+                    "permission denied: /proc/kcore needs root "
+                    "(ProtectKernelTunables= hides it in a sandboxed unit)"
+                )
+            else:
+                reason = f"{describe_oserror(exc)} on /proc/kcore"
+            return TierState(Tier.KCORE, TierStatus.DENIED, reason)
+        if magic != ELF_MAGIC:
+            return TierState(Tier.KCORE, TierStatus.UNAVAILABLE, "/proc/kcore is not an ELF core")
+        return TierState(Tier.KCORE, TierStatus.AVAILABLE, "/proc/kcore")
+
+    # -- inventory -------------------------------------------------------------------------
+    def unit(self, name: str) -> SysfsUnit:
+        base = f"{SYS_CLASS_IOMMU}/{name}/intel-iommu"
+        t = Tier.SYSFS
+        address = self._parse(f"{base}/address", lambda s: parse_hex(s, "a register base address"), t)
+
+        def read(attr: str, parser: Callable[[str], T]) -> T | None:
+            return self._parse(f"{base}/{attr}", parser, t, unit=address)
+
+        return SysfsUnit(
+            name=name,
+            address=address,
+            version=read("version", parse_version),
+            cap=read("cap", lambda s: parse_hex(s, "a CAP_REG value")),
+            ecap=read("ecap", lambda s: parse_hex(s, "an ECAP_REG value")),
+            domains_supported=read("domains_supported", parse_dec),
+            domains_used=read("domains_used", parse_dec),
+            devices=tuple(self._listdir(f"{SYS_CLASS_IOMMU}/{name}/devices", t)),
+        )
+
+    def pci_device(self, bdf: str) -> PciDevice:
+        base = f"{SYS_PCI_DEVICES}/{bdf}"
+        t = Tier.SYSFS
+        group = self.root.link_name(f"{base}/iommu_group")
+        vfio = self._listdir(f"{base}/vfio-dev", t, optional=True)
+        return PciDevice(
+            bdf=bdf,
+            vendor=self._parse(f"{base}/vendor", lambda s: parse_hex(s, "a PCI vendor ID"), t),
+            device=self._parse(f"{base}/device", lambda s: parse_hex(s, "a PCI device ID"), t),
+            pci_class=self._parse(f"{base}/class", lambda s: parse_hex(s, "a PCI class code"), t),
+            driver=self.root.link_name(f"{base}/driver"),
+            iommu=self.root.link_name(f"{base}/iommu"),
+            iommu_group=int(group) if group is not None and group.isdigit() else None,
+            vfio_devs=tuple(v for v in vfio if v.startswith("vfio")),
+        )
+
+    def group(self, number: int) -> IommuGroup:
+        base = f"{SYS_IOMMU_GROUPS}/{number}"
+        t = Tier.SYSFS
+        return IommuGroup(
+            number=number,
+            type=self._parse(f"{base}/type", parse_group_type, t),
+            reserved_regions=self._parse(f"{base}/reserved_regions", parse_reserved_regions, t) or (),
+            devices=tuple(self._listdir(f"{base}/devices", t)),
+        )
+
+    def dmar_table(self) -> DmarTable | None:
+        try:
+            data = self.root.read_bytes(ACPI_DMAR)
+        except FileNotFoundError:
+            self._problem(ACPI_DMAR, "no such file (no ACPI DMAR table)", Tier.SYSFS)
+            return None
+        except OSError as exc:
+            self._problem(ACPI_DMAR, describe_oserror(exc), Tier.SYSFS)
+            return None
+        try:
+            return parse_dmar(data)
+        except ParseError as exc:
+            self._problem(ACPI_DMAR, str(exc), Tier.SYSFS)
+            return None
+
+    def build(self) -> Snapshot:
+        t = Tier.SYSFS
+        lockdown = self._parse(LOCKDOWN, parse_lockdown, t, optional=True)
+        tiers = {Tier.SYSFS: self.sysfs_tier()}
+        units: list[SysfsUnit] = []
+        pci: dict[str, PciDevice] = {}
+        groups: dict[int, IommuGroup] = {}
+        dmar = None
+        if tiers[Tier.SYSFS].available:
+            names = self._listdir(SYS_CLASS_IOMMU, t, optional=True)
+            units = [self.unit(n) for n in names if n.startswith("dmar")]
+            for bdf in self._listdir(SYS_PCI_DEVICES, t, optional=True):
+                pci[bdf] = self.pci_device(bdf)
+            for g in self._listdir(SYS_IOMMU_GROUPS, t, optional=True):
+                if g.isdigit():
+                    groups[int(g)] = self.group(int(g))
+            if units:
+                dmar = self.dmar_table()
+        units.sort(key=lambda u: (u.address is None, u.address or 0, u.name))
+
+        debugfs = self.debugfs_tier(lockdown)
+        tiers[Tier.IOMMU_DEBUGFS] = debugfs
+        regset: Regset | None = None
+        translation: TranslationStruct | None = None
+        if debugfs.available:
+            regset = self._parse(IOMMU_REGSET, parse_iommu_regset, Tier.IOMMU_DEBUGFS)
+            translation = self._parse(
+                DMAR_TRANSLATION_STRUCT, parse_dmar_translation_struct, Tier.IOMMU_DEBUGFS
+            )
+        tiers[Tier.KHO_DEBUGFS] = self.kho_tier(debugfs, lockdown)
+        tiers[Tier.KCORE] = self.kcore_tier(lockdown)
+
+        return Snapshot(
+            root=str(self.root.root),
+            kernel_release=self._parse(OSRELEASE, lambda s: parse_word(s, "a kernel release"), t, optional=True),
+            boot_id=self._parse(BOOT_ID, lambda s: parse_word(s, "a boot id"), t, optional=True),
+            cmdline=self._parse(PROC_CMDLINE, parse_cmdline, t),
+            kexec_loaded=self._parse(KEXEC_LOADED, lambda s: parse_bool01(s, "kexec_loaded"), t, optional=True),
+            lockdown=lockdown,
+            tiers=tiers,
+            units=tuple(units),
+            pci_devices=pci,
+            groups=groups,
+            dmar=dmar,
+            regset=regset,
+            translation=translation,
+            problems=tuple(self.problems),
+        )
+
+
+def take_snapshot(root: HostRoot) -> Snapshot:
+    return SnapshotBuilder(root).build()

@@ -1,0 +1,102 @@
+"""What one look at a host saw: the pure data the audit evaluates (built by ``host/``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from vtdlud.parse.sysfs import ReservedRegion
+
+if TYPE_CHECKING:
+    from vtdlud.model.dmar import DmarTable
+    from vtdlud.parse.debugfs import Regset, TranslationStruct
+
+
+class Tier(Enum):
+    """Tiers of visibility (DESIGN.md §2), in the order they are reported."""
+
+    SYSFS = "sysfs"
+    IOMMU_DEBUGFS = "iommu_debugfs"
+    KHO_DEBUGFS = "kho_debugfs"
+    KCORE = "kcore"
+
+
+class TierStatus(Enum):
+    AVAILABLE = "available"
+    UNAVAILABLE = "unavailable"  # not mounted, not built, not present in the bundle
+    DENIED = "denied"  # permission denied or kernel lockdown
+
+
+@dataclass(frozen=True)
+class TierState:
+    tier: Tier
+    status: TierStatus
+    reason: str
+
+    @property
+    def available(self) -> bool:
+        return self.status is TierStatus.AVAILABLE
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """An input that could not be read (VTD051) or is in an unsupported format (VTD052)."""
+
+    path: str  # absolute path as on the host, e.g. /sys/kernel/debug/iommu/intel/iommu_regset
+    reason: str
+    tier: Tier
+    unsupported: bool = False
+    unit: int | None = None  # register base address when the input belongs to one unit
+
+
+@dataclass(frozen=True)
+class SysfsUnit:
+    """/sys/class/iommu/<name>/intel-iommu/* and devices/."""
+
+    name: str
+    address: int | None
+    version: str | None
+    cap: int | None
+    ecap: int | None
+    domains_supported: int | None
+    domains_used: int | None
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PciDevice:
+    bdf: str
+    vendor: int | None
+    device: int | None
+    pci_class: int | None
+    driver: str | None  # basename of the driver link ("vfio-pci"), None when unbound
+    iommu: str | None  # unit name from the iommu link ("dmar0")
+    iommu_group: int | None
+    vfio_devs: tuple[str, ...]  # vfio-dev/vfioN: the VFIO cdevs of this device
+
+
+@dataclass(frozen=True)
+class IommuGroup:
+    number: int
+    type: str | None
+    reserved_regions: tuple[ReservedRegion, ...]
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    root: str
+    kernel_release: str | None
+    boot_id: str | None
+    cmdline: tuple[str, ...] | None
+    kexec_loaded: bool | None
+    lockdown: str | None
+    tiers: dict[Tier, TierState]
+    units: tuple[SysfsUnit, ...]
+    pci_devices: dict[str, PciDevice]
+    groups: dict[int, IommuGroup]
+    dmar: DmarTable | None
+    regset: Regset | None
+    translation: TranslationStruct | None
+    problems: tuple[InputProblem, ...] = field(default=())

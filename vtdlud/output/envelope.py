@@ -1,0 +1,104 @@
+"""The versioned ``--json`` envelope of status, check and collect (DESIGN.md §4).
+
+Addresses and raw registers are lowercase ``0x`` hex strings; bits are sorted lists of bit
+indices; units are sorted by numeric address and devices by BDF.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from vtdlud import __version__
+from vtdlud.audit.report import Finding, Report, UnitReport
+from vtdlud.model.registers import decode_cap, decode_ecap
+from vtdlud.model.snapshot import Snapshot, Tier
+
+JSON_FORMAT_VERSION = (1, 0)
+
+JSON = dict[str, Any]
+
+
+def hex_or_none(value: int | None) -> str | None:
+    return None if value is None else f"{value:#x}"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def unit_json(u: UnitReport) -> JSON:
+    return {
+        "name": u.name,
+        "address": hex_or_none(u.address),
+        "version": u.version,
+        "cap": {"raw": hex_or_none(u.cap), "fields": decode_cap(u.cap) if u.cap is not None else {}},
+        "ecap": {
+            "raw": hex_or_none(u.ecap),
+            "fields": decode_ecap(u.ecap) if u.ecap is not None else {},
+        },
+        "mode": u.mode.value,
+        "translation_enabled": u.translation_enabled,
+        "root_table": hex_or_none(u.root_table),
+        "devices": list(u.devices),
+        "context_tables": None if u.context_tables is None else list(u.context_tables),
+        "context_tables_source": u.context_tables_source,
+        "preserved": None,
+    }
+
+
+def finding_json(f: Finding) -> JSON:
+    return {
+        "code": f.code,
+        "severity": f.severity.value,
+        "unit": hex_or_none(f.unit),
+        "bdf": f.bdf,
+        "message": f.message,
+        "hint": f.hint,
+        "message_id": f.message_id,
+    }
+
+
+def host_json(snapshot: Snapshot, root_label: str) -> JSON:
+    return {
+        "root": root_label,
+        "kernel_release": snapshot.kernel_release,
+        "boot_id": snapshot.boot_id,
+        "tiers": {
+            t.value: {
+                "state": snapshot.tiers[t].status.value,
+                "reason": snapshot.tiers[t].reason,
+            }
+            for t in Tier
+            if t in snapshot.tiers
+        },
+    }
+
+
+def envelope(
+    report: Report,
+    *,
+    argv: list[str],
+    exit_status: int,
+    root_label: str,
+    source: str = "live",
+    generated_at: str | None = None,
+) -> JSON:
+    def order(f: Finding) -> tuple[int, int, str, str]:
+        return (-f.severity.rank, f.unit if f.unit is not None else -1, f.code, f.bdf or "")
+
+    return {
+        "json_format_version": list(JSON_FORMAT_VERSION),
+        "vtdlud": {"version": __version__, "argv": argv, "exit_status": exit_status},
+        "source": source,
+        "generated_at": generated_at or now_rfc3339(),
+        "host": host_json(report.snapshot, root_label),
+        "units": [unit_json(u) for u in report.units],
+        "findings": [finding_json(f) for f in sorted(report.findings, key=order)],
+        "verdict": report.verdict.value,
+    }
+
+
+def dumps(doc: JSON) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False) + "\n"

@@ -1,0 +1,118 @@
+"""Human output: virt-host-validate style ``check : RESULT (reason)`` lines and a unit table.
+
+Colour only when writing to a terminal and ``NO_COLOR`` is unset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TextIO
+
+from vtdlud.audit.catalog import Severity
+from vtdlud.audit.report import Finding, Report, UnitReport
+from vtdlud.model.snapshot import TierStatus
+
+_COLOURS = {
+    "PASS": "32",
+    "NOTE": "36",
+    "WARN": "33",
+    "FAIL": "31;1",
+    "UNKNOWN": "35",
+}
+
+
+def use_colour(stream: TextIO) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ
+
+
+def paint(word: str, colour: bool) -> str:
+    code = _COLOURS.get(word)
+    return f"\x1b[{code}m{word}\x1b[0m" if colour and code else word
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+
+
+def _hex(v: int | None) -> str:
+    return "-" if v is None else f"{v:#x}"
+
+
+def _yn(v: bool | None) -> str:
+    return "-" if v is None else ("yes" if v else "no")
+
+
+def _ctx(u: UnitReport) -> str:
+    if u.context_tables is None:
+        return "-"
+    return f"{len(u.context_tables)} ({u.context_tables_source})"
+
+
+def _check_line(name: str, result: str, reason: str, colour: bool, width: int) -> str:
+    return f"  {name.ljust(width)} : {paint(result, colour)} ({reason})"
+
+
+def format_findings(findings: Iterable[Finding], colour: bool) -> list[str]:
+    lines = []
+    for f in findings:
+        where = f.bdf or (f"{f.unit:#x}" if f.unit is not None else "host")
+        lines.append(f"  {f.code} {paint(f.severity.value, colour)} {where}: {f.message}")
+        lines.append(f"         hint: {f.hint}")
+    return lines
+
+
+def format_status(report: Report, root_label: str, colour: bool) -> str:
+    snap = report.snapshot
+    out = [
+        f"vtdlud status: root {root_label}, kernel {snap.kernel_release or 'unknown'}"
+        + (f", boot {snap.boot_id}" if snap.boot_id else ""),
+        "",
+        "Tiers of visibility",
+    ]
+    width = max(len(f"tier {t.value}") for t in snap.tiers)
+    for tier, st in snap.tiers.items():
+        result = "PASS" if st.status is TierStatus.AVAILABLE else "UNKNOWN"
+        label = st.status.value if result == "UNKNOWN" else "available"
+        out.append(_check_line(f"tier {tier.value}", result, f"{label}: {st.reason}", colour, width))
+    out.append("")
+    if report.units:
+        rows = [["UNIT", "ADDRESS", "VER", "MODE", "TE", "ROOT TABLE", "DEVICES", "CONTEXT TABLES"]]
+        rows += [
+            [
+                u.name,
+                _hex(u.address),
+                u.version or "-",
+                u.mode.value,
+                _yn(u.translation_enabled),
+                _hex(u.root_table),
+                str(len(u.devices)),
+                _ctx(u),
+            ]
+            for u in report.units
+        ]
+        out += ["DMAR units", *_table(rows), ""]
+        devrows = [["DEVICE", "UNIT", "DRIVER", "GROUP", "VFIO CDEV"]]
+        for u in report.units:
+            for bdf in u.devices:
+                d = snap.pci_devices.get(bdf)
+                devrows.append(
+                    [
+                        bdf,
+                        u.name,
+                        (d.driver if d else None) or "-",
+                        str(d.iommu_group) if d and d.iommu_group is not None else "-",
+                        ",".join(d.vfio_devs) if d and d.vfio_devs else "-",
+                    ]
+                )
+        out += ["Devices", *_table(devrows), ""]
+    else:
+        out += ["DMAR units: none", ""]
+    shown = [f for f in report.findings if f.severity is not Severity.PASS]
+    if shown:
+        out += ["Findings", *format_findings(shown, colour), ""]
+    out.append(f"Verdict: {paint(report.verdict.value, colour)}")
+    return "\n".join(out) + "\n"
