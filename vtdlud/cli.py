@@ -134,7 +134,9 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
         out = Path(ns.output) if ns.output else _default_bundle_name(snap.kernel_release)
         if out.is_dir():
             raise UsageError(f"-o {out}: is a directory, expected a file name for the bundle")
-        manifest = make_manifest(ns.root, snap.kernel_release, snap.boot_id, root.unreadable)
+        unreadable = dict(root.unreadable)
+        unreadable.update((p.path.lstrip("/"), p.reason) for p in snap.problems)
+        manifest = make_manifest(ns.root, snap.kernel_release, snap.boot_id, unreadable)
         try:
             result = write_bundle(root, out, manifest=manifest)
         except OSError as exc:
@@ -153,7 +155,7 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
     else:
         _write(
             f"wrote {result.path}: {result.files} files, {result.links} links, "
-            f"{len(result.unreadable)} unreadable (listed in the manifest)\n"
+            f"{result.unreadable} unreadable (listed in the manifest)\n"
         )
     return ExitCode.OK
 

@@ -40,7 +40,7 @@ class CollectResult:
     files: int
     links: int
     dirs: int
-    unreadable: dict[str, str]
+    unreadable: int  # entries in the manifest's "unreadable" list
 
 
 def _relative_link(link: str, target: str) -> str:
@@ -115,7 +115,7 @@ def write_bundle(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return CollectResult(out, len(files), len(links), len(dirs), dict(root.unreadable))
+    return CollectResult(out, len(files), len(links), len(dirs), len(manifest["unreadable"]))
 
 
 def make_manifest(

@@ -140,6 +140,11 @@ class HostRoot:
         return cur
 
     # -- access ----------------------------------------------------------------------------
+    def _failed(self, rel: str, exc: OSError) -> None:
+        """Remember a failure for the bundle manifest; absent optional files are not failures."""
+        if exc.errno != errno.ENOENT:
+            self.unreadable[rel] = describe_oserror(exc)
+
     def read_bytes(self, rel: str, *, limit: int | None = None) -> bytes:
         """Read a whole file (or its first ``limit`` bytes). Raises OSError."""
         try:
@@ -149,7 +154,7 @@ class HostRoot:
             with open(self._abs(real), "rb") as f:
                 data = f.read() if limit is None else f.read(limit)
         except OSError as exc:
-            self.unreadable[rel] = describe_oserror(exc)
+            self._failed(rel, exc)
             raise
         self.files_read.add(real)
         if limit is None:
@@ -168,7 +173,7 @@ class HostRoot:
             self.faults.check(real, "list")
             names = sorted(os.listdir(self._abs(real)))
         except OSError as exc:
-            self.unreadable[rel] = describe_oserror(exc)
+            self._failed(rel, exc)
             raise
         self.dirs_listed.add(real)
         self.listed[real] = names

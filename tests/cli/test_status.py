@@ -1,0 +1,120 @@
+"""`vtdlud status` on the real captures: the JSON envelope, checked against hand-derived values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cli.helpers import codes, run_cli, run_installed, status_json
+from tests.conftest import CAPTURE_NAMES, capture_tarball
+
+A_LEGACY_DEVICES = [
+    "0000:00:00.0",
+    "0000:00:02.0",
+    "0000:00:03.0",
+    "0000:00:04.0",
+    "0000:00:04.1",
+    "0000:00:04.2",
+    "0000:00:04.3",
+    "0000:00:05.0",
+    "0000:00:1f.0",
+    "0000:00:1f.2",
+    "0000:00:1f.3",
+    "0000:01:00.0",
+    "0000:02:00.0",
+    "0000:03:00.0",
+    "0000:04:00.0",
+    "0000:05:01.0",
+    "0000:05:02.0",
+]
+
+
+@pytest.mark.parametrize("name", CAPTURE_NAMES)
+def test_every_capture_validates_and_reads_cleanly(name: str) -> None:
+    doc = status_json("--root", str(capture_tarball(name)))
+    # Nothing unreadable or unparsed in a real capture: only the two tiers a capture lacks.
+    assert codes(doc) == ["VTD050", "VTD050"]
+    assert doc["host"]["tiers"]["sysfs"]["state"] == "available"
+    assert doc["host"]["tiers"]["iommu_debugfs"]["state"] == "available"
+    assert doc["host"]["tiers"]["kho_debugfs"]["state"] == "unavailable"
+    assert doc["host"]["tiers"]["kcore"]["state"] == "unavailable"
+    assert doc["verdict"] == "UNKNOWN"  # kho_debugfs and kcore are required by default
+    assert doc["source"] == "live"
+    assert doc["vtdlud"]["exit_status"] == 0
+    [unit] = doc["units"]
+    assert unit["name"] == "dmar0" and unit["address"] == "0xfed90000"  # sysfs "fed90000"
+    assert unit["version"] == "1:0"
+    assert unit["devices"] == A_LEGACY_DEVICES  # same topology in every capture
+    assert unit["preserved"] is None
+
+
+def test_a_legacy_values(capture_root: Callable[[str], Path]) -> None:
+    doc = status_json("--root", str(capture_root("a_legacy")))
+    [u] = doc["units"]
+    assert u["cap"]["raw"] == "0xd2008c22260286"
+    cap = u["cap"]["fields"]
+    # ND = 6 -> 1 << 16; MGAW field 0x26 + 1; FRO 0x22 * 16; NFR 0 + 1
+    assert (cap["ndoms"], cap["mgaw"], cap["fault_reg_offset"], cap["num_fault_regs"]) == (
+        65536,
+        39,
+        0x220,
+        1,
+    )
+    assert cap["caching_mode"] is True and cap["sagaw"] == 2 and cap["pgsel_inv"] is True
+    assert u["ecap"]["raw"] == "0xf00f4a"
+    ecap = u["ecap"]["fields"]
+    assert ecap["qis"] is True and ecap["ir_support"] is True and ecap["pass_through"] is True
+    assert ecap["iotlb_offset"] == 0xF0 and ecap["smts"] is False  # (0xf00f4a >> 8 & 0x3ff) * 16
+    assert u["mode"] == "legacy"  # RTADDR 0x1a49000: bit 10 clear
+    assert u["translation_enabled"] is True  # GSTS 0xc7000000: bit 31
+    assert u["root_table"] == "0x1a49000"
+    # rows on buses 00..05, legacy: bit = bus << 1
+    assert u["context_tables"] == [0, 2, 4, 6, 8, 10]
+    assert u["context_tables_source"] == "debugfs"
+
+
+def test_b_scalable_values(capture_root: Callable[[str], Path]) -> None:
+    doc = status_json("--root", str(capture_root("b_scalable")))
+    [u] = doc["units"]
+    assert u["mode"] == "scalable"  # RTADDR 0x1a48400: bit 10 (DMA_RTADDR_SMT) set
+    assert u["root_table"] == "0x1a48000"  # 0x1a48400 & ~0xfff
+    assert u["ecap"]["fields"]["smts"] is True  # 0x480080f00f4a bit 43
+    # bus 00 root 0x1a58001:0x1a4c001 -> lower (bit 0) and upper (bit 1) present;
+    # buses 01..05 show only the lower half: bits 2, 4, 6, 8, 10
+    assert u["context_tables"] == [0, 1, 2, 4, 6, 8, 10]
+
+
+def test_text_output(capture_root: Callable[[str], Path]) -> None:
+    rc, out, err = run_cli("status", "--root", str(capture_root("b_scalable")))
+    assert rc == 0 and err == ""
+    assert "  tier sysfs         : PASS (available: 1 DMAR unit(s))" in out
+    assert "  dmar0  0xfed90000  1:0  scalable  yes  0x1a48000   17       7 (debugfs)" in out
+    assert "  0000:00:05.0  dmar0  vfio-pci    7      vfio0" in out
+    assert out.endswith("Verdict: UNKNOWN\n")
+    assert "\x1b[" not in out  # no colour when not a terminal
+
+
+def test_installed_command_and_errors(tmp_path: Path) -> None:
+    proc = run_installed("status", "--root", str(tmp_path / "missing"))
+    assert proc.returncode == 2
+    assert proc.stderr == f"vtdlud: error: --root {tmp_path / 'missing'}: no such file or directory\n"
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"not a tarball")
+    proc = run_installed("status", "--root", str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"vtdlud: error: bundle {bad}: not a readable .tar.gz bundle")
+    assert "Traceback" not in proc.stderr
+    proc = run_installed("status", "--bogus")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_empty_root_is_a_report_not_a_crash(tmp_path: Path) -> None:
+    doc = status_json("--root", str(tmp_path))
+    assert doc["units"] == []
+    assert doc["host"]["tiers"]["sysfs"] == {
+        "state": "unavailable",
+        "reason": "sysfs not mounted at /sys",
+    }
+    assert doc["verdict"] == "UNKNOWN"
