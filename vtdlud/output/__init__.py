@@ -1,0 +1,1 @@
+"""Renderers: JSON documents, human text, journald, textfile metrics."""
