@@ -177,9 +177,7 @@ def cmd_decode(ns: argparse.Namespace) -> int:
         except ParseError as exc:
             raise UsageError(f"decode dmar: {ns.value}: {exc}") from exc
         _write(
-            json.dumps(dmar_to_json(table), indent=2) + "\n"
-            if ns.json
-            else format_dmar_text(table)
+            json.dumps(dmar_to_json(table), indent=2) + "\n" if ns.json else format_dmar_text(table)
         )
         return ExitCode.OK
     from vtdlud.output.decode import decode, format_text, to_json
@@ -194,7 +192,11 @@ def cmd_abi(ns: argparse.Namespace) -> int:
 
     from vtdlud.output.abi import abi_layout, format_abi_text
 
-    _write(json.dumps(abi_layout(ns.variant), indent=2) + "\n" if ns.json else format_abi_text(ns.variant))
+    _write(
+        json.dumps(abi_layout(ns.variant), indent=2) + "\n"
+        if ns.json
+        else format_abi_text(ns.variant)
+    )
     return ExitCode.OK
 
 
@@ -226,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.OK
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into exit 4
+    except Exception as exc:  # the one place that turns a bug into exit 4
         _error(
             f"internal error: {type(exc).__name__}: {exc}",
             "run `vtdlud collect` and attach the bundle to a bug report",

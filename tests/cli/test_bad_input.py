@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -110,11 +111,7 @@ def test_dmar_table_whose_length_lies(host: Path) -> None:
 
 
 def test_pre_52_debugfs_format_is_unsupported_not_wrong(host: Path) -> None:
-    old = (
-        "IOMMU dmar0: Root Table Address:1a49000\n"
-        "Root Table Entries:\n"
-        " Bus: 0 H: 0 L: 1a53001\n"
-    )
+    old = "IOMMU dmar0: Root Table Address:1a49000\nRoot Table Entries:\n Bus: 0 H: 0 L: 1a53001\n"
     _write(host / TRANS, old.encode())
     doc = status_json("--root", str(host))
     [msg] = finding_messages(doc, "VTD052")
@@ -175,8 +172,6 @@ def world_readable_copy(capture_root: Callable[[str], Path]) -> Iterator[Path]:
         os.chmod(top, 0o755)
         yield copy_tree(capture_root("a_legacy"), top / "host")
     finally:
-        import shutil
-
         shutil.rmtree(top)
 
 

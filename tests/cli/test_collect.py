@@ -67,7 +67,9 @@ def test_bundle_layout_and_manifest(capture_root: Callable[[str], Path], tmp_pat
 
 def test_collect_json_is_the_envelope(capture_root: Callable[[str], Path], tmp_path: Path) -> None:
     bundle = tmp_path / "b.tar.gz"
-    rc, out, _ = run_cli("collect", "--json", "--root", str(capture_root("d_legacy_passthrough")), "-o", str(bundle))
+    rc, out, _ = run_cli(
+        "collect", "--json", "--root", str(capture_root("d_legacy_passthrough")), "-o", str(bundle)
+    )
     assert rc == 0
     doc = validate(json.loads(out))
     assert doc["bundle"]["path"] == str(bundle) and doc["bundle"]["files"] > 50
@@ -76,7 +78,10 @@ def test_collect_json_is_the_envelope(capture_root: Callable[[str], Path], tmp_p
 def test_collect_output_errors(capture_root: Callable[[str], Path], tmp_path: Path) -> None:
     rc, _, err = run_cli("collect", "--root", str(capture_root("a_legacy")), "-o", str(tmp_path))
     assert rc == 2
-    assert err == f"vtdlud: error: -o {tmp_path}: is a directory, expected a file name for the bundle\n"
+    assert (
+        err
+        == f"vtdlud: error: -o {tmp_path}: is a directory, expected a file name for the bundle\n"
+    )
     ro = tmp_path / "ro"
     ro.mkdir()
     target = ro / "sub" / "x.tar.gz"

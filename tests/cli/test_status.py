@@ -99,7 +99,9 @@ def test_text_output(capture_root: Callable[[str], Path]) -> None:
 def test_installed_command_and_errors(tmp_path: Path) -> None:
     proc = run_installed("status", "--root", str(tmp_path / "missing"))
     assert proc.returncode == 2
-    assert proc.stderr == f"vtdlud: error: --root {tmp_path / 'missing'}: no such file or directory\n"
+    assert (
+        proc.stderr == f"vtdlud: error: --root {tmp_path / 'missing'}: no such file or directory\n"
+    )
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(b"not a tarball")
     proc = run_installed("status", "--root", str(bad))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from vtdlud.model.bitfield import decode_fields
 from vtdlud.model.registers import (
+    GSTS_FIELDS,
+    RTADDR_FIELDS,
     decode_cap,
     decode_ecap,
     gsts_tes,
     rtaddr_is_scalable,
     rtaddr_root_table,
 )
-from vtdlud.model.bitfield import decode_fields
-from vtdlud.model.registers import GSTS_FIELDS, RTADDR_FIELDS
 from vtdlud.model.tables import (
     ContextEntry,
     PasidEntry,

@@ -173,7 +173,9 @@ def extract_bundle(bundle: Path, dest: Path) -> None:
         with tarfile.open(bundle, "r:*") as tar:
             members = tar.getmembers()
             if len(members) > MAX_MEMBERS:
-                raise UsageError(f"bundle {bundle}: {len(members)} members, more than {MAX_MEMBERS}")
+                raise UsageError(
+                    f"bundle {bundle}: {len(members)} members, more than {MAX_MEMBERS}"
+                )
             checked = [(_check_member(bundle, m), m) for m in members]
             if sum(m.size for _, m in checked if m.isfile()) > MAX_BUNDLE_BYTES:
                 raise UsageError(f"bundle {bundle}: unpacks to more than {MAX_BUNDLE_BYTES} bytes")

@@ -70,7 +70,13 @@ class SnapshotBuilder:
 
     # -- helpers ---------------------------------------------------------------------------
     def _problem(
-        self, rel: str, reason: str, tier: Tier, *, unsupported: bool = False, unit: int | None = None
+        self,
+        rel: str,
+        reason: str,
+        tier: Tier,
+        *,
+        unsupported: bool = False,
+        unit: int | None = None,
     ) -> None:
         self.problems.append(InputProblem(f"/{rel}", reason, tier, unsupported, unit))
 
@@ -127,10 +133,14 @@ class SnapshotBuilder:
             if not self.root.is_dir("sys/class"):
                 return TierState(Tier.SYSFS, TierStatus.UNAVAILABLE, "sysfs not mounted at /sys")
             return TierState(
-                Tier.SYSFS, TierStatus.AVAILABLE, "no /sys/class/iommu: kernel without IOMMU support"
+                Tier.SYSFS,
+                TierStatus.AVAILABLE,
+                "no /sys/class/iommu: kernel without IOMMU support",
             )
         except OSError as exc:
-            return TierState(Tier.SYSFS, TierStatus.DENIED, f"{describe_oserror(exc)} on /sys/class/iommu")
+            return TierState(
+                Tier.SYSFS, TierStatus.DENIED, f"{describe_oserror(exc)} on /sys/class/iommu"
+            )
         n = sum(1 for n in names if n.startswith("dmar"))
         reason = f"{n} DMAR unit(s)" if n else "no DMAR units (VT-d disabled or absent)"
         return TierState(Tier.SYSFS, TierStatus.AVAILABLE, reason)
@@ -142,11 +152,15 @@ class SnapshotBuilder:
             top = []
         except OSError as exc:
             return TierState(
-                Tier.IOMMU_DEBUGFS, TierStatus.DENIED, self._denied_reason(exc, lockdown, "/sys/kernel/debug")
+                Tier.IOMMU_DEBUGFS,
+                TierStatus.DENIED,
+                self._denied_reason(exc, lockdown, "/sys/kernel/debug"),
             )
         if not top:
             return TierState(
-                Tier.IOMMU_DEBUGFS, TierStatus.UNAVAILABLE, "debugfs not mounted at /sys/kernel/debug"
+                Tier.IOMMU_DEBUGFS,
+                TierStatus.UNAVAILABLE,
+                "debugfs not mounted at /sys/kernel/debug",
             )
         try:
             self.root.listdir(IOMMU_DEBUGFS)
@@ -158,7 +172,9 @@ class SnapshotBuilder:
             )
         except OSError as exc:
             return TierState(
-                Tier.IOMMU_DEBUGFS, TierStatus.DENIED, self._denied_reason(exc, lockdown, f"/{IOMMU_DEBUGFS}")
+                Tier.IOMMU_DEBUGFS,
+                TierStatus.DENIED,
+                self._denied_reason(exc, lockdown, f"/{IOMMU_DEBUGFS}"),
             )
         return TierState(Tier.IOMMU_DEBUGFS, TierStatus.AVAILABLE, f"/{IOMMU_DEBUGFS}")
 
@@ -180,7 +196,9 @@ class SnapshotBuilder:
             )
         except OSError as exc:
             return TierState(
-                Tier.KHO_DEBUGFS, TierStatus.DENIED, self._denied_reason(exc, lockdown, f"/{KHO_DEBUGFS}")
+                Tier.KHO_DEBUGFS,
+                TierStatus.DENIED,
+                self._denied_reason(exc, lockdown, f"/{KHO_DEBUGFS}"),
             )
         return TierState(Tier.KHO_DEBUGFS, TierStatus.AVAILABLE, f"/{KHO_DEBUGFS}")
 
@@ -219,7 +237,9 @@ class SnapshotBuilder:
     def unit(self, name: str) -> SysfsUnit:
         base = f"{SYS_CLASS_IOMMU}/{name}/intel-iommu"
         t = Tier.SYSFS
-        address = self._parse(f"{base}/address", lambda s: parse_hex(s, "a register base address"), t)
+        address = self._parse(
+            f"{base}/address", lambda s: parse_hex(s, "a register base address"), t
+        )
 
         def read(attr: str, parser: Callable[[str], T]) -> T | None:
             return self._parse(f"{base}/{attr}", parser, t, unit=address)
@@ -257,7 +277,8 @@ class SnapshotBuilder:
         return IommuGroup(
             number=number,
             type=self._parse(f"{base}/type", parse_group_type, t),
-            reserved_regions=self._parse(f"{base}/reserved_regions", parse_reserved_regions, t) or (),
+            reserved_regions=self._parse(f"{base}/reserved_regions", parse_reserved_regions, t)
+            or (),
             devices=tuple(self._listdir(f"{base}/devices", t)),
         )
 
@@ -310,10 +331,14 @@ class SnapshotBuilder:
 
         return Snapshot(
             root=str(self.root.root),
-            kernel_release=self._parse(OSRELEASE, lambda s: parse_word(s, "a kernel release"), t, optional=True),
+            kernel_release=self._parse(
+                OSRELEASE, lambda s: parse_word(s, "a kernel release"), t, optional=True
+            ),
             boot_id=self._parse(BOOT_ID, lambda s: parse_word(s, "a boot id"), t, optional=True),
             cmdline=self._parse(PROC_CMDLINE, parse_cmdline, t),
-            kexec_loaded=self._parse(KEXEC_LOADED, lambda s: parse_bool01(s, "kexec_loaded"), t, optional=True),
+            kexec_loaded=self._parse(
+                KEXEC_LOADED, lambda s: parse_bool01(s, "kexec_loaded"), t, optional=True
+            ),
             lockdown=lockdown,
             tiers=tiers,
             units=tuple(units),

@@ -30,12 +30,18 @@ CAP_FIELDS: tuple[BitField, ...] = (
     flag("plmr", 5, "protected low-memory region"),
     flag("phmr", 6, "protected high-memory region"),
     flag("caching_mode", 7, "caching mode (virtual IOMMU)"),
-    BitField("sagaw", 12, 8, Scale.RAW, "supported AGAW bitmap: bit1 39-bit, bit2 48-bit, bit3 57-bit"),
+    BitField(
+        "sagaw", 12, 8, Scale.RAW, "supported AGAW bitmap: bit1 39-bit, bit2 48-bit, bit3 57-bit"
+    ),
     BitField("mgaw", 21, 16, Scale.PLUS_ONE, "maximum guest address width (bits)"),
     flag("zlr", 22, "zero-length read"),
     flag("isoch", 23, "isochrony"),
-    BitField("fault_reg_offset", 33, 24, Scale.TIMES_16, "fault recording registers offset (bytes)"),
-    BitField("super_page_val", 37, 34, Scale.RAW, "second-level large pages: bit0 2 MiB, bit1 1 GiB"),
+    BitField(
+        "fault_reg_offset", 33, 24, Scale.TIMES_16, "fault recording registers offset (bytes)"
+    ),
+    BitField(
+        "super_page_val", 37, 34, Scale.RAW, "second-level large pages: bit0 2 MiB, bit1 1 GiB"
+    ),
     flag("pgsel_inv", 39, "page-selective invalidation"),
     BitField("num_fault_regs", 47, 40, Scale.PLUS_ONE, "number of fault recording registers"),
     BitField("max_amask_val", 53, 48, Scale.RAW, "maximum address mask value"),

@@ -17,7 +17,9 @@ ROOT_ENTRY_NR = 256  # one root entry per bus
 # = (bus << 1) + (devfn >> 7): two tables per bus in scalable mode, the upper one at the odd bit.
 CONTEXT_TABLES_BITMAP_BITS = ROOT_ENTRY_NR * 2
 BITS_PER_U64 = 64
-CONTEXT_TABLES_BITMAP_WORDS = CONTEXT_TABLES_BITMAP_BITS // BITS_PER_U64  # u64 context_tables_bitmap[8]
+CONTEXT_TABLES_BITMAP_WORDS = (
+    CONTEXT_TABLES_BITMAP_BITS // BITS_PER_U64
+)  # u64 context_tables_bitmap[8]
 SM_UPPER_DEVFN = 0x80  # scalable mode: devfn >= 0x80 lives in the upper context table
 PASID_PDE_SHIFT = 6  # 64 PASID entries per PASID table page
 

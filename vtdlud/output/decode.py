@@ -77,23 +77,26 @@ def decode(kind: str, value: str, mode: str = "legacy") -> Decoded:
     if kind == "root-entry":
         hi, lo = _words(kind, value, 2, "0xHI:0xLO as dmar_translation_struct prints it")
         return Decoded(
-            kind, "root entry", None, (Word("lo", lo, ROOT_LO_FIELDS), Word("hi", hi, ROOT_HI_FIELDS))
+            kind,
+            "root entry",
+            None,
+            (Word("lo", lo, ROOT_LO_FIELDS), Word("hi", hi, ROOT_HI_FIELDS)),
         )
     if kind == "context-entry":
         hi, lo = _words(kind, value, 2, "0xHI:0xLO as dmar_translation_struct prints it")
         if mode == "scalable":
             words = (Word("lo", lo, SM_CONTEXT_LO_FIELDS), Word("hi", hi, SM_CONTEXT_HI_FIELDS))
-            return Decoded(kind, "scalable-mode context entry (low 128 bits)", mode, words)
+            return Decoded(kind, "context entry (low 128 bits)", mode, words)
         words = (Word("lo", lo, CONTEXT_LO_FIELDS), Word("hi", hi, CONTEXT_HI_FIELDS))
-        return Decoded(kind, "legacy context entry", mode, words)
+        return Decoded(kind, "context entry", mode, words)
     if kind == "pasid-entry":
         v2, v1, v0 = _words(kind, value, 3, "val2:val1:val0 as dmar_translation_struct prints it")
-        words = (
+        pasid_words = (
             Word("val[0]", v0, PASID_VAL0_FIELDS),
             Word("val[1]", v1, PASID_VAL1_FIELDS),
             Word("val[2]", v2, PASID_VAL2_FIELDS),
         )
-        return Decoded(kind, "scalable-mode PASID entry", "scalable", words)
+        return Decoded(kind, "PASID entry (val[2:0])", "scalable", pasid_words)
     raise UsageError(f"decode: unknown kind {kind!r}; expected one of {', '.join(KINDS)} or dmar")
 
 

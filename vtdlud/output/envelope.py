@@ -33,7 +33,10 @@ def unit_json(u: UnitReport) -> JSON:
         "name": u.name,
         "address": hex_or_none(u.address),
         "version": u.version,
-        "cap": {"raw": hex_or_none(u.cap), "fields": decode_cap(u.cap) if u.cap is not None else {}},
+        "cap": {
+            "raw": hex_or_none(u.cap),
+            "fields": decode_cap(u.cap) if u.cap is not None else {},
+        },
         "ecap": {
             "raw": hex_or_none(u.ecap),
             "fields": decode_ecap(u.ecap) if u.ecap is not None else {},

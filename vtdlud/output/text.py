@@ -34,7 +34,8 @@ def paint(word: str, colour: bool) -> str:
 def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return [
-        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
     ]
 
 
@@ -77,7 +78,9 @@ def format_status(report: Report, root_label: str, colour: bool) -> str:
     for tier, st in snap.tiers.items():
         result = "PASS" if st.status is TierStatus.AVAILABLE else "UNKNOWN"
         label = st.status.value if result == "UNKNOWN" else "available"
-        out.append(_check_line(f"tier {tier.value}", result, f"{label}: {st.reason}", colour, width))
+        out.append(
+            _check_line(f"tier {tier.value}", result, f"{label}: {st.reason}", colour, width)
+        )
     out.append("")
     if report.units:
         rows = [["UNIT", "ADDRESS", "VER", "MODE", "TE", "ROOT TABLE", "DEVICES", "CONTEXT TABLES"]]
