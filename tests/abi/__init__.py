@@ -1,0 +1,1 @@
+"""The IOMMU live-update ABI mirror, checked against gcc."""
