@@ -108,10 +108,7 @@ def parse_bdf(name: str) -> Bdf:
     m = _BDF.fullmatch(name)
     if m is None:
         raise ParseError(f"{name[:40]!r} is not a PCI device name (expected DDDD:BB:DD.F)")
-    dev = int(m.group(3), 16)
-    if dev > 0x1F:
-        raise ParseError(f"{name!r}: device number {dev:#x} is over 0x1f")
-    return Bdf(int(m.group(1), 16), int(m.group(2), 16), dev, int(m.group(4)))
+    return Bdf(int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16), int(m.group(4)))
 
 
 @dataclass(frozen=True)
