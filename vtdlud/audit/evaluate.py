@@ -7,7 +7,7 @@ VTD051, VTD052), never FAIL.
 from __future__ import annotations
 
 from vtdlud.audit.report import Finding, Policy, Report, UnitReport, finding
-from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
+from vtdlud.model.snapshot import Snapshot, SysfsUnit
 from vtdlud.model.tables import Mode
 from vtdlud.parse.debugfs import LiveTables, RegsetUnit, TranslationUnit, derive_unit_tables
 
@@ -94,7 +94,3 @@ def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     units = tuple(unit_report(snapshot, u) for u in snapshot.units)
     findings = _visibility_findings(snapshot, policy) + _translation_findings(units)
     return Report(snapshot=snapshot, policy=policy, units=units, findings=tuple(findings))
-
-
-# Keep the tier enum importable from here for callers that only need the audit API.
-__all__ = ["Policy", "Report", "Tier", "evaluate"]

@@ -145,62 +145,36 @@ class SnapshotBuilder:
         reason = f"{n} DMAR unit(s)" if n else "no DMAR units (VT-d disabled or absent)"
         return TierState(Tier.SYSFS, TierStatus.AVAILABLE, reason)
 
-    def debugfs_tier(self, lockdown: str | None) -> TierState:
+    def debugfs_mount(self, lockdown: str | None) -> tuple[TierStatus, str] | None:
+        """Why debugfs itself cannot be seen, or None when it is mounted and listable."""
         try:
             top = self.root.listdir(DEBUGFS)
         except FileNotFoundError:
             top = []
         except OSError as exc:
-            return TierState(
-                Tier.IOMMU_DEBUGFS,
-                TierStatus.DENIED,
-                self._denied_reason(exc, lockdown, "/sys/kernel/debug"),
-            )
+            return TierStatus.DENIED, self._denied_reason(exc, lockdown, f"/{DEBUGFS}")
         if not top:
-            return TierState(
-                Tier.IOMMU_DEBUGFS,
-                TierStatus.UNAVAILABLE,
-                "debugfs not mounted at /sys/kernel/debug",
-            )
-        try:
-            self.root.listdir(IOMMU_DEBUGFS)
-        except FileNotFoundError:
-            return TierState(
-                Tier.IOMMU_DEBUGFS,
-                TierStatus.UNAVAILABLE,
-                "not built into this kernel (CONFIG_INTEL_IOMMU_DEBUGFS) or VT-d not active",
-            )
-        except OSError as exc:
-            return TierState(
-                Tier.IOMMU_DEBUGFS,
-                TierStatus.DENIED,
-                self._denied_reason(exc, lockdown, f"/{IOMMU_DEBUGFS}"),
-            )
-        return TierState(Tier.IOMMU_DEBUGFS, TierStatus.AVAILABLE, f"/{IOMMU_DEBUGFS}")
+            return TierStatus.UNAVAILABLE, f"debugfs not mounted at /{DEBUGFS}"
+        return None
 
-    def kho_tier(self, debugfs: TierState, lockdown: str | None) -> TierState:
-        if debugfs.status is not TierStatus.AVAILABLE and not self.root.is_dir(KHO_DEBUGFS):
-            if debugfs.reason.startswith("not built"):
-                # debugfs itself is there; only intel-iommu's directory is missing.
-                pass
-            elif debugfs.status is TierStatus.DENIED or "not mounted" in debugfs.reason:
-                return TierState(Tier.KHO_DEBUGFS, debugfs.status, debugfs.reason)
+    def debugfs_tier(
+        self,
+        tier: Tier,
+        rel: str,
+        mount: tuple[TierStatus, str] | None,
+        lockdown: str | None,
+        missing: str,
+    ) -> TierState:
+        """A debugfs directory's tier: the mount's state first, then the directory's own."""
+        if mount is not None:
+            return TierState(tier, *mount)
         try:
-            self.root.listdir(KHO_DEBUGFS)
+            self.root.listdir(rel)
         except FileNotFoundError:
-            return TierState(
-                Tier.KHO_DEBUGFS,
-                TierStatus.UNAVAILABLE,
-                "no /sys/kernel/debug/kho: KHO not built (CONFIG_KEXEC_HANDOVER_DEBUGFS) "
-                "or not enabled (kho=on)",
-            )
+            return TierState(tier, TierStatus.UNAVAILABLE, f"no /{rel}: {missing}")
         except OSError as exc:
-            return TierState(
-                Tier.KHO_DEBUGFS,
-                TierStatus.DENIED,
-                self._denied_reason(exc, lockdown, f"/{KHO_DEBUGFS}"),
-            )
-        return TierState(Tier.KHO_DEBUGFS, TierStatus.AVAILABLE, f"/{KHO_DEBUGFS}")
+            return TierState(tier, TierStatus.DENIED, self._denied_reason(exc, lockdown, f"/{rel}"))
+        return TierState(tier, TierStatus.AVAILABLE, f"/{rel}")
 
     def kcore_tier(self, lockdown: str | None) -> TierState:
         """Open /proc/kcore and check its ELF magic; the file itself is never packed by collect."""
@@ -317,7 +291,14 @@ class SnapshotBuilder:
                 dmar = self.dmar_table()
         units.sort(key=lambda u: (u.address is None, u.address or 0, u.name))
 
-        debugfs = self.debugfs_tier(lockdown)
+        mount = self.debugfs_mount(lockdown)
+        debugfs = self.debugfs_tier(
+            Tier.IOMMU_DEBUGFS,
+            IOMMU_DEBUGFS,
+            mount,
+            lockdown,
+            "not built into this kernel (CONFIG_INTEL_IOMMU_DEBUGFS) or VT-d not active",
+        )
         tiers[Tier.IOMMU_DEBUGFS] = debugfs
         regset: Regset | None = None
         translation: TranslationStruct | None = None
@@ -326,7 +307,13 @@ class SnapshotBuilder:
             translation = self._parse(
                 DMAR_TRANSLATION_STRUCT, parse_dmar_translation_struct, Tier.IOMMU_DEBUGFS
             )
-        tiers[Tier.KHO_DEBUGFS] = self.kho_tier(debugfs, lockdown)
+        tiers[Tier.KHO_DEBUGFS] = self.debugfs_tier(
+            Tier.KHO_DEBUGFS,
+            KHO_DEBUGFS,
+            mount,
+            lockdown,
+            "KHO not built (CONFIG_KEXEC_HANDOVER_DEBUGFS) or not enabled (kho=on)",
+        )
         tiers[Tier.KCORE] = self.kcore_tier(lockdown)
 
         return Snapshot(
