@@ -68,6 +68,14 @@ def flag(name: str, bit: int, doc: str = "") -> BitField:
     return BitField(name, bit, bit, Scale.BOOL, doc)
 
 
+def field_named(table: tuple[BitField, ...], name: str) -> BitField:
+    """The field ``name`` of ``table`` (KeyError when the table has none)."""
+    for f in table:
+        if f.name == name:
+            return f
+    raise KeyError(name)
+
+
 def decode_fields(table: tuple[BitField, ...], value: int) -> dict[str, FieldValue]:
     """Decode ``value`` with every field of ``table``, in table order."""
     return {f.name: f.decode(value) for f in table}

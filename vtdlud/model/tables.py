@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from vtdlud.model.bitfield import BitField, FieldValue, Scale, decode_fields, flag
+from vtdlud.model.bitfield import BitField, FieldValue, Scale, decode_fields, field_named, flag
 
 ROOT_ENTRY_NR = 256  # one root entry per bus
 # Live update (drivers/iommu/intel/liveupdate.c): CONTEXT_TABLE_PRESERVED_BIT(bus, devfn)
@@ -92,6 +92,19 @@ PASID_VAL2_FIELDS: tuple[BitField, ...] = (
     BitField("flptptr", 63, 12, Scale.PAGE_ADDR, "first-level page-table pointer"),
 )
 
+# Accessors used by the entry classes, taken from the tables above (one definition per field).
+_LCTP_PRESENT = field_named(ROOT_LO_FIELDS, "lctp_present")
+_UCTP_PRESENT = field_named(ROOT_HI_FIELDS, "uctp_present")
+_CTX_PRESENT = field_named(CONTEXT_LO_FIELDS, "present")
+_CTX_TT = field_named(CONTEXT_LO_FIELDS, "tt")
+_CTX_DID = field_named(CONTEXT_HI_FIELDS, "did")
+_SM_PRESENT = field_named(SM_CONTEXT_LO_FIELDS, "present")
+_SM_PASIDDIRPTR = field_named(SM_CONTEXT_LO_FIELDS, "pasiddirptr")
+_SM_PDTS = field_named(SM_CONTEXT_LO_FIELDS, "pdts")
+_PASID_PRESENT = field_named(PASID_VAL0_FIELDS, "present")
+_PASID_PGTT = field_named(PASID_VAL0_FIELDS, "pgtt")
+_PASID_DID = field_named(PASID_VAL1_FIELDS, "did")
+
 PGTT_NAMES = {1: "first-level", 2: "second-level", 3: "nested", 4: "pass-through"}
 TT_NAMES = {0: "multi-level", 1: "dev-iotlb", 2: "pass-through"}
 
@@ -103,11 +116,11 @@ class RootEntry:
 
     @property
     def lctp_present(self) -> bool:
-        return bool(self.lo & 1)
+        return bool(_LCTP_PRESENT.raw(self.lo))
 
     @property
     def uctp_present(self) -> bool:
-        return bool(self.hi & 1)
+        return bool(_UCTP_PRESENT.raw(self.hi))
 
     def fields(self) -> dict[str, FieldValue]:
         return decode_fields(ROOT_LO_FIELDS, self.lo) | decode_fields(ROOT_HI_FIELDS, self.hi)
@@ -122,15 +135,15 @@ class ContextEntry:
 
     @property
     def present(self) -> bool:
-        return bool(self.lo & 1)
+        return bool(_CTX_PRESENT.raw(self.lo))
 
     @property
     def did(self) -> int:
-        return (self.hi >> 8) & 0xFFFF
+        return _CTX_DID.raw(self.hi)
 
     @property
     def tt(self) -> int:
-        return (self.lo >> 2) & 0x3
+        return _CTX_TT.raw(self.lo)
 
     def fields(self) -> dict[str, FieldValue]:
         return decode_fields(CONTEXT_LO_FIELDS, self.lo) | decode_fields(CONTEXT_HI_FIELDS, self.hi)
@@ -145,16 +158,16 @@ class SmContextEntry:
 
     @property
     def present(self) -> bool:
-        return bool(self.lo & 1)
+        return bool(_SM_PRESENT.raw(self.lo))
 
     @property
     def pasid_dir_ptr(self) -> int:
-        return self.lo & ~0xFFF & 0xFFFF_FFFF_FFFF_FFFF
+        return int(_SM_PASIDDIRPTR.decode(self.lo))
 
     @property
     def pasid_dir_entries(self) -> int:
         """``get_pasid_dir_size()``: 1 << (PDTS + 7)."""
-        return 1 << (((self.lo >> 9) & 0x7) + 7)
+        return 1 << (_SM_PDTS.raw(self.lo) + 7)
 
     def fields(self) -> dict[str, FieldValue]:
         return decode_fields(SM_CONTEXT_LO_FIELDS, self.lo) | decode_fields(
@@ -172,15 +185,15 @@ class PasidEntry:
 
     @property
     def present(self) -> bool:
-        return bool(self.val0 & 1)
+        return bool(_PASID_PRESENT.raw(self.val0))
 
     @property
     def pgtt(self) -> int:
-        return (self.val0 >> 6) & 0x7
+        return _PASID_PGTT.raw(self.val0)
 
     @property
     def did(self) -> int:
-        return self.val1 & 0xFFFF
+        return _PASID_DID.raw(self.val1)
 
     def fields(self) -> dict[str, FieldValue]:
         return (

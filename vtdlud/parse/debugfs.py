@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from vtdlud.model.bitfield import BitField
+from vtdlud.model.bitfield import field_named
 from vtdlud.model.registers import gsts_tes, rtaddr_is_scalable, rtaddr_root_table
 from vtdlud.model.tables import (
     SM_CONTEXT_LO_FIELDS,
@@ -56,12 +56,8 @@ __all__ = [
 RID_PASID = 0  # IOMMU_NO_PASID: the PASID the kernel programs as RID_PASID
 
 
-def _sm_lo_field(name: str) -> BitField:
-    return next(f for f in SM_CONTEXT_LO_FIELDS if f.name == name)
-
-
-_PDTS = _sm_lo_field("pdts")
-_PRE = _sm_lo_field("pre")
+_PDTS = field_named(SM_CONTEXT_LO_FIELDS, "pdts")
+_PRE = field_named(SM_CONTEXT_LO_FIELDS, "pre")
 
 
 @dataclass(frozen=True)
