@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("status", parents=[root], help="show DMAR units, tiers and findings")
     st.add_argument("--json", action="store_true", help="print the versioned JSON envelope")
+    st.add_argument(
+        "--config",
+        metavar="FILE",
+        help="policy file (default: /etc/vtdlud/vtdlud.toml and vtdlud.conf.d/*.toml)",
+    )
 
     co = sub.add_parser(
         "collect", parents=[root], help="pack every input vtdlud reads into a .tar.gz bundle"
@@ -100,10 +105,12 @@ def _write(text: str) -> None:
 def cmd_status(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.audit.evaluate import evaluate
     from vtdlud.host.bundle import open_root
+    from vtdlud.host.config import load_policy
     from vtdlud.host.snapshot import take_snapshot
 
+    policy = load_policy(ns.config)
     with open_root(ns.root) as root:
-        report = evaluate(take_snapshot(root))
+        report = evaluate(take_snapshot(root), policy)
     if ns.json:
         from vtdlud.output.envelope import dumps, envelope
 

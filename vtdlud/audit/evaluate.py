@@ -6,7 +6,8 @@ VTD051, VTD052), never FAIL.
 
 from __future__ import annotations
 
-from vtdlud.audit.report import Finding, Policy, Report, UnitReport, finding
+from vtdlud.audit.policy import Policy
+from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.model.snapshot import Snapshot, SysfsUnit
 from vtdlud.model.tables import Mode
 from vtdlud.parse.debugfs import LiveTables, RegsetUnit, TranslationUnit, derive_unit_tables

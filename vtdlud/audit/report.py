@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vtdlud.audit.catalog import CATALOG, Severity
-from vtdlud.model.snapshot import Snapshot, Tier
+from vtdlud.audit.policy import Policy
+from vtdlud.model.snapshot import Snapshot
 from vtdlud.model.tables import Mode
 
 
@@ -54,14 +55,6 @@ class UnitReport:
     devices: tuple[str, ...]
     context_tables: tuple[int, ...] | None
     context_tables_source: str | None
-
-
-@dataclass(frozen=True)
-class Policy:
-    """What the gate requires (extended by the policy file in a later version)."""
-
-    required_tiers: frozenset[Tier] = frozenset({Tier.SYSFS, Tier.KHO_DEBUGFS, Tier.KCORE})
-    fail_severity: Severity = Severity.FAIL
 
 
 @dataclass(frozen=True)
