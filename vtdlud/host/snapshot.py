@@ -30,7 +30,9 @@ from vtdlud.parse.debugfs import (
     parse_dmar_translation_struct,
     parse_iommu_regset,
 )
+from vtdlud.parse.pciconfig import PciConfig, parse_pci_config
 from vtdlud.parse.sysfs import (
+    parse_bdf,
     parse_bool01,
     parse_cmdline,
     parse_dec,
@@ -235,6 +237,8 @@ class SnapshotBuilder:
         group = self.root.link_name(f"{base}/iommu_group")
         vfio = self._listdir(f"{base}/vfio-dev", t, optional=True)
         return PciDevice(
+            parent=self._parent_bridge(base),
+            config=self._pci_config(f"{base}/config"),
             bdf=bdf,
             vendor=self._parse(f"{base}/vendor", lambda s: parse_hex(s, "a PCI vendor ID"), t),
             device=self._parse(f"{base}/device", lambda s: parse_hex(s, "a PCI device ID"), t),
@@ -244,6 +248,34 @@ class SnapshotBuilder:
             iommu_group=int(group) if group is not None and group.isdigit() else None,
             vfio_devs=tuple(v for v in vfio if v.startswith("vfio")),
         )
+
+    def _parent_bridge(self, rel: str) -> str | None:
+        """The upstream bridge: the parent directory of the device in /sys/devices."""
+        try:
+            real = self.root.resolve(rel)
+        except OSError:
+            return None
+        parent = real.rsplit("/", 2)[-2] if real.count("/") >= 2 else ""
+        try:
+            parse_bdf(parent)
+        except ParseError:
+            return None  # pci0000:00: a root bus
+        return parent
+
+    def _pci_config(self, rel: str) -> PciConfig | None:
+        try:
+            data = self.root.read_bytes(rel)
+        except FileNotFoundError:
+            self._problem(rel, "no such file", Tier.SYSFS)
+            return None
+        except OSError as exc:
+            self._problem(rel, describe_oserror(exc), Tier.SYSFS)
+            return None
+        try:
+            return parse_pci_config(data)
+        except ParseError as exc:
+            self._problem(rel, str(exc), Tier.SYSFS)
+            return None
 
     def group(self, number: int) -> IommuGroup:
         base = f"{SYS_IOMMU_GROUPS}/{number}"

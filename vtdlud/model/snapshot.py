@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from vtdlud.parse.pciconfig import PciConfig
 from vtdlud.parse.sysfs import ReservedRegion
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class PciDevice:
     iommu: str | None  # unit name from the iommu link ("dmar0")
     iommu_group: int | None
     vfio_devs: tuple[str, ...]  # vfio-dev/vfioN: the VFIO cdevs of this device
+    parent: str | None = None  # upstream bridge (from the sysfs device path); None on a root bus
+    config: PciConfig | None = None  # the facts read from config space
 
 
 @dataclass(frozen=True)
