@@ -133,6 +133,7 @@ def _default_bundle_name(kernel_release: str | None) -> Path:
 def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.audit.evaluate import evaluate
     from vtdlud.host.bundle import make_manifest, open_root, write_bundle
+    from vtdlud.host.procs import PROCESSES_JSON, facts_to_json
     from vtdlud.host.snapshot import take_snapshot
 
     with open_root(ns.root) as root:
@@ -144,8 +145,11 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
         unreadable = dict(root.unreadable)
         unreadable.update((p.path.lstrip("/"), p.reason) for p in snap.problems)
         manifest = make_manifest(ns.root, snap.kernel_release, snap.boot_id, unreadable)
+        extra = {}
+        if snap.processes is not None:
+            extra[PROCESSES_JSON] = facts_to_json(snap.processes)
         try:
-            result = write_bundle(root, out, manifest=manifest)
+            result = write_bundle(root, out, manifest=manifest, extra=extra)
         except OSError as exc:
             raise UsageError(f"-o {out}: cannot write the bundle ({exc.strerror or exc})") from exc
     if ns.json:

@@ -61,9 +61,11 @@ def write_bundle(
     out: Path,
     *,
     manifest: dict[str, Any],
+    extra: dict[str, bytes] | None = None,
 ) -> CollectResult:
-    """Pack what ``root`` recorded into ``out`` (written to a temp name, then renamed)."""
+    """Pack what ``root`` recorded, plus ``extra`` files, into ``out`` (temp name, then rename)."""
     files = {p: d for p, d in root.contents.items() if p not in NEVER_COLLECT}
+    files.update(extra or {})
     links = dict(root.links)
     dirs: set[str] = set(root.dirs_listed)
     # Entries of listed directories that are themselves links or directories, so listing the

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from vtdlud.errors import ParseError, UnsupportedFormat
+from vtdlud.host.procs import process_facts
 from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.dmar import DmarTable, parse_dmar
 from vtdlud.model.snapshot import (
@@ -347,6 +348,10 @@ class SnapshotBuilder:
             "KHO not built (CONFIG_KEXEC_HANDOVER_DEBUGFS) or not enabled (kho=on)",
         )
         tiers[Tier.KCORE] = self.kcore_tier(lockdown)
+        processes, problem = process_facts(self.root)
+        if problem is not None:
+            path, _, reason = problem.partition(": ")
+            self._problem(path.lstrip("/"), reason, Tier.SYSFS)
 
         return Snapshot(
             root=str(self.root.root),
@@ -367,6 +372,7 @@ class SnapshotBuilder:
             regset=regset,
             translation=translation,
             problems=tuple(self.problems),
+            processes=processes,
         )
 
 

@@ -88,6 +88,25 @@ class IommuGroup:
 
 
 @dataclass(frozen=True)
+class VfioHolder:
+    """A process holding VFIO devices open (see host/procs.py)."""
+
+    pid: int
+    name: str
+    cmdline: tuple[str, ...]
+    vfio_cdevs: tuple[str, ...]  # "vfio0" for /dev/vfio/devices/vfio0
+    vfio_groups: tuple[str, ...]  # "7" for /dev/vfio/7 (legacy group API)
+    iommufd: bool  # holds /dev/iommu
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    holders: tuple[VfioHolder, ...]
+    complete: bool  # every process's descriptors were readable
+    note: str  # how the facts were obtained, and what could not be read
+
+
+@dataclass(frozen=True)
 class Snapshot:
     root: str
     kernel_release: str | None
@@ -103,3 +122,4 @@ class Snapshot:
     regset: Regset | None
     translation: TranslationStruct | None
     problems: tuple[InputProblem, ...] = field(default=())
+    processes: ProcessFacts | None = None  # None: not known (a bundle without process facts)
