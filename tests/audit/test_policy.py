@@ -113,7 +113,9 @@ def test_cli_config_errors_exit_2(tmp_path: Path) -> None:
 
 def test_required_tiers_decide_unknown(tmp_path: Path) -> None:
     cfg = tmp_path / "p.toml"
-    cfg.write_text('[gate]\nrequired_tiers = ["sysfs", "iommu_debugfs"]\n')
+    cfg.write_text(
+        '[gate]\nrequired_tiers = ["sysfs", "iommu_debugfs"]\n[preserve]\nvmm_held = false\n'
+    )
     doc = status_json("--root", str(capture_tarball("a_legacy")), "--config", str(cfg))
     assert doc["verdict"] == "PASS"  # kho_debugfs/kcore missing but not required
     assert [f["code"] for f in doc["findings"]] == ["VTD050", "VTD050"]

@@ -170,6 +170,13 @@ CATALOG: dict[str, CatalogEntry] = {
             "The new kernel would restore the wrong page table; do not kexec.",
         ),
         _e(
+            "VTD029",
+            S.FAIL,
+            "4d88ae8605f84d1384d6ca87b40c04c4",
+            "live update is not armed for devices to preserve",
+            "Boot with kho=on liveupdate and load the new kernel with kexec -s before the update.",
+        ),
+        _e(
             "VTD030",
             S.FAIL,
             "471710b900d5483f9ef056c0162eb6eb",

@@ -7,8 +7,9 @@ VTD051, VTD052), never FAIL.
 from __future__ import annotations
 
 from vtdlud.audit.policy import Policy
+from vtdlud.audit.preconditions import check_preconditions
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
-from vtdlud.model.snapshot import Snapshot, SysfsUnit
+from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode
 from vtdlud.parse.debugfs import LiveTables, RegsetUnit, TranslationUnit, derive_unit_tables
 
@@ -94,4 +95,6 @@ def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     policy = policy or Policy()
     units = tuple(unit_report(snapshot, u) for u in snapshot.units)
     findings = _visibility_findings(snapshot, policy) + _translation_findings(units)
+    if snapshot.tiers[Tier.SYSFS].available:
+        findings += check_preconditions(snapshot, policy)
     return Report(snapshot=snapshot, policy=policy, units=units, findings=tuple(findings))

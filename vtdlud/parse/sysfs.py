@@ -88,6 +88,18 @@ def cmdline_value(params: tuple[str, ...], key: str) -> str | None:
     return value
 
 
+def kstrtobool(value: str | None) -> bool | None:
+    """The kernel's ``kstrtobool()`` on a boot parameter value: None when it does not parse."""
+    if not value:
+        return None
+    v = value.lower()
+    if v[0] in "y1" or v.startswith("on"):
+        return True
+    if v[0] in "n0" or v.startswith("of"):
+        return False
+    return None
+
+
 @dataclass(frozen=True)
 class Bdf:
     segment: int

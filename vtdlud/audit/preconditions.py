@@ -1,0 +1,187 @@
+"""What the kernel requires of a device before it can be preserved, checked from sysfs and /proc.
+
+These checks need no kernel record: they run before kexec on any host (DESIGN.md §1, reference
+§1.5 and §1.9).  A device can be preserved only if it is PCI, bound to vfio-pci, open as a VFIO
+cdev bound to iommufd (legacy ``/dev/vfio/<group>`` users never are), and not using page
+requests; and no device that will not be preserved may share a DMA alias with it, because the
+old kernel clears the alias's context entry at kexec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vtdlud.audit.catalog import Severity
+from vtdlud.audit.policy import Policy, policy_wants
+from vtdlud.audit.report import Finding, finding
+from vtdlud.model.alias import PciNode, Rid, dma_aliases
+from vtdlud.model.snapshot import PciDevice, Snapshot, VfioHolder
+from vtdlud.parse.sysfs import cmdline_value, kstrtobool, parse_bdf
+
+VFIO_PCI = "vfio-pci"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A device to preserve, why, and who holds it."""
+
+    bdf: str
+    by_policy: bool  # named by preserve.devices / preserve.ids
+    holders: tuple[VfioHolder, ...]  # processes holding its VFIO cdev or its group
+
+
+def pci_nodes(snapshot: Snapshot) -> dict[str, PciNode]:
+    """Devices whose config space was read; the others' aliases are not visible."""
+    nodes = {}
+    for bdf, d in snapshot.pci_devices.items():
+        if d.config is None:
+            continue
+        b = parse_bdf(bdf)
+        nodes[bdf] = PciNode(
+            Rid(b.segment, b.bus, b.devfn), d.parent, d.config.pcie_type, d.config.secondary_bus
+        )
+    return nodes
+
+
+def _bridges_above(snapshot: Snapshot, bdf: str) -> set[str]:
+    out: set[str] = set()
+    parent = snapshot.pci_devices[bdf].parent if bdf in snapshot.pci_devices else None
+    while parent is not None and parent not in out:
+        out.add(parent)
+        up = snapshot.pci_devices.get(parent)
+        parent = up.parent if up is not None else None
+    return out
+
+
+def _holders_of(device: PciDevice, holders: tuple[VfioHolder, ...]) -> tuple[VfioHolder, ...]:
+    group = str(device.iommu_group) if device.iommu_group is not None else None
+    return tuple(
+        h
+        for h in holders
+        if set(h.vfio_cdevs) & set(device.vfio_devs)
+        or (group is not None and group in h.vfio_groups)
+    )
+
+
+def wanted_devices(snapshot: Snapshot, policy: Policy) -> tuple[list[Wanted], list[Finding]]:
+    """The devices the policy says must be preserved, plus UNKNOWN findings when it cannot tell."""
+    holders = snapshot.processes.holders if snapshot.processes is not None else ()
+    out: list[Wanted] = []
+    findings: list[Finding] = []
+    if policy.vmm_held and snapshot.processes is None:
+        findings.append(
+            finding(
+                "VTD050",
+                "vmm_held: which processes hold VFIO devices is not known "
+                "(a bundle without vtdlud/processes.json)",
+            )
+        )
+    elif policy.vmm_held and snapshot.processes is not None and not snapshot.processes.complete:
+        findings.append(
+            finding(
+                "VTD050", f"vmm_held: the process scan is incomplete: {snapshot.processes.note}"
+            )
+        )
+    for bdf, d in sorted(snapshot.pci_devices.items()):
+        by_policy = policy_wants(policy, bdf, d.vendor, d.device)
+        held = _holders_of(d, holders)
+        if by_policy or (policy.vmm_held and held):
+            out.append(Wanted(bdf, by_policy, held))
+    return out, findings
+
+
+def _cannot_preserve(w: Wanted, d: PciDevice, snapshot: Snapshot) -> list[str]:
+    """Reasons the kernel would refuse to preserve this device (VTD026)."""
+    why = []
+    if d.driver != VFIO_PCI:
+        why.append(f"bound to {d.driver or 'no driver'}, not {VFIO_PCI}")
+    legacy = [h for h in w.holders if not (set(h.vfio_cdevs) & set(d.vfio_devs))]
+    if legacy:
+        users = ", ".join(f"{h.name}[{h.pid}]" for h in legacy)
+        why.append(f"held through the legacy VFIO group API (/dev/vfio/{d.iommu_group}) by {users}")
+    cdev_users = [h for h in w.holders if set(h.vfio_cdevs) & set(d.vfio_devs)]
+    if cdev_users and not any(h.iommufd for h in cdev_users):
+        users = ", ".join(f"{h.name}[{h.pid}]" for h in cdev_users)
+        why.append(f"its VFIO cdev is open by {users} without /dev/iommu (not bound to iommufd)")
+    if not w.holders and snapshot.processes is not None and snapshot.processes.complete:
+        why.append("no process holds its VFIO cdev")
+    if d.config is not None and d.config.pri_enabled:
+        why.append("page requests (PRI) are enabled")
+    return why
+
+
+def check_preconditions(snapshot: Snapshot, policy: Policy) -> list[Finding]:
+    wanted, findings = wanted_devices(snapshot, policy)
+    nodes = pci_nodes(snapshot)
+    names = {w.bdf for w in wanted}
+    for w in wanted:
+        d = snapshot.pci_devices[w.bdf]
+        why = _cannot_preserve(w, d, snapshot)
+        if why:
+            findings.append(
+                finding("VTD026", f"{w.bdf} cannot be preserved: " + "; ".join(why), bdf=w.bdf)
+            )
+        mine = dma_aliases(w.bdf, nodes)
+        if mine is None:
+            findings.append(
+                finding(
+                    "VTD025",
+                    f"{w.bdf}: DMA aliases not visible (an upstream bridge's config space "
+                    "could not be read)",
+                    bdf=w.bdf,
+                    severity=Severity.UNKNOWN,
+                )
+            )
+            continue
+        above = _bridges_above(snapshot, w.bdf)
+        for other in sorted(snapshot.pci_devices):
+            if other == w.bdf or other in names:
+                continue
+            theirs = dma_aliases(other, nodes)
+            if theirs is None:
+                if above & (_bridges_above(snapshot, other) | {other}):
+                    findings.append(
+                        finding(
+                            "VTD025",
+                            f"{w.bdf}: whether it shares a DMA alias with {other} is not visible "
+                            f"({other}'s config space or a bridge's could not be read)",
+                            bdf=w.bdf,
+                            severity=Severity.UNKNOWN,
+                        )
+                    )
+                continue
+            common = [str(r) for r in theirs if r in mine]
+            if common:
+                findings.append(
+                    finding(
+                        "VTD025",
+                        f"{w.bdf} shares DMA alias {', '.join(common)} with {other}, which is not "
+                        "preserved: its context entry is cleared at kexec",
+                        bdf=w.bdf,
+                    )
+                )
+    if wanted:
+        findings += _armed(snapshot, len(wanted))
+    return findings
+
+
+def _armed(snapshot: Snapshot, count: int) -> list[Finding]:
+    """Live update must be armed: KHO on, ``liveupdate`` on the command line, an image loaded."""
+    missing = []
+    cmdline = snapshot.cmdline
+    if cmdline is not None:
+        if kstrtobool(cmdline_value(cmdline, "kho")) is not True:
+            missing.append("kho=on is not on the kernel command line")
+        lu = cmdline_value(cmdline, "liveupdate")
+        if lu is None or (lu != "" and kstrtobool(lu) is not True):
+            missing.append("liveupdate is not on the kernel command line")
+    if snapshot.kexec_loaded is False:
+        missing.append("no kexec image is loaded (/sys/kernel/kexec_loaded is 0)")
+    if not missing:
+        return []
+    return [
+        finding(
+            "VTD029",
+            f"live update is not armed for {count} device(s) to preserve: " + "; ".join(missing),
+        )
+    ]
