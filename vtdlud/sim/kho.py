@@ -1,0 +1,312 @@
+"""KHO and LUO as the simulated kernel writes them: root FDT, radix memory map, LUO blob, FLBs.
+
+Layouts (reference/kernel-interfaces.md §2.3, §3, §13; the headers were read, not copied):
+
+- KHO root FDT, ``compatible = "kho-v2"``: ``preserved-memory-map`` (u64, CPU-native = little
+  endian) = physical address of the radix tracker's root, one child per subsystem with
+  ``preserved-data`` (u64 LE) and, for a raw blob, ``blob-size``.  The tracker
+  (``include/linux/kho/abi/kexec_handover.h``): six levels of one-page nodes, levels 5..1 tables
+  of 512 physical addresses, level 0 a 32768-bit bitmap; the key of an order-0 page is
+  ``1 << 52 | pa >> 12``, split 9 bits per table level above the bitmap's 15 bits.  The model
+  preserves only order-0 pages.
+- LUO, one generation per :class:`LuoGeneration`:
+  ``FDT_V1`` — FDT ``"luo-v1"`` with ``liveupdate-number`` and a ``luo-session`` node
+  (``"luo-session-v1"``, ``luo-session-header`` -> ``{u64 count}`` + ``char name[64]`` per
+  session); no FLB node, so no IOMMU FLB reaches the next kernel.
+  ``FDT_FLB`` — ``"luo-v1"`` with ``luo-session-v2`` (sessions name[64] + ``{files, count}``,
+  files ``{char compatible[48], u64 data, u64 token}``) and a ``luo-flb`` node (``"luo-flb-v1"``,
+  ``luo-flb-header`` -> ``{u64 pgcnt, u64 count}`` + ``{char name[48], u64 data, u64 count}``).
+  ``LUO_SER`` — no FDT: the ``LUO`` entry is a packed ``struct luo_ser`` (feature header of 16
+  u64, ``liveupdate_num``, ``sessions_pa``, ``flbs_pa``); sessions and files in
+  ``kho_block_header_ser {next, count}`` blocks, the FLB header as above.
+- The FLB header page and the LUO blob are allocated and preserved at boot; the FLB entries
+  (name = the FLB compatible, data = phys of ``iommu_flb_ser``, count = files depending on it)
+  and the sessions are written only when the kexec starts (:meth:`KhoState.serialize`).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from enum import Enum
+
+import libfdt
+
+from vtdlud.sim.memory import PAGE_SIZE, PhysMemory
+
+KHO_COMPATIBLE = "kho-v2"
+KHO_MEMORY_MAP_PROP = "preserved-memory-map"
+KHO_SUB_TREE_PROP = "preserved-data"
+KHO_SUB_TREE_SIZE_PROP = "blob-size"
+LUO_ENTRY = "LUO"
+LUO_FDT_COMPATIBLE = "luo-v1"
+LUO_LIVEUPDATE_NUM = "liveupdate-number"
+LUO_SESSION_NODE = "luo-session"
+LUO_SESSION_HEADER = "luo-session-header"
+LUO_FLB_NODE = "luo-flb"
+LUO_FLB_COMPATIBLE = "luo-flb-v1"
+LUO_FLB_HEADER = "luo-flb-header"
+SESSION_NAME_LEN = 64
+COMPAT_LEN = 48  # LIVEUPDATE_HNDL_COMPAT_LENGTH / LIVEUPDATE_FLB_COMPAT_LENGTH
+LUO_FEATURES = 0b111  # NUMBER | SESSIONS | FLBS
+LUO_FEATURE_WORDS = 16  # supp, req, active, reserved[13]
+LUO_SER_SIZE = LUO_FEATURE_WORDS * 8 + 3 * 8
+
+PAGE_SHIFT = 12
+KHO_ORDER_0_BIT = 64 - PAGE_SHIFT  # 52
+KHO_BITMAP_BITS_LOG2 = PAGE_SHIFT + 3  # 15
+KHO_TABLE_BITS_LOG2 = 9
+KHO_TREE_LEVELS = 6  # root at level 5, bitmap at level 0
+SCRATCH_SIZE = 16 << 20
+
+
+class LuoGeneration(Enum):
+    FDT_V1 = "fdt-v1"
+    FDT_FLB = "fdt-flb"
+    LUO_SER = "luo-ser"
+
+
+@dataclass(frozen=True)
+class LuoFile:
+    compatible: str
+    data: int
+    token: int
+
+
+@dataclass
+class LuoSession:
+    name: str
+    files: list[LuoFile] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FlbEntry:
+    name: str
+    data: int
+    count: int
+
+
+def _cstr(text: str, size: int) -> bytes:
+    raw = text.encode()
+    if len(raw) >= size:
+        raise ValueError(f"{text!r} does not fit in char[{size}]")
+    return raw.ljust(size, b"\0")
+
+
+def radix_key(pa: int, order: int = 0) -> int:
+    return 1 << (KHO_ORDER_0_BIT - order) | pa >> (PAGE_SHIFT + order)
+
+
+def _level_index(key: int, level: int) -> int:
+    if level == 0:
+        return key & ((1 << KHO_BITMAP_BITS_LOG2) - 1)
+    shift = KHO_BITMAP_BITS_LOG2 + KHO_TABLE_BITS_LOG2 * (level - 1)
+    return (key >> shift) & ((1 << KHO_TABLE_BITS_LOG2) - 1)
+
+
+def build_radix(mem: PhysMemory, pages: set[int]) -> tuple[int, list[int]]:
+    """Allocate the tracker for ``pages`` (order 0): (root node address, every node page)."""
+    nodes: list[int] = []
+
+    def new_node() -> int:
+        node = mem.alloc()
+        nodes.append(node)
+        return node
+
+    root = new_node()
+    for pa in sorted(pages):
+        key = radix_key(pa)
+        node = root
+        for level in range(KHO_TREE_LEVELS - 1, 0, -1):
+            slot = node + _level_index(key, level) * 8
+            child = mem.u64(slot)
+            if not child:
+                child = new_node()
+                mem.set_u64(slot, child)
+            node = child
+        bit = _level_index(key, 0)
+        byte = node + bit // 8
+        mem.write(byte, bytes([mem.read(byte, 1)[0] | 1 << (bit % 8)]))
+    return root, nodes
+
+
+@dataclass(frozen=True)
+class FdtNode:
+    """A node to write: string properties, u64 properties (CPU-native, i.e. little-endian, as
+    KHO and LUO store them) and children."""
+
+    name: str
+    strings: tuple[tuple[str, str], ...] = ()
+    u64s: tuple[tuple[str, int], ...] = ()
+    children: tuple[FdtNode, ...] = ()
+
+
+def build_fdt(root: FdtNode) -> bytes:
+    sw = libfdt.FdtSw()
+    sw.finish_reservemap()
+
+    def emit(node: FdtNode) -> None:
+        sw.begin_node(node.name)
+        for name, text in node.strings:
+            sw.property_string(name, text)
+        for name, value in node.u64s:
+            sw.property(name, struct.pack("<Q", value))
+        for child in node.children:
+            emit(child)
+        sw.end_node()
+
+    emit(root)
+    fdt = sw.as_fdt()
+    fdt.pack()
+    return bytes(fdt.as_bytearray())
+
+
+class KhoState:
+    """One kernel's outgoing KHO/LUO state."""
+
+    def __init__(
+        self,
+        mem: PhysMemory,
+        generation: LuoGeneration,
+        liveupdate_num: int,
+        *,
+        kho_compatible: str = KHO_COMPATIBLE,
+        luo_compatible: str = LUO_FDT_COMPATIBLE,
+    ) -> None:
+        self.mem = mem
+        self.generation = generation
+        self.liveupdate_num = liveupdate_num
+        self.kho_compatible = kho_compatible
+        self.luo_compatible = luo_compatible
+        start, size = mem.ranges[-1]
+        self.scratch = ((start + size - SCRATCH_SIZE, SCRATCH_SIZE),)
+        mem.reserve(range(start + size - SCRATCH_SIZE, start + size, PAGE_SIZE))
+        self.blob_phys = self._preserved_page()
+        self.flb_header = self._preserved_page() if generation is not LuoGeneration.FDT_V1 else None
+        self.sessions_phys = self._preserved_page()
+        self.sessions: list[LuoSession] = []
+        self.flbs: list[FlbEntry] = []
+        self.radix_root = 0
+        self.radix_nodes: list[int] = []
+        self.extra_pages: list[int] = []  # session file blocks written at serialize
+        self.serialize([], [])
+
+    def _preserved_page(self) -> int:
+        page = self.mem.alloc()
+        self.mem.preserve(page)
+        return page
+
+    # -- serialisation ---------------------------------------------------------------------
+    def serialize(self, sessions: list[LuoSession], flbs: list[FlbEntry]) -> None:
+        """Write sessions, FLB entries and the LUO blob into their preserved pages."""
+        for page in self.extra_pages:
+            self.mem.free(page)
+        self.extra_pages = []
+        self.sessions = list(sessions)
+        self.flbs = list(flbs)
+        self._write_sessions()
+        if self.flb_header is not None:
+            body = struct.pack("<QQ", 1, len(flbs)) + b"".join(
+                _cstr(f.name, COMPAT_LEN) + struct.pack("<QQ", f.data, f.count) for f in flbs
+            )
+            self.mem.zero_page(self.flb_header)
+            self.mem.write(self.flb_header, body)
+        self.mem.zero_page(self.blob_phys)
+        self.mem.write(self.blob_phys, self.luo_blob())
+
+    def _files_page(self, files: list[LuoFile]) -> int:
+        page = self._preserved_page()
+        self.extra_pages.append(page)
+        head = (
+            struct.pack("<QQ", 0, len(files)) if self.generation is LuoGeneration.LUO_SER else b""
+        )
+        body = b"".join(
+            _cstr(f.compatible, COMPAT_LEN) + struct.pack("<QQ", f.data, f.token) for f in files
+        )
+        self.mem.write(page, head + body)
+        return page
+
+    def _write_sessions(self) -> None:
+        out = bytearray()
+        if self.generation is LuoGeneration.LUO_SER:
+            out += struct.pack("<QQ", 0, len(self.sessions))  # kho_block_header_ser
+        else:
+            out += struct.pack("<Q", len(self.sessions))  # luo_session_header_ser
+        for session in self.sessions:
+            out += _cstr(session.name, SESSION_NAME_LEN)
+            if self.generation is not LuoGeneration.FDT_V1:
+                out += struct.pack("<QQ", self._files_page(session.files), len(session.files))
+        self.mem.zero_page(self.sessions_phys)
+        self.mem.write(self.sessions_phys, bytes(out))
+
+    def luo_blob(self) -> bytes:
+        """The ``LUO`` entry as the kernel hands it over (what ``sub_fdts/LUO`` shows)."""
+        if self.generation is LuoGeneration.LUO_SER:
+            features = [LUO_FEATURES, LUO_FEATURES, LUO_FEATURES] + [0] * 13
+            return struct.pack(
+                f"<{LUO_FEATURE_WORDS}QQQQ",
+                *features,
+                self.liveupdate_num,
+                self.sessions_phys,
+                self.flb_header or 0,
+            )
+        session_compat = (
+            "luo-session-v1" if self.generation is LuoGeneration.FDT_V1 else "luo-session-v2"
+        )
+        children = [
+            FdtNode(
+                LUO_SESSION_NODE,
+                strings=(("compatible", session_compat),),
+                u64s=((LUO_SESSION_HEADER, self.sessions_phys),),
+            )
+        ]
+        if self.flb_header is not None:
+            children.append(
+                FdtNode(
+                    LUO_FLB_NODE,
+                    strings=(("compatible", LUO_FLB_COMPATIBLE),),
+                    u64s=((LUO_FLB_HEADER, self.flb_header),),
+                )
+            )
+        return build_fdt(
+            FdtNode(
+                "",
+                strings=(("compatible", self.luo_compatible),),
+                u64s=((LUO_LIVEUPDATE_NUM, self.liveupdate_num),),
+                children=tuple(children),
+            )
+        )
+
+    # -- the root FDT and the memory map -----------------------------------------------------
+    def refresh_radix(self) -> None:
+        """Rebuild the preserved-memory tracker from the pages preserved right now."""
+        for page in self.radix_nodes:
+            self.mem.free(page)
+        self.radix_root, self.radix_nodes = build_radix(self.mem, set(self.mem.preserved))
+
+    def root_fdt(self) -> bytes:
+        props: tuple[tuple[str, int], ...] = ((KHO_SUB_TREE_PROP, self.blob_phys),)
+        if self.generation is LuoGeneration.LUO_SER:
+            props += ((KHO_SUB_TREE_SIZE_PROP, LUO_SER_SIZE),)
+        return build_fdt(
+            FdtNode(
+                "",
+                strings=(("compatible", self.kho_compatible),),
+                u64s=((KHO_MEMORY_MAP_PROP, self.radix_root),),
+                children=(FdtNode(LUO_ENTRY, u64s=props),),
+            )
+        )
+
+    def metadata_pages(self) -> list[int]:
+        """Pages the next kernel needs besides the preserved ones (the tracker's nodes)."""
+        return list(self.radix_nodes)
+
+
+@dataclass(frozen=True)
+class HandedOver:
+    """What the new kernel received: the root FDT and the LUO blob, frozen at kexec."""
+
+    root_fdt: bytes
+    luo_blob: bytes
+    generation: LuoGeneration
+    flbs: tuple[FlbEntry, ...]

@@ -1,0 +1,193 @@
+"""Write a simulated host as a host root: every path ``vtdlud.host.snapshot`` reads.
+
+The layout follows the real captures (tests/data/captures): ``sys/class/iommu/dmarN`` links to
+``../../devices/virtual/iommu/dmarN`` holding ``intel-iommu/*`` and ``devices/<bdf>`` links;
+PCI functions live under ``sys/devices/pci0000:00/...`` nested below their bridges, reached
+through ``sys/bus/pci/devices/<bdf>`` links, with ``vendor``, ``device``, ``class``, ``config``
+and the ``driver``, ``iommu`` and ``iommu_group`` links and ``vfio-dev/vfioN``;
+``sys/kernel/iommu_groups/N`` has ``type``, ``reserved_regions`` and ``devices/``.  Debugfs text
+is rendered by the project's own renderers from a walk of the simulated tables, so its format is
+the kernel's byte for byte.  KHO debugfs: before the first kexec ``kho/out`` only; after a kexec
+``kho/in`` (what the old kernel handed over) and the new kernel's ``kho/out``.  ``proc/kcore`` is
+a compact ELF core of every page the model uses; ``vtdlud/processes.json`` says which process
+holds which VFIO cdev (what ``vtdlud collect`` records for the ``vmm_held`` policy).
+
+:class:`TreeOptions` leaves tiers out; ``overrides`` (root-relative path -> bytes, or None to
+delete) are applied last — the faults use them for what only a file can show.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vtdlud.host.procs import facts_to_json
+from vtdlud.model.snapshot import ProcessFacts, VfioHolder
+from vtdlud.parse.debugfs import render_dmar_translation_struct, render_iommu_regset
+from vtdlud.parse.regset import Regset
+from vtdlud.parse.translation import TranslationStruct
+from vtdlud.sim.acpi import build_dmar
+from vtdlud.sim.iommu import DomainKind
+from vtdlud.sim.kcore import build_core
+from vtdlud.sim.kernel import VMM_PID, SimHost
+from vtdlud.sim.pci import VFIO_PCI, config_space
+
+IOMMU_DEBUGFS = "sys/kernel/debug/iommu/intel"
+KHO_DEBUGFS = "sys/kernel/debug/kho"
+
+
+@dataclass
+class TreeOptions:
+    iommu_debugfs: bool = True
+    kho_debugfs: bool = True
+    kcore: bool = True
+    processes: bool = True
+    lockdown: str | None = "none"
+    overrides: dict[str, bytes | None] = field(default_factory=dict)
+
+
+class _Writer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def file(self, rel: str, data: bytes | str) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+    def link(self, rel: str, target_rel: str) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            path.unlink()
+        path.symlink_to(os.path.relpath(self.root / target_rel, path.parent))
+
+    def mkdir(self, rel: str) -> None:
+        (self.root / rel).mkdir(parents=True, exist_ok=True)
+
+
+def _sysfs(host: SimHost, w: _Writer) -> None:
+    topo = host.topology
+    for unit in host.units.values():
+        base = f"sys/devices/virtual/iommu/{unit.name}"
+        attrs = {
+            "address": f"{unit.reg_base:x}\n",
+            "cap": f"{unit.cap:x}\n",
+            "ecap": f"{unit.ecap:x}\n",
+            "version": f"{unit.version >> 4 & 0xF}:{unit.version & 0xF}\n",
+            "domains_supported": f"{unit.ndoms}\n",
+            "domains_used": f"{unit.domains_used}\n",
+        }
+        for name, text in attrs.items():
+            w.file(f"{base}/intel-iommu/{name}", text)
+        w.mkdir(f"{base}/devices")
+        w.link(f"sys/class/iommu/{unit.name}", base)
+    for group in host.groups.values():
+        gbase = f"sys/kernel/iommu_groups/{group.number}"
+        w.file(f"{gbase}/type", f"{group.type_name}\n")
+        w.file(f"{gbase}/reserved_regions", group.reserved_regions)
+        w.mkdir(f"{gbase}/devices")
+    for dev in topo.sorted():
+        if not dev.in_sysfs:
+            continue
+        path = f"sys/devices/{topo.sysfs_path(dev.bdf)}"
+        w.file(f"{path}/vendor", f"0x{dev.vendor:04x}\n")
+        w.file(f"{path}/device", f"0x{dev.device:04x}\n")
+        w.file(f"{path}/class", f"0x{dev.pci_class:06x}\n")
+        w.file(f"{path}/config", config_space(dev, topo))
+        w.link(f"sys/bus/pci/devices/{dev.bdf}", path)
+        if dev.driver:
+            w.mkdir(f"sys/bus/pci/drivers/{dev.driver}")
+            w.link(f"{path}/driver", f"sys/bus/pci/drivers/{dev.driver}")
+            w.link(f"sys/bus/pci/drivers/{dev.driver}/{dev.bdf}", path)
+        unit = host.units[dev.unit]
+        if dev.bdf in unit.devices:
+            w.link(f"{path}/iommu", f"sys/devices/virtual/iommu/{unit.name}")
+            w.link(f"sys/devices/virtual/iommu/{unit.name}/devices/{dev.bdf}", path)
+        if dev.group is not None and dev.group in host.groups:
+            w.link(f"{path}/iommu_group", f"sys/kernel/iommu_groups/{dev.group}")
+            w.link(f"sys/kernel/iommu_groups/{dev.group}/devices/{dev.bdf}", path)
+        if dev.vfio is not None and dev.driver == VFIO_PCI:
+            w.file(f"{path}/vfio-dev/vfio{dev.vfio}/uevent", f"MAJOR=511\nMINOR={dev.vfio}\n")
+            w.link(f"{path}/vfio-dev/vfio{dev.vfio}/device", path)
+    w.file("sys/firmware/acpi/tables/DMAR", build_dmar(list(host.units.values()), topo))
+
+
+def _proc(host: SimHost, w: _Writer, opts: TreeOptions) -> None:
+    w.file("proc/cmdline", host.cmdline + "\n")
+    w.file("proc/sys/kernel/osrelease", host.release + "\n")
+    w.file("proc/sys/kernel/random/boot_id", host.boot_id + "\n")
+    w.file("sys/kernel/kexec_loaded", "1\n" if host.kexec_loaded else "0\n")
+    if opts.lockdown is not None:
+        modes = ["none", "integrity", "confidentiality"]
+        w.file(
+            "sys/kernel/security/lockdown",
+            " ".join(f"[{m}]" if m == opts.lockdown else m for m in modes) + "\n",
+        )
+
+
+def processes(host: SimHost) -> ProcessFacts:
+    """The VMM: it holds the VFIO cdev of every device attached to an iommufd HWPT, and
+    /dev/iommu; legacy group users hold /dev/vfio/<group>."""
+    cdevs = sorted(
+        f"vfio{host.device(b).vfio}"
+        for b, d in host.attached.items()
+        if d.kind is DomainKind.UNMANAGED and host.device(b).vfio is not None
+    )
+    holders = []
+    if cdevs:
+        cmd = ("qemu-system-x86_64", "-device", "vfio-pci")
+        holders.append(VfioHolder(VMM_PID, "qemu-system-x86", cmd, tuple(cdevs), (), True))
+    groups = sorted({str(host.device(b).group) for b in host.legacy_group_users})
+    if groups:
+        holders.append(VfioHolder(VMM_PID + 1, "old-vmm", ("old-vmm",), (), tuple(groups), False))
+    return ProcessFacts(tuple(holders), True, "simulated host (vtdlud.sim)")
+
+
+def regset(host: SimHost) -> Regset:
+    return Regset(tuple(u.regset_unit() for u in host.units.values()))
+
+
+def translation(host: SimHost) -> TranslationStruct:
+    return TranslationStruct(tuple(u.translation_unit() for u in host.units.values()))
+
+
+def _kho(host: SimHost, w: _Writer) -> None:
+    host.kho.refresh_radix()
+    out = f"{KHO_DEBUGFS}/out"
+    w.file(f"{out}/fdt", host.kho.root_fdt())
+    w.file(f"{out}/sub_fdts/LUO", host.kho.luo_blob())
+    w.file(f"{out}/scratch_phys", "".join(f"0x{p:x}\n" for p, _ in host.kho.scratch))
+    w.file(f"{out}/scratch_len", "".join(f"0x{s:x}\n" for _, s in host.kho.scratch))
+    if host.handed_over is not None:
+        w.file(f"{KHO_DEBUGFS}/in/fdt", host.handed_over.root_fdt)
+        w.file(f"{KHO_DEBUGFS}/in/sub_fdts/LUO", host.handed_over.luo_blob)
+
+
+def write_tree(host: SimHost, root: Path, options: TreeOptions | None = None) -> Path:
+    """Write the host's current state under ``root`` (created if needed); returns ``root``."""
+    opts = options or TreeOptions()
+    root.mkdir(parents=True, exist_ok=True)
+    w = _Writer(root)
+    _sysfs(host, w)
+    _proc(host, w, opts)
+    w.mkdir("sys/kernel/debug")
+    if opts.iommu_debugfs:
+        w.file(f"{IOMMU_DEBUGFS}/iommu_regset", render_iommu_regset(regset(host)))
+        w.file(
+            f"{IOMMU_DEBUGFS}/dmar_translation_struct",
+            render_dmar_translation_struct(translation(host)),
+        )
+    if opts.kho_debugfs:
+        _kho(host, w)
+    if opts.kcore:
+        w.file("proc/kcore", build_core(host.mem.snapshot()))
+    if opts.processes:
+        w.file("vtdlud/processes.json", facts_to_json(processes(host)))
+    for rel, data in opts.overrides.items():
+        if data is None:
+            (root / rel).unlink(missing_ok=True)
+        else:
+            w.file(rel, data)
+    return root
