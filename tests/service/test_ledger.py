@@ -1,0 +1,107 @@
+"""The ledger: exact round trip, refusal of torn or foreign files, and SIGKILL at random points."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from vtdlud.errors import ParseError
+from vtdlud.service.ledger import (
+    LEDGER_NAME,
+    Ledger,
+    LedgerDevice,
+    LedgerUnit,
+    ledger_from_json,
+    ledger_to_json,
+    mark_consumed,
+    read_ledger,
+    write_ledger,
+)
+
+
+def _ledger(generation: int, units: int = 8) -> Ledger:
+    return Ledger(
+        created_at="2026-11-24T05:00:00Z",
+        vtdlud_version="0.1.0",
+        kernel_release="6.12.117",
+        boot_id="1dd4e417-4d92-4e38-8506-dce002ac0085",
+        liveupdate_count=generation,
+        units=tuple(
+            LedgerUnit(
+                address=0xFED90000 + 0x1000 * u,
+                root_table=0x1A49000 + u,
+                bits=tuple(range(0, 512, 1 + u % 3)),
+                devices=tuple(LedgerDevice(f"0000:{b:02x}:00.0", b + 2, None) for b in range(32)),
+            )
+            for u in range(units)
+        ),
+    )
+
+
+def test_round_trip_and_consume(tmp_path: Path) -> None:
+    assert read_ledger(tmp_path) is None
+    led = _ledger(3)
+    write_ledger(tmp_path, led)
+    assert read_ledger(tmp_path) == led
+    assert ledger_from_json(ledger_to_json(led)) == led
+    done = mark_consumed(tmp_path, "new-boot")
+    assert done is not None and done.consumed and read_ledger(tmp_path) == done
+    assert mark_consumed(tmp_path, "later-boot") == done  # consumed once
+    assert oct((tmp_path / LEDGER_NAME).stat().st_mode & 0o777) == "0o644"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "not JSON"),
+        (b'{"ledger_format": 2}', "ledger_format 2, expected 1"),
+        (b"[]", "ledger_format None, expected 1"),
+        (b'{"ledger_format": 1, "units": []}', "missing or malformed member"),
+    ],
+)
+def test_refuses_bad_files(data: bytes, reason: str) -> None:
+    with pytest.raises(ParseError, match=reason):
+        ledger_from_json(data)
+
+
+def test_refuses_every_truncation() -> None:
+    data = ledger_to_json(_ledger(1, units=1))
+    for cut in range(len(data) - 1):  # the last byte is the trailing newline
+        with pytest.raises(ParseError):
+            ledger_from_json(data[:cut])
+
+
+def test_sigkill_at_random_points_leaves_old_or_new(tmp_path: Path) -> None:
+    """A forked writer rewrites the ledger in a loop; SIGKILL at 60 random instants.
+
+    After every kill the ledger parses and is one that was written (generation only grows)."""
+    rng = random.Random(20261124)
+    write_ledger(tmp_path, _ledger(0))
+    last = 0
+    for round_ in range(60):
+        pid = os.fork()
+        if pid == 0:  # child: write generations forever
+            try:
+                gen = last + 1
+                while True:
+                    write_ledger(tmp_path, _ledger(gen))
+                    gen += 1
+            finally:
+                os._exit(0)
+        time.sleep(rng.uniform(0.0, 0.03))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        led = read_ledger(tmp_path)
+        assert led is not None, f"round {round_}: ledger missing"
+        assert led.liveupdate_count is not None and led.liveupdate_count >= last
+        assert led == _ledger(led.liveupdate_count)
+        last = led.liveupdate_count
+    assert last > 0  # the writer did make progress
+    # Temp files left by killed writers are swept by the next writer.
+    write_ledger(tmp_path, _ledger(last + 1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".ledger.lock", LEDGER_NAME]

@@ -1,0 +1,1 @@
+"""The daemon and its state: ledger, event loop, udev, sd_notify."""

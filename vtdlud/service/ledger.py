@@ -1,0 +1,187 @@
+"""The ledger (``/var/lib/vtdlud/ledger.json``): what the gate promised would survive the kexec.
+
+Written when ``vtdlud check`` passes: per unit the register base, the root table, the bitmap
+bits and the preserved devices with their DIDs, plus the kernel release, boot id and live-update
+count.  The first evaluation after the kexec compares the new kernel with it (VTD06x) and marks
+it consumed.  Writes are atomic (temp file, fsync, rename, fsync dir) and serialized with an
+flock; a killed writer leaves the old or the new ledger, never a torn one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vtdlud.errors import ParseError
+from vtdlud.host.atomic import write_atomic
+
+LEDGER_FORMAT = 1
+LEDGER_NAME = "ledger.json"
+LOCK_NAME = ".ledger.lock"
+DEFAULT_STATE_DIR = Path("/var/lib/vtdlud")
+
+
+@dataclass(frozen=True)
+class LedgerDevice:
+    bdf: str
+    did: int
+    pasid_table: int | None = None  # scalable mode: the PASID directory
+
+
+@dataclass(frozen=True)
+class LedgerUnit:
+    address: int
+    root_table: int
+    bits: tuple[int, ...]
+    devices: tuple[LedgerDevice, ...]
+
+
+@dataclass(frozen=True)
+class Ledger:
+    created_at: str
+    vtdlud_version: str
+    kernel_release: str | None
+    boot_id: str | None
+    liveupdate_count: int | None
+    units: tuple[LedgerUnit, ...]
+    consumed_by_boot_id: str | None = None  # set by the first evaluation after the kexec
+
+    @property
+    def consumed(self) -> bool:
+        return self.consumed_by_boot_id is not None
+
+
+def _hex(v: int | None) -> str | None:
+    return None if v is None else f"{v:#x}"
+
+
+def ledger_to_json(ledger: Ledger) -> bytes:
+    doc = {
+        "ledger_format": LEDGER_FORMAT,
+        "created_at": ledger.created_at,
+        "vtdlud_version": ledger.vtdlud_version,
+        "kernel_release": ledger.kernel_release,
+        "boot_id": ledger.boot_id,
+        "liveupdate_count": ledger.liveupdate_count,
+        "consumed_by_boot_id": ledger.consumed_by_boot_id,
+        "units": [
+            {
+                "address": _hex(u.address),
+                "root_table": _hex(u.root_table),
+                "bits": list(u.bits),
+                "devices": [
+                    {"bdf": d.bdf, "did": d.did, "pasid_table": _hex(d.pasid_table)}
+                    for d in u.devices
+                ],
+            }
+            for u in ledger.units
+        ],
+    }
+    return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def _int(v: Any, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, str)):
+        raise ParseError(f"{what}: {v!r} is not a number")
+    if isinstance(v, int):
+        return v
+    try:
+        return int(v, 16)
+    except ValueError:
+        raise ParseError(f"{what}: {v!r} is not a 0x hex number") from None
+
+
+def _opt_str(v: Any, what: str) -> str | None:
+    if v is not None and not isinstance(v, str):
+        raise ParseError(f"{what}: {v!r} is not a string")
+    return v
+
+
+def ledger_from_json(data: bytes) -> Ledger:
+    """Parse a ledger; anything else (torn, foreign, other format) is a ParseError."""
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ParseError(f"not JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("ledger_format") != LEDGER_FORMAT:
+        fmt = doc.get("ledger_format") if isinstance(doc, dict) else None
+        raise ParseError(f"ledger_format {fmt!r}, expected {LEDGER_FORMAT}")
+    try:
+        units = tuple(
+            LedgerUnit(
+                address=_int(u["address"], "address"),
+                root_table=_int(u["root_table"], "root_table"),
+                bits=tuple(_int(b, "bits") for b in u["bits"]),
+                devices=tuple(
+                    LedgerDevice(
+                        bdf=str(d["bdf"]),
+                        did=_int(d["did"], "did"),
+                        pasid_table=None
+                        if d.get("pasid_table") is None
+                        else _int(d["pasid_table"], "pasid_table"),
+                    )
+                    for d in u["devices"]
+                ),
+            )
+            for u in doc["units"]
+        )
+        count = doc["liveupdate_count"]
+        return Ledger(
+            created_at=str(doc["created_at"]),
+            vtdlud_version=str(doc["vtdlud_version"]),
+            kernel_release=_opt_str(doc["kernel_release"], "kernel_release"),
+            boot_id=_opt_str(doc["boot_id"], "boot_id"),
+            liveupdate_count=None if count is None else _int(count, "liveupdate_count"),
+            units=units,
+            consumed_by_boot_id=_opt_str(doc.get("consumed_by_boot_id"), "consumed_by_boot_id"),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ParseError(f"missing or malformed member {exc}") from None
+
+
+@contextmanager
+def _locked(state_dir: Path) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / LOCK_NAME, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _sweep_temps(state_dir: Path) -> None:
+    """Remove temp files a killed writer left behind (the lock is held: no writer is live)."""
+    for stale in state_dir.glob(f".{LEDGER_NAME}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def write_ledger(state_dir: Path, ledger: Ledger) -> None:
+    with _locked(state_dir):
+        _sweep_temps(state_dir)
+        write_atomic(state_dir / LEDGER_NAME, ledger_to_json(ledger), mode=0o644)
+
+
+def read_ledger(state_dir: Path) -> Ledger | None:
+    """The ledger, None when there is none; ParseError/OSError for one that cannot be used."""
+    try:
+        data = (state_dir / LEDGER_NAME).read_bytes()
+    except FileNotFoundError:
+        return None
+    return ledger_from_json(data)
+
+
+def mark_consumed(state_dir: Path, boot_id: str) -> Ledger | None:
+    with _locked(state_dir):
+        current = read_ledger(state_dir)
+        if current is None or current.consumed:
+            return current
+        done = replace(current, consumed_by_boot_id=boot_id)
+        _sweep_temps(state_dir)
+        write_atomic(state_dir / LEDGER_NAME, ledger_to_json(done), mode=0o644)
+        return done
