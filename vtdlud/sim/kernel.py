@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from vtdlud.model.abi import IOMMU_SER_FLAG_DELETED, IommuTypeSer
+from vtdlud.model.abi import IommuTypeSer
 from vtdlud.model.tables import ROOT_ENTRY_NR, SM_UPPER_DEVFN, context_table_bit
 from vtdlud.sim.iommu import (
     PRESENT,
@@ -38,7 +39,13 @@ from vtdlud.sim.iommu import (
 from vtdlud.sim.kho import FlbEntry, HandedOver, KhoState, LuoFile, LuoGeneration, LuoSession
 from vtdlud.sim.memory import DEFAULT_RAM, PhysMemory
 from vtdlud.sim.pci import VFIO_PCI, SimDevice, Topology
-from vtdlud.sim.records import FLB_VARIANTS, IncomingRecords, Outgoing, read_incoming
+from vtdlud.sim.records import (
+    FLB_VARIANTS,
+    RESTORED_OFFSET,
+    IncomingRecords,
+    Outgoing,
+    read_incoming,
+)
 
 QEMU_CAP = 0x00D2_008C_222F_0686  # CAP of QEMU 7.2's intel-iommu with aw-bits=48 (b_scalable)
 QEMU_ECAP_LEGACY = 0x0000_0000_00F0_0F4A
@@ -98,6 +105,8 @@ class SimHost:
         self.handed_over: HandedOver | None = None
         self.incoming: IncomingRecords | None = None
         self._cmdline = cmdline
+        # root-relative path -> rewrite of that file's bytes (None deletes it); see tree.py
+        self.tree_hooks: dict[str, Callable[[bytes], bytes | None]] = {}
 
     # -- building ----------------------------------------------------------------------------
     def _new_boot_id(self) -> str:
@@ -194,6 +203,22 @@ class SimHost:
                 self.groups[dev.group] = Group(dev.group, domain)
             if dev.bdf not in preserved:
                 self.attach(dev.bdf, self.groups[dev.group].default)
+
+    def hotplug(self, segment: int, bus: int, slot: int, func: int = 0, **kw: object) -> SimDevice:
+        """A device appears after boot: probed and attached to its group's default domain
+        (a context table for its bus is allocated if there is none yet)."""
+        dev = self.add_device(segment, bus, slot, func, **kw)
+        self.topology.assign_groups()
+        assert dev.group is not None
+        unit = self.units[dev.unit]
+        unit.devices.append(dev.bdf)
+        if unit.scalable:
+            unit.setup_sm_context(dev.bus, dev.devfn)
+        if dev.group not in self.groups:
+            kind = DomainKind.IDENTITY if self.identity_default else DomainKind.DMA
+            self.groups[dev.group] = Group(dev.group, self._new_domain(kind, unit, dev.bdf))
+        self.attach(dev.bdf, self.groups[dev.group].default)
+        return dev
 
     def attach(self, bdf: str, domain: Domain) -> None:
         """Attach ``domain`` to a device: block the old one first, then program the new."""
@@ -314,7 +339,7 @@ class SimHost:
         self.kho.refresh_radix()
         reached = tuple(flbs) if self.kho.flb_header is not None else ()
         self.handed_over = HandedOver(
-            self.kho.root_fdt(), self.kho.luo_blob(), self.generation, reached
+            self.kho.root_fdt(), self.kho.luo_blob(), self.generation, reached, self.kho.flb_header
         )
         self.mem.keep_only(self.mem.preserved | set(self.kho.metadata_pages()))
         # -- the new kernel --
@@ -324,6 +349,9 @@ class SimHost:
         self.kho = KhoState(self.mem, self.generation, self.liveupdate_num)
         self.outgoing = None
         self.incoming = None
+        self.placement = Placement()  # known addresses describe the first boot only
+        for unit in self.units.values():
+            unit.placement = self.placement
         variant = self.flb_variant
         flb = next((f for f in reached if f.name == variant.compatible), None)
         if flb is not None:
@@ -350,7 +378,7 @@ class SimHost:
             slot, rec = match
             unit.root_table = rec.intel.root_table
             if not rec.intel.restored:
-                self.mem.write(slot + 24, b"\x01")  # iommu_hw_ser.intel.restored
+                self.mem.write(slot + RESTORED_OFFSET, b"\x01")
             mine = {s for s, r in hw if r.intel.phys_addr == unit.reg_base}
             keep: dict[tuple[int, int], int] = {}
             for _, drec in inc.devices if inc else ():
@@ -379,11 +407,3 @@ class SimHost:
             unit.pasid_dirs = keep
         self._probe(self.topology.sorted(), preserved=set(restored_devs))
         self.attached.update(restored_devs)
-
-    # -- inspection helpers ------------------------------------------------------------------
-    def hw_record_flags(self, reg_base: int) -> int | None:
-        """The outgoing hw record's flags (None when the unit has none)."""
-        if self.outgoing is None or reg_base not in self.outgoing.hw_slot:
-            return None
-        rec = self.outgoing.hw.read(self.outgoing.hw_slot[reg_base])
-        return rec.hdr.flags & IOMMU_SER_FLAG_DELETED

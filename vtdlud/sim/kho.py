@@ -309,4 +309,5 @@ class HandedOver:
     root_fdt: bytes
     luo_blob: bytes
     generation: LuoGeneration
-    flbs: tuple[FlbEntry, ...]
+    flbs: tuple[FlbEntry, ...]  # the FLB list the new kernel can reach (none for FDT_V1)
+    flb_header: int | None  # physical address of luo_flb_header_ser (none for FDT_V1)

@@ -64,6 +64,10 @@ from vtdlud.sim.pci import SimDevice
 R = TypeVar("R", IommuHwSerV1, IommuDomainSer, IommuDeviceSerV1)
 MAX_CHAIN_PAGES = 1024  # bounds the incoming walk (a corrupt chain must not hang the model)
 FLB_VARIANTS: dict[str, AbiVariant] = {"v1": V1, "v2": V2}
+# Offset of iommu_hw_ser.intel.restored (a u8 the new kernel sets once it reclaimed the tables).
+RESTORED_OFFSET = (
+    IommuHwSerV1.LAYOUT.field("intel").offset + IommuIntelSer.LAYOUT.field("restored").offset
+)
 
 
 def _deleted(hdr: IommuHdrSer) -> IommuHdrSer:

@@ -185,6 +185,14 @@ def write_tree(host: SimHost, root: Path, options: TreeOptions | None = None) ->
         w.file("proc/kcore", build_core(host.mem.snapshot()))
     if opts.processes:
         w.file("vtdlud/processes.json", facts_to_json(processes(host)))
+    for rel, hook in host.tree_hooks.items():
+        path = root / rel
+        if path.exists():
+            new = hook(path.read_bytes())
+            if new is None:
+                path.unlink()
+            else:
+                path.write_bytes(new)
     for rel, data in opts.overrides.items():
         if data is None:
             (root / rel).unlink(missing_ok=True)

@@ -1,0 +1,595 @@
+"""Faults on demand: one per way DESIGN.md §3 says a record or a host can go wrong.
+
+``inject(host, Fault.X, target=None)`` changes the simulated host *now* — a record in memory, a
+register, the topology, or (for what only a file can show) a rewrite of one file of the next
+tree written — and returns a one-line description.  Every fault is visible in the files
+:func:`vtdlud.sim.tree.write_tree` writes afterwards: in ``proc/kcore`` (records, tables, KHO's
+memory map), the debugfs text, the KHO/LUO blobs, sysfs or ``vtdlud/processes.json``.  The
+finding each one should lead to is :attr:`FaultSpec.code`; judging them is the audit's job.
+
+``target`` names the device (BDF) or unit (``dmarN``) to hit; by default the first preserved
+device and its unit.  Record faults act on the outgoing records before kexec and on the incoming
+ones (still in memory at the same places) after it.  Faults whose :attr:`FaultSpec.phase` is
+``after`` need a kexec first; ``before`` ones need it not to have happened yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from vtdlud.model.abi import (
+    IOMMU_SER_FLAG_DELETED,
+    IommuDeviceSerV1,
+    IommuDomainSer,
+    IommuHdrSer,
+    IommuHwSerV1,
+    IommuTypeSer,
+    capacity_of,
+)
+from vtdlud.model.tables import bits_to_words, context_table_bit
+from vtdlud.parse.pciconfig import PCI_EXP_TYPE_PCI_BRIDGE
+from vtdlud.parse.translation import (
+    TranslationRow,
+    TranslationStruct,
+    parse_dmar_translation_struct,
+    render_dmar_translation_struct,
+)
+from vtdlud.sim.iommu import GSTS_TES, DmarUnit
+from vtdlud.sim.kernel import SimHost
+from vtdlud.sim.memory import PAGE_SIZE
+from vtdlud.sim.records import RESTORED_OFFSET
+
+FSTS_PPF = 1 << 1
+DMAR_TRANSLATION = "sys/kernel/debug/iommu/intel/dmar_translation_struct"
+UNKNOWN_FLB_NAME = "iommu-liveupdate-v9"
+FLB_NAME_LEN = 48
+
+
+class Fault(Enum):
+    TOKEN_NO_UNIT = "token-no-unit"
+    HW_RECORD_DELETED = "hw-record-deleted"
+    TYPE_NOT_INTEL = "type-not-intel"
+    TOKEN_NE_PHYS = "token-ne-phys-addr"
+    ROOT_TABLE_MISMATCH = "root-table-mismatch"
+    BIT_MISSING = "bit-missing"
+    LATE_CONTEXT_TABLE = "late-context-table"
+    BIT_WITHOUT_TABLE = "bit-without-table"
+    TABLE_NOT_PRESERVED = "table-not-preserved"
+    ODD_BIT_LEGACY = "odd-bit-legacy"
+    DEBUGFS_DISAGREES = "debugfs-disagrees"
+    REF_COUNT_OFF = "ref-count-off"
+    DEVICE_GONE = "device-gone"
+    WRONG_HW_RECORD = "wrong-hw-record"
+    WRONG_ATTACHMENT_ID = "wrong-attachment-id"
+    WRONG_PASID_TABLE = "wrong-pasid-table"
+    SHARED_ALIAS = "shared-alias"
+    PRI_ENABLED = "pri-enabled"
+    LEGACY_VFIO_GROUP = "legacy-vfio-group"
+    DOMAIN_MISMATCH = "domain-mismatch"
+    DOMAIN_DELETED = "domain-deleted"
+    CHAIN_LOOP = "chain-loop"
+    COUNT_OVER_CAPACITY = "count-over-capacity"
+    POINTER_OUTSIDE_RAM = "pointer-outside-ram"
+    UNKNOWN_FLB_COMPATIBLE = "unknown-flb-compatible"
+    UNKNOWN_FLB_VERSION = "unknown-flb-version"
+    UNKNOWN_KHO_COMPATIBLE = "unknown-kho-compatible"
+    UNKNOWN_LUO_COMPATIBLE = "unknown-luo-compatible"
+    NOT_RESTORED = "not-restored"
+    ROOT_TABLE_CHANGED = "root-table-changed"
+    CONTEXT_CHANGED = "context-changed"
+    DMAR_FAULT = "dmar-fault"
+    TRANSLATION_DISABLED = "translation-disabled"
+
+
+@dataclass(frozen=True)
+class Records:
+    """Where the records are now: outgoing bookkeeping before kexec, the incoming walk after."""
+
+    hw: dict[int, int]  # unit register base -> slot
+    devices: dict[str, int]  # BDF -> slot
+    flb_phys: int
+    device_pages: tuple[int, ...]
+
+
+def records(host: SimHost) -> Records:
+    out = host.outgoing
+    if out is not None:
+        return Records(
+            dict(out.hw_slot), dict(out.device_slot), out.flb_phys, tuple(out.devices.pages)
+        )
+    inc, handed = host.incoming, host.handed_over
+    if inc is None or handed is None or not handed.flbs:
+        raise ValueError("no live-update records: preserve a device (or kexec with an FLB)")
+    devices = {}
+    for slot, rec in inc.devices:
+        bus, devfn = rec.bus_devfn
+        devices[f"{rec.pci_domain_nr:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"] = slot
+    pages = tuple(sorted({s & ~(PAGE_SIZE - 1) for s, _ in inc.devices}))
+    hw = {rec.token: slot for slot, rec in inc.hw}
+    return Records(hw, devices, handed.flbs[0].data, pages)
+
+
+def _read_hw(host: SimHost, slot: int) -> IommuHwSerV1:
+    return IommuHwSerV1.unpack(host.mem.read(slot, IommuHwSerV1.sizeof()))
+
+
+def _read_dev(host: SimHost, slot: int) -> IommuDeviceSerV1:
+    return IommuDeviceSerV1.unpack(host.mem.read(slot, IommuDeviceSerV1.sizeof()))
+
+
+def _target(host: SimHost, target: str | None) -> tuple[str, DmarUnit, Records]:
+    recs = records(host)
+    bdf = target if target in recs.devices else next(iter(sorted(recs.devices)), None)
+    if target is not None and target.startswith("dmar"):
+        unit = host.units[target]
+        bdf = next((b for b in sorted(recs.devices) if host.device(b).unit == unit.name), bdf)
+    if bdf is None:
+        raise ValueError("no preserved device to aim the fault at")
+    return bdf, host.unit_of(bdf), recs
+
+
+def _hw_slot(host: SimHost, target: str | None) -> tuple[int, DmarUnit, Records]:
+    _, unit, recs = _target(host, target)
+    if unit.reg_base not in recs.hw:
+        raise ValueError(f"{unit.name} has no hw record")
+    return recs.hw[unit.reg_base], unit, recs
+
+
+def _edit_hw(
+    host: SimHost, target: str | None, edit: Callable[[IommuHwSerV1], IommuHwSerV1]
+) -> str:
+    slot, unit, _ = _hw_slot(host, target)
+    host.mem.write(slot, edit(_read_hw(host, slot)).pack())
+    return f"{unit.name}: hw record at {slot:#x} edited"
+
+
+def _edit_bits(host: SimHost, target: str | None, change: Callable[[set[int]], None]) -> str:
+    def edit(rec: IommuHwSerV1) -> IommuHwSerV1:
+        bits = set(rec.intel.context_table_bits)
+        change(bits)
+        intel = dataclasses.replace(rec.intel, context_tables_bitmap=bits_to_words(bits))
+        return dataclasses.replace(rec, intel=intel)
+
+    return _edit_hw(host, target, edit)
+
+
+def _edit_dev(
+    host: SimHost, target: str | None, edit: Callable[[IommuDeviceSerV1], IommuDeviceSerV1]
+) -> str:
+    bdf, _, recs = _target(host, target)
+    slot = recs.devices[bdf]
+    host.mem.write(slot, edit(_read_dev(host, slot)).pack())
+    return f"{bdf}: device record at {slot:#x} edited"
+
+
+def _device_bit(host: SimHost, bdf: str) -> int:
+    dev = host.device(bdf)
+    return context_table_bit(dev.bus, dev.devfn if host.unit_of(bdf).scalable else 0)
+
+
+def _flag_deleted(hdr: IommuHdrSer) -> IommuHdrSer:
+    return IommuHdrSer(hdr.ref_count, hdr.flags | IOMMU_SER_FLAG_DELETED)
+
+
+# -- the faults ---------------------------------------------------------------------------------
+
+
+def _token_no_unit(host: SimHost, target: str | None) -> str:
+    taken = {u.reg_base for u in host.units.values()}
+    base = max(taken) + 0x10_0000
+    return _edit_hw(
+        host,
+        target,
+        lambda r: dataclasses.replace(
+            r, token=base, intel=dataclasses.replace(r.intel, phys_addr=base)
+        ),
+    )
+
+
+def _late_table(host: SimHost, target: str | None) -> str:
+    unit = host.units[target] if target in host.units else next(iter(host.units.values()))
+    bus = 0xF0
+    while any(b >> 1 == bus for b in unit.context_tables()):
+        bus -= 1
+    dev = host.hotplug(unit.segment, bus, 0, driver="e1000e", unit=unit.name)
+    return f"{dev.bdf} hot-added: its bus's context table is new and not in the bitmap"
+
+
+def _bit_without_table(host: SimHost, target: str | None) -> str:
+    _, unit, _ = _hw_slot(host, target)
+    tables = unit.context_tables()
+    bit = next(context_table_bit(b, 0) for b in range(255, -1, -1) if 2 * b not in tables)
+    return _edit_bits(host, target, lambda bits: bits.add(bit)) + f" (bit {bit} set)"
+
+
+def _table_not_preserved(host: SimHost, target: str | None) -> str:
+    bdf, unit, _ = _target(host, target)
+    table = unit.context_tables()[_device_bit(host, bdf)]
+    host.mem.unpreserve(table)
+    return f"{unit.name}: context table {table:#x} of {bdf} no longer KHO-preserved"
+
+
+def _odd_bit(host: SimHost, target: str | None) -> str:
+    bdf, unit, _ = _target(host, target)
+    if unit.scalable:
+        raise ValueError(f"{unit.name} is in scalable mode: odd bits are legal there")
+    bit = _device_bit(host, bdf) + 1
+    return _edit_bits(host, target, lambda bits: bits.add(bit)) + f" (bit {bit} set)"
+
+
+def _debugfs_disagrees(host: SimHost, target: str | None) -> str:
+    """debugfs shows a different DID for one device than the tables in memory hold."""
+    bdf, _, _ = _target(host, target)
+    dev = host.device(bdf)
+
+    def changed(row: TranslationRow) -> TranslationRow:
+        if (row.bus, row.devfn) != (dev.bus, dev.devfn):
+            return row
+        if row.is_scalable:
+            pe = dataclasses.replace(row.pasid_entry, val1=row.pasid_entry.val1 ^ 0x80)
+            return dataclasses.replace(row, pasid_entry=pe)
+        return dataclasses.replace(row, context_hi=row.context_hi ^ 0x8000)
+
+    def hook(data: bytes) -> bytes:
+        ts = parse_dmar_translation_struct(data.decode())
+        units = tuple(
+            dataclasses.replace(u, rows=tuple(changed(r) for r in u.rows)) for u in ts.units
+        )
+        return render_dmar_translation_struct(TranslationStruct(units)).encode()
+
+    host.tree_hooks[DMAR_TRANSLATION] = hook
+    return f"{bdf}: debugfs prints another DID than memory holds"
+
+
+def _shared_alias(host: SimHost, target: str | None) -> str:
+    bdf, _, _ = _target(host, target)
+    dev = host.device(bdf)
+    bridge = host.device(dev.parent) if dev.parent else None
+    if bridge is None or bridge.pcie_type != PCI_EXP_TYPE_PCI_BRIDGE:
+        raise ValueError(f"{bdf} is not behind a PCIe-to-PCI bridge: it has no shared alias")
+    used = {d.devfn >> 3 for d in host.topology.devices.values() if d.bus == dev.bus}
+    slot = next(s for s in range(1, 32) if s not in used)
+    other = host.hotplug(dev.segment, dev.bus, slot, pcie_type=None, driver="e1000", unit=dev.unit)
+    return f"{other.bdf} (not preserved) shares {bdf}'s DMA alias {dev.bus:02x}:00.0"
+
+
+def _domain_deleted(host: SimHost, target: str | None) -> str:
+    bdf, _, recs = _target(host, target)
+    slot = _read_dev(host, recs.devices[bdf]).domain_iommu_ser.domain_phys
+    rec = IommuDomainSer.unpack(host.mem.read(slot, IommuDomainSer.sizeof()))
+    host.mem.write(slot, dataclasses.replace(rec, hdr=_flag_deleted(rec.hdr)).pack())
+    return f"{bdf}: its domain record at {slot:#x} is DELETED"
+
+
+def _domain_mismatch(host: SimHost, target: str | None) -> str:
+    bdf, _, recs = _target(host, target)
+    slot = _read_dev(host, recs.devices[bdf]).domain_iommu_ser.domain_phys
+    rec = IommuDomainSer.unpack(host.mem.read(slot, IommuDomainSer.sizeof()))
+    wrong = rec.top_table_phys + PAGE_SIZE
+    host.mem.write(slot, dataclasses.replace(rec, top_table_phys=wrong).pack())
+    return f"{bdf}: domain record top_table_phys {wrong:#x} is not the live page table"
+
+
+def _wrong_hw_record(host: SimHost, target: str | None) -> str:
+    bdf, unit, recs = _target(host, target)
+    others = [s for base, s in recs.hw.items() if base != unit.reg_base]
+    if not others:
+        raise ValueError("needs a second unit with a hw record")
+    return _edit_dev(
+        host,
+        bdf,
+        lambda r: dataclasses.replace(
+            r, domain_iommu_ser=dataclasses.replace(r.domain_iommu_ser, iommu_phys=others[0])
+        ),
+    )
+
+
+def _chain_edit(host: SimHost, what: str) -> str:
+    recs = records(host)
+    last = recs.device_pages[-1]
+    if what == "loop":
+        host.mem.set_u64(last, recs.device_pages[0])
+    elif what == "count":
+        host.mem.set_u64(last + 8, capacity_of(IommuDeviceSerV1) + 1)
+    else:
+        host.mem.set_u64(last, host.mem.ram_end + (1 << 32))
+    return f"device array page {last:#x}: {what} corrupted"
+
+
+def _unknown_flb_compatible(host: SimHost, target: str | None) -> str:
+    handed = host.handed_over
+    if host.outgoing is not None or handed is None or handed.flb_header is None:
+        raise ValueError("the FLB list exists only after a kexec with an FLB generation")
+    name_at = handed.flb_header + 16  # luo_flb_header_ser, then luo_flb_ser.name
+    host.mem.write(name_at, UNKNOWN_FLB_NAME.encode().ljust(FLB_NAME_LEN, b"\0"))
+    return f"incoming FLB list names {UNKNOWN_FLB_NAME!r}"
+
+
+def _unknown_flb_version(host: SimHost, target: str | None) -> str:
+    if host.flb_variant.version is None:
+        raise ValueError("the v1 FLB has no version word (use flb_variant='v2')")
+    recs = records(host)
+    host.mem.set_u64(recs.flb_phys, host.flb_variant.version + 1)
+    return f"iommu_flb_ser at {recs.flb_phys:#x}: version {host.flb_variant.version + 1}"
+
+
+def _not_restored(host: SimHost, target: str | None) -> str:
+    if host.handed_over is None:
+        raise ValueError("restored is set by the new kernel: kexec first")
+    slot, unit, _ = _hw_slot(host, target)
+    host.mem.write(slot + RESTORED_OFFSET, b"\0")
+    return f"{unit.name}: restored == 0 after kexec"
+
+
+def _root_changed(host: SimHost, target: str | None) -> str:
+    if host.handed_over is None:
+        raise ValueError("a post-kexec fault: kexec first")
+    unit = host.units[target] if target in host.units else next(iter(host.units.values()))
+    new = host.mem.alloc()
+    host.mem.write(new, host.mem.read(unit.root_table, PAGE_SIZE))
+    unit.root_table = new
+    return f"{unit.name}: new kernel runs on a fresh root table {new:#x}"
+
+
+def _context_changed(host: SimHost, target: str | None) -> str:
+    if host.handed_over is None:
+        raise ValueError("a post-kexec fault: kexec first")
+    bdf, unit, _ = _target(host, target)
+    dev = host.device(bdf)
+    if unit.scalable:
+        addr = unit.pasid_entry_addr(dev.bus, dev.devfn, 0, alloc=False)
+        assert addr is not None
+        host.mem.set_u64(addr + 8, host.mem.u64(addr + 8) ^ 0x80)
+    else:
+        addr = unit.context_addr(dev.bus, dev.devfn)
+        assert addr is not None
+        host.mem.set_u64(addr + 8, host.mem.u64(addr + 8) ^ 0x8000)
+    return f"{bdf}: DID changed in the new kernel"
+
+
+def _unit(host: SimHost, target: str | None) -> DmarUnit:
+    if target in host.units:
+        return host.units[target]
+    if target is not None:
+        return host.unit_of(target)
+    return next(iter(host.units.values()))
+
+
+def _device(host: SimHost, target: str | None) -> str:
+    if target is not None and target in host.topology.devices:
+        return target
+    return _target(host, target)[0]
+
+
+def _legacy_group(host: SimHost, target: str | None) -> str:
+    bdf = _device(host, target)
+    host.legacy_group_users.add(bdf)
+    return f"{bdf}: a process holds /dev/vfio/{host.device(bdf).group}"
+
+
+def _kho_compatible(host: SimHost, target: str | None) -> str:
+    host.kho.kho_compatible = "kho-v9"
+    return "KHO root FDT compatible 'kho-v9'"
+
+
+def _luo_compatible(host: SimHost, target: str | None) -> str:
+    host.kho.luo_compatible = "luo-v9"
+    return "LUO FDT compatible 'luo-v9'"
+
+
+def _dmar_fault(host: SimHost, target: str | None) -> str:
+    unit = _unit(host, target)
+    unit.fsts |= FSTS_PPF
+    return f"{unit.name}: FSTS.PPF set"
+
+
+def _tes_off(host: SimHost, target: str | None) -> str:
+    unit = _unit(host, target)
+    unit.gsts &= ~GSTS_TES
+    return f"{unit.name}: GSTS.TES clear"
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    code: str  # the finding (DESIGN.md §3) the fault should lead to
+    phase: str  # "before" / "after" a kexec, or "any"
+    doc: str
+    apply: Callable[[SimHost, str | None], str]
+
+
+def _set(host: SimHost, target: str | None, attr: str, value: bool) -> str:
+    bdf = _device(host, target)
+    setattr(host.device(bdf), attr, value)
+    return f"{bdf}: {attr} = {value}"
+
+
+FAULTS: dict[Fault, FaultSpec] = {
+    Fault.TOKEN_NO_UNIT: FaultSpec(
+        "VTD001", "any", "hw record's token/phys_addr match no DMAR unit", _token_no_unit
+    ),
+    Fault.HW_RECORD_DELETED: FaultSpec(
+        "VTD002",
+        "any",
+        "the unit's hw record is DELETED while devices still point at it",
+        lambda h, t: _edit_hw(h, t, lambda r: dataclasses.replace(r, hdr=_flag_deleted(r.hdr))),
+    ),
+    Fault.TYPE_NOT_INTEL: FaultSpec(
+        "VTD003",
+        "any",
+        "hw record type IOMMU_INVALID",
+        lambda h, t: _edit_hw(
+            h, t, lambda r: dataclasses.replace(r, type=IommuTypeSer.IOMMU_INVALID)
+        ),
+    ),
+    Fault.TOKEN_NE_PHYS: FaultSpec(
+        "VTD003",
+        "any",
+        "intel.phys_addr differs from token",
+        lambda h, t: _edit_hw(
+            h,
+            t,
+            lambda r: dataclasses.replace(
+                r, intel=dataclasses.replace(r.intel, phys_addr=r.token ^ 0x1000)
+            ),
+        ),
+    ),
+    Fault.ROOT_TABLE_MISMATCH: FaultSpec(
+        "VTD010",
+        "before",
+        "hw record root_table is not RTADDR's",
+        lambda h, t: _edit_hw(
+            h,
+            t,
+            lambda r: dataclasses.replace(
+                r, intel=dataclasses.replace(r.intel, root_table=r.intel.root_table + PAGE_SIZE)
+            ),
+        ),
+    ),
+    Fault.BIT_MISSING: FaultSpec(
+        "VTD011",
+        "before",
+        "the bit of a preserved device's context table is clear",
+        lambda h, t: _edit_bits(h, t, lambda b: b.discard(_device_bit(h, _target(h, t)[0]))),
+    ),
+    Fault.LATE_CONTEXT_TABLE: FaultSpec(
+        "VTD012", "before", "a device hot-added on a new bus after preservation", _late_table
+    ),
+    Fault.BIT_WITHOUT_TABLE: FaultSpec(
+        "VTD013", "before", "a bit set for a bus without a context table", _bit_without_table
+    ),
+    Fault.TABLE_NOT_PRESERVED: FaultSpec(
+        "VTD013", "before", "a bit's context table page is not KHO-preserved", _table_not_preserved
+    ),
+    Fault.ODD_BIT_LEGACY: FaultSpec(
+        "VTD014", "any", "an upper-table (odd) bit on a legacy-mode unit", _odd_bit
+    ),
+    Fault.DEBUGFS_DISAGREES: FaultSpec(
+        "VTD015", "any", "debugfs shows a DID the tables in memory do not hold", _debugfs_disagrees
+    ),
+    Fault.REF_COUNT_OFF: FaultSpec(
+        "VTD020",
+        "any",
+        "hw ref_count one more than the live device records",
+        lambda h, t: _edit_hw(
+            h,
+            t,
+            lambda r: dataclasses.replace(r, hdr=IommuHdrSer(r.hdr.ref_count + 1, r.hdr.flags)),
+        ),
+    ),
+    Fault.DEVICE_GONE: FaultSpec(
+        "VTD021",
+        "any",
+        "a preserved device is missing from sysfs",
+        lambda h, t: _set(h, t, "in_sysfs", False),
+    ),
+    Fault.WRONG_HW_RECORD: FaultSpec(
+        "VTD022", "any", "a device record points at another unit's hw record", _wrong_hw_record
+    ),
+    Fault.WRONG_ATTACHMENT_ID: FaultSpec(
+        "VTD023",
+        "any",
+        "attachment_id is not the live DID",
+        lambda h, t: _edit_dev(
+            h,
+            t,
+            lambda r: dataclasses.replace(
+                r,
+                domain_iommu_ser=dataclasses.replace(
+                    r.domain_iommu_ser, attachment_id=r.domain_iommu_ser.attachment_id + 0x100
+                ),
+            ),
+        ),
+    ),
+    Fault.WRONG_PASID_TABLE: FaultSpec(
+        "VTD024",
+        "any",
+        "pasid_table is not the live PASID directory (scalable mode)",
+        lambda h, t: _edit_dev(
+            h,
+            t,
+            lambda r: dataclasses.replace(
+                r, intel=dataclasses.replace(r.intel, pasid_table=r.intel.pasid_table + PAGE_SIZE)
+            ),
+        ),
+    ),
+    Fault.SHARED_ALIAS: FaultSpec(
+        "VTD025", "before", "a non-preserved device shares the preserved one's alias", _shared_alias
+    ),
+    Fault.PRI_ENABLED: FaultSpec(
+        "VTD026",
+        "any",
+        "page requests enabled (config space)",
+        lambda h, t: _set(h, t, "pri_enabled", True),
+    ),
+    Fault.LEGACY_VFIO_GROUP: FaultSpec(
+        "VTD026",
+        "any",
+        "a process holds the device's legacy VFIO group",
+        _legacy_group,
+    ),
+    Fault.DOMAIN_MISMATCH: FaultSpec(
+        "VTD027", "any", "domain record's top table is not the live one", _domain_mismatch
+    ),
+    Fault.DOMAIN_DELETED: FaultSpec(
+        "VTD027", "any", "a device record's domain record is DELETED", _domain_deleted
+    ),
+    Fault.CHAIN_LOOP: FaultSpec(
+        "VTD041", "any", "device array chain loops", lambda h, t: _chain_edit(h, "loop")
+    ),
+    Fault.COUNT_OVER_CAPACITY: FaultSpec(
+        "VTD041", "any", "nr_objects over a page's capacity", lambda h, t: _chain_edit(h, "count")
+    ),
+    Fault.POINTER_OUTSIDE_RAM: FaultSpec(
+        "VTD041", "any", "next_array_phys outside RAM", lambda h, t: _chain_edit(h, "outside")
+    ),
+    Fault.UNKNOWN_FLB_COMPATIBLE: FaultSpec(
+        "VTD040", "after", "the incoming FLB list names an unknown FLB", _unknown_flb_compatible
+    ),
+    Fault.UNKNOWN_FLB_VERSION: FaultSpec(
+        "VTD040", "any", "iommu_flb_ser.version unknown (v2 FLB)", _unknown_flb_version
+    ),
+    Fault.UNKNOWN_KHO_COMPATIBLE: FaultSpec(
+        "VTD040",
+        "any",
+        "KHO root compatible unknown (this kernel's kho/out, the next kernel's kho/in)",
+        _kho_compatible,
+    ),
+    Fault.UNKNOWN_LUO_COMPATIBLE: FaultSpec(
+        "VTD040",
+        "any",
+        "LUO FDT compatible unknown (FDT generations)",
+        _luo_compatible,
+    ),
+    Fault.NOT_RESTORED: FaultSpec("VTD060", "after", "restored == 0 after kexec", _not_restored),
+    Fault.ROOT_TABLE_CHANGED: FaultSpec(
+        "VTD061", "after", "the new kernel runs another root table", _root_changed
+    ),
+    Fault.CONTEXT_CHANGED: FaultSpec(
+        "VTD062", "after", "a preserved device's DID changed after kexec", _context_changed
+    ),
+    Fault.DMAR_FAULT: FaultSpec(
+        "VTD063",
+        "any",
+        "FSTS shows a pending primary fault",
+        _dmar_fault,
+    ),
+    Fault.TRANSLATION_DISABLED: FaultSpec(
+        "VTD070",
+        "any",
+        "GSTS.TES clear",
+        _tes_off,
+    ),
+}
+
+
+def inject(host: SimHost, fault: Fault, target: str | None = None) -> str:
+    """Apply ``fault`` to ``host`` now; returns what was done (ValueError if it cannot apply)."""
+    spec = FAULTS[fault]
+    if spec.phase == "after" and host.handed_over is None:
+        raise ValueError(f"{fault.value}: a post-kexec fault; kexec first")
+    if spec.phase == "before" and host.handed_over is not None and host.outgoing is None:
+        raise ValueError(f"{fault.value}: needs preserved devices before kexec")
+    return spec.apply(host, target)
