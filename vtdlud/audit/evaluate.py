@@ -6,6 +6,7 @@ VTD051, VTD052), never FAIL.
 
 from __future__ import annotations
 
+from vtdlud.audit.handover import handover_findings
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import check_preconditions
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
@@ -97,4 +98,5 @@ def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     findings = _visibility_findings(snapshot, policy) + _translation_findings(units)
     if snapshot.tiers[Tier.SYSFS].available:
         findings += check_preconditions(snapshot, policy)
+    findings += handover_findings(snapshot)
     return Report(snapshot=snapshot, policy=policy, units=units, findings=tuple(findings))

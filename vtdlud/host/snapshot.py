@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from vtdlud.errors import ParseError, UnsupportedFormat
+from vtdlud.host.kho import read_kho
 from vtdlud.host.procs import process_facts
 from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.dmar import DmarTable, parse_dmar
@@ -348,6 +349,10 @@ class SnapshotBuilder:
             "KHO not built (CONFIG_KEXEC_HANDOVER_DEBUGFS) or not enabled (kho=on)",
         )
         tiers[Tier.KCORE] = self.kcore_tier(lockdown)
+        kho = None
+        if tiers[Tier.KHO_DEBUGFS].available:
+            kho = read_kho(self.root)
+            self.problems.extend(kho.problems)
         processes, problem = process_facts(self.root)
         if problem is not None:
             path, _, reason = problem.partition(": ")
@@ -373,6 +378,7 @@ class SnapshotBuilder:
             translation=translation,
             problems=tuple(self.problems),
             processes=processes,
+            kho=kho,
         )
 
 

@@ -10,6 +10,7 @@ from vtdlud.parse.pciconfig import PciConfig
 from vtdlud.parse.sysfs import ReservedRegion
 
 if TYPE_CHECKING:
+    from vtdlud.host.kho import KhoState
     from vtdlud.model.dmar import DmarTable
     from vtdlud.parse.debugfs import Regset, TranslationStruct
 
@@ -123,3 +124,4 @@ class Snapshot:
     translation: TranslationStruct | None
     problems: tuple[InputProblem, ...] = field(default=())
     processes: ProcessFacts | None = None  # None: not known (a bundle without process facts)
+    kho: KhoState | None = None  # None: the kho_debugfs tier is not available

@@ -1,0 +1,71 @@
+"""Findings about the KHO/LUO hand-over itself: formats this version does not know (VTD040)
+and corrupt structures behind physical addresses (VTD041)."""
+
+from __future__ import annotations
+
+from vtdlud.audit.report import Finding, finding
+from vtdlud.host.kho import KhoSide
+from vtdlud.model.abi import UnknownAbi
+from vtdlud.model.snapshot import Snapshot
+from vtdlud.parse.kho import UnknownKho
+from vtdlud.parse.luo import LuoCorrupt, UnknownLuo
+
+
+def _side_findings(side: KhoSide) -> list[Finding]:
+    where = f"kho/{side.side}"
+    out = []
+    if isinstance(side.root, UnknownKho):
+        out.append(
+            finding(
+                "VTD040",
+                f"{where}/fdt: KHO compatible {side.root.compatible!r}: {side.root.reason}",
+            )
+        )
+    if isinstance(side.luo, UnknownLuo):
+        out.append(
+            finding(
+                "VTD040",
+                f"{where}/sub_fdts/LUO: LUO format {side.luo.compatible!r}: {side.luo.reason}",
+            )
+        )
+    state = side.luo_state
+    if state is None:
+        return out
+    for part, value in (
+        ("sessions", state.sessions),
+        ("FLBs", state.flbs),
+        ("IOMMU FLB", state.iommu),
+    ):
+        if isinstance(value, UnknownLuo):
+            out.append(
+                finding(
+                    "VTD040", f"{where}: LUO {part} in format {value.compatible!r}: {value.reason}"
+                )
+            )
+        elif isinstance(value, LuoCorrupt):
+            out.append(finding("VTD041", f"{where}: LUO {part}: {value.what}: {value.reason}"))
+    iommu = state.iommu
+    if (
+        iommu is not None
+        and not isinstance(iommu, LuoCorrupt)
+        and isinstance(iommu.variant, UnknownAbi)
+    ):
+        version = "" if iommu.version is None else f" version {iommu.version}"
+        out.append(
+            finding(
+                "VTD040",
+                f"{where}: IOMMU FLB {iommu.compatible!r}{version}: {iommu.variant.reason}",
+            )
+        )
+    return out
+
+
+def handover_findings(snapshot: Snapshot) -> list[Finding]:
+    kho = snapshot.kho
+    if kho is None:
+        return []
+    out = []
+    for side in (kho.outgoing, kho.incoming):
+        if side is not None:
+            out += _side_findings(side)
+    return out
