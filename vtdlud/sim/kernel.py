@@ -150,7 +150,7 @@ class SimHost:
         return unit
 
     def add_device(
-        self, segment: int, bus: int, slot: int, func: int = 0, **kw: object
+        self, segment: int, bus: int, slot: int, func: int = 0, /, **kw: object
     ) -> SimDevice:
         if "unit" not in kw and self.units:
             kw["unit"] = next(iter(self.units))
@@ -204,7 +204,9 @@ class SimHost:
             if dev.bdf not in preserved:
                 self.attach(dev.bdf, self.groups[dev.group].default)
 
-    def hotplug(self, segment: int, bus: int, slot: int, func: int = 0, **kw: object) -> SimDevice:
+    def hotplug(
+        self, segment: int, bus: int, slot: int, func: int = 0, /, **kw: object
+    ) -> SimDevice:
         """A device appears after boot: probed and attached to its group's default domain
         (a context table for its bus is allocated if there is none yet)."""
         dev = self.add_device(segment, bus, slot, func, **kw)

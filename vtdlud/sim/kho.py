@@ -18,7 +18,9 @@ Layouts (reference/kernel-interfaces.md §2.3, §3, §13; the headers were read,
   ``luo-flb-header`` -> ``{u64 pgcnt, u64 count}`` + ``{char name[48], u64 data, u64 count}``).
   ``LUO_SER`` — no FDT: the ``LUO`` entry is a packed ``struct luo_ser`` (feature header of 16
   u64, ``liveupdate_num``, ``sessions_pa``, ``flbs_pa``); sessions and files in
-  ``kho_block_header_ser {next, count}`` blocks, the FLB header as above.
+  ``kho_block_header_ser {next, count}`` blocks (none while empty: address 0), the FLB header
+  as above.  ``LUO_V5`` — the same with ``char compatible[8] = "luo-v5"`` in place of the feature
+  header (known from a secondary source only [I]).
 - The FLB header page and the LUO blob are allocated and preserved at boot; the FLB entries
   (name = the FLB compatible, data = phys of ``iommu_flb_ser``, count = files depending on it)
   and the sessions are written only when the kexec starts (:meth:`KhoState.serialize`).
@@ -49,8 +51,9 @@ LUO_FLB_HEADER = "luo-flb-header"
 SESSION_NAME_LEN = 64
 COMPAT_LEN = 48  # LIVEUPDATE_HNDL_COMPAT_LENGTH / LIVEUPDATE_FLB_COMPAT_LENGTH
 LUO_FEATURES = 0b111  # NUMBER | SESSIONS | FLBS
+LUO_UNKNOWN_FEATURE = 1 << 8  # a required feature no known kernel defines (fault injection)
 LUO_FEATURE_WORDS = 16  # supp, req, active, reserved[13]
-LUO_SER_SIZE = LUO_FEATURE_WORDS * 8 + 3 * 8
+LUO_V5_COMPATIBLE = "luo-v5"
 
 PAGE_SHIFT = 12
 KHO_ORDER_0_BIT = 64 - PAGE_SHIFT  # 52
@@ -61,9 +64,14 @@ SCRATCH_SIZE = 16 << 20
 
 
 class LuoGeneration(Enum):
-    FDT_V1 = "fdt-v1"
-    FDT_FLB = "fdt-flb"
-    LUO_SER = "luo-ser"
+    FDT_V1 = "fdt-v1"  # luo-v1 FDT, luo-session-v1, no FLB node
+    FDT_FLB = "fdt-flb"  # luo-v1 FDT, luo-session-v2, luo-flb-v1
+    LUO_SER = "luo-ser"  # struct luo_ser with the feature header, kho blocks
+    LUO_V5 = "luo-v5"  # struct luo_ser led by the "luo-v5" compatible string [I], kho blocks
+
+    @property
+    def blocks(self) -> bool:
+        return self in (LuoGeneration.LUO_SER, LuoGeneration.LUO_V5)
 
 
 @dataclass(frozen=True)
@@ -104,12 +112,18 @@ def _level_index(key: int, level: int) -> int:
     return (key >> shift) & ((1 << KHO_TABLE_BITS_LOG2) - 1)
 
 
-def build_radix(mem: PhysMemory, pages: set[int]) -> tuple[int, list[int]]:
-    """Allocate the tracker for ``pages`` (order 0): (root node address, every node page)."""
+def build_radix(
+    mem: PhysMemory, pages: set[int], reuse: list[int] | None = None
+) -> tuple[int, list[int]]:
+    """Build the tracker for ``pages`` (order 0): (root node address, every node page).  Node
+    pages come from ``reuse`` (zeroed) before new ones are allocated, so rebuilding the same
+    set twice gives the same tree."""
     nodes: list[int] = []
+    spare = list(reuse or [])
 
     def new_node() -> int:
-        node = mem.alloc()
+        node = spare.pop(0) if spare else mem.alloc()
+        mem.zero_page(node)
         nodes.append(node)
         return node
 
@@ -215,11 +229,11 @@ class KhoState:
         self.mem.write(self.blob_phys, self.luo_blob())
 
     def _files_page(self, files: list[LuoFile]) -> int:
+        if not files:
+            return 0
         page = self._preserved_page()
         self.extra_pages.append(page)
-        head = (
-            struct.pack("<QQ", 0, len(files)) if self.generation is LuoGeneration.LUO_SER else b""
-        )
+        head = struct.pack("<QQ", 0, len(files)) if self.generation.blocks else b""
         body = b"".join(
             _cstr(f.compatible, COMPAT_LEN) + struct.pack("<QQ", f.data, f.token) for f in files
         )
@@ -228,7 +242,7 @@ class KhoState:
 
     def _write_sessions(self) -> None:
         out = bytearray()
-        if self.generation is LuoGeneration.LUO_SER:
+        if self.generation.blocks:
             out += struct.pack("<QQ", 0, len(self.sessions))  # kho_block_header_ser
         else:
             out += struct.pack("<Q", len(self.sessions))  # luo_session_header_ser
@@ -239,17 +253,23 @@ class KhoState:
         self.mem.zero_page(self.sessions_phys)
         self.mem.write(self.sessions_phys, bytes(out))
 
+    @property
+    def sessions_pa(self) -> int:
+        """Block generations point at no block while there is no session."""
+        return 0 if self.generation.blocks and not self.sessions else self.sessions_phys
+
     def luo_blob(self) -> bytes:
         """The ``LUO`` entry as the kernel hands it over (what ``sub_fdts/LUO`` shows)."""
+        tail = struct.pack("<QQQ", self.liveupdate_num, self.sessions_pa, self.flb_header or 0)
         if self.generation is LuoGeneration.LUO_SER:
-            features = [LUO_FEATURES, LUO_FEATURES, LUO_FEATURES] + [0] * 13
-            return struct.pack(
-                f"<{LUO_FEATURE_WORDS}QQQQ",
-                *features,
-                self.liveupdate_num,
-                self.sessions_phys,
-                self.flb_header or 0,
-            )
+            req = LUO_FEATURES
+            if self.luo_compatible != LUO_FDT_COMPATIBLE:  # no string to change: a feature
+                req |= LUO_UNKNOWN_FEATURE
+            features = [LUO_FEATURES | req, req, LUO_FEATURES] + [0] * 13
+            return struct.pack(f"<{LUO_FEATURE_WORDS}Q", *features) + tail
+        if self.generation is LuoGeneration.LUO_V5:
+            name = LUO_V5_COMPATIBLE if self.luo_compatible == LUO_FDT_COMPATIBLE else "luo-v9"
+            return _cstr(name, -(-(len(name) + 1) // 8) * 8) + tail
         session_compat = (
             "luo-session-v1" if self.generation is LuoGeneration.FDT_V1 else "luo-session-v2"
         )
@@ -280,14 +300,15 @@ class KhoState:
     # -- the root FDT and the memory map -----------------------------------------------------
     def refresh_radix(self) -> None:
         """Rebuild the preserved-memory tracker from the pages preserved right now."""
-        for page in self.radix_nodes:
+        old = [p for p in self.radix_nodes if self.mem.allocated(p)]
+        self.radix_root, self.radix_nodes = build_radix(self.mem, set(self.mem.preserved), old)
+        for page in old[len(self.radix_nodes) :]:
             self.mem.free(page)
-        self.radix_root, self.radix_nodes = build_radix(self.mem, set(self.mem.preserved))
 
     def root_fdt(self) -> bytes:
         props: tuple[tuple[str, int], ...] = ((KHO_SUB_TREE_PROP, self.blob_phys),)
-        if self.generation is LuoGeneration.LUO_SER:
-            props += ((KHO_SUB_TREE_SIZE_PROP, LUO_SER_SIZE),)
+        if self.generation.blocks:
+            props += ((KHO_SUB_TREE_SIZE_PROP, len(self.luo_blob())),)
         return build_fdt(
             FdtNode(
                 "",

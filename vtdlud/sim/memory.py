@@ -18,6 +18,8 @@ import random
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
+from vtdlud.errors import ParseError
+
 PAGE_SIZE = 4096
 PAGE_MASK = ~(PAGE_SIZE - 1)
 MAX_GAP_PAGES = 3
@@ -145,6 +147,14 @@ class PhysMemory:
             out += data[pos - page : pos - page + take] if data is not None else bytes(take)
             pos += take
         return bytes(out)
+
+    def read_phys(self, addr: int, size: int) -> bytes:
+        """:meth:`read` with the ``ReadPhys`` contract of vtdlud's parsers (ParseError when the
+        range is not RAM)."""
+        try:
+            return self.read(addr, size)
+        except OutsideRam as exc:
+            raise ParseError(str(exc)) from exc
 
     def write(self, addr: int, data: bytes) -> None:
         """Write into allocated pages only (a write elsewhere is a model bug)."""

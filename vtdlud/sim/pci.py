@@ -126,7 +126,7 @@ class Topology:
         )
 
     def add_function(
-        self, segment: int, bus: int, slot: int, func: int = 0, **kw: object
+        self, segment: int, bus: int, slot: int, func: int = 0, /, **kw: object
     ) -> SimDevice:
         """Add a function; its parent is the bridge whose secondary bus is ``bus``, if any."""
         bridge = self._bridge_to(segment, bus)

@@ -1,0 +1,49 @@
+"""Tests of the simulated host (vtdlud.sim), and helpers they share.
+
+Tests here are backed by the model only unless their docstring says they compare with a real
+capture: no real capture of KHO/LUO blobs or IOMMU records exists yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vtdlud.cli import main
+
+
+def status_json(root: Path) -> dict[str, Any]:
+    """``vtdlud status --json --root ROOT`` run in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["status", "--json", "--root", str(root)])
+    assert rc == 0, err.getvalue()
+    doc: dict[str, Any] = json.loads(out.getvalue())
+    return doc
+
+
+def codes(doc: dict[str, Any]) -> list[str]:
+    return sorted(f["code"] for f in doc["findings"])
+
+
+def tree_contents(root: Path) -> dict[str, bytes]:
+    """Every file (its bytes) and symbolic link (``-> target``) under ``root``."""
+    out: dict[str, bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = b"-> " + os.readlink(path).encode()
+            elif path.is_file():
+                out[rel] = path.read_bytes()
+    return out
+
+
+def changed_files(a: Path, b: Path) -> set[str]:
+    ca, cb = tree_contents(a), tree_contents(b)
+    return {k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k)}
