@@ -302,9 +302,11 @@ class SimHost:
         return [LuoSession(SESSION_NAME, files)]
 
     # -- kexec -------------------------------------------------------------------------------
-    def _shutdown(self) -> None:
-        """``clear_unpreserved_context_entries`` and ``..._root_entries`` on every unit with a
-        preserved hw record (reference §1.6); the bitmap is read from the record in memory."""
+    def shutdown(self) -> None:
+        """The old kernel's last step before kexec (:meth:`kexec` runs it; tests may run it alone
+        to look at the tables the next kernel gets): ``clear_unpreserved_context_entries`` and
+        ``clear_unpreserved_context_root_entries`` on every unit with a preserved hw record
+        (reference §1.6), the bitmap read from the record in memory.  Idempotent."""
         out = self.outgoing
         if out is None:
             return
@@ -333,7 +335,7 @@ class SimHost:
         """Shutdown, handover through KHO/LUO, and the new kernel's boot and restore."""
         if not self.booted:
             raise RuntimeError("boot() the host before kexec()")
-        self._shutdown()
+        self.shutdown()
         flbs = []
         if self.outgoing is not None:
             flbs.append(FlbEntry(self.outgoing.compatible, self.outgoing.flb_phys, 1))
@@ -344,6 +346,7 @@ class SimHost:
             self.kho.root_fdt(), self.kho.luo_blob(), self.generation, reached, self.kho.flb_header
         )
         self.mem.keep_only(self.mem.preserved | set(self.kho.metadata_pages()))
+        self.mem.preserved = set()  # the new kernel owns what it received; it preserves anew
         # -- the new kernel --
         self.release = release or self.release
         self.boot_id = self._new_boot_id()
