@@ -43,7 +43,14 @@ from vtdlud.sim.memory import PAGE_SIZE
 from vtdlud.sim.records import RESTORED_OFFSET
 
 FSTS_PPF = 1 << 1
+KCORE = "proc/kcore"
 DMAR_TRANSLATION = "sys/kernel/debug/iommu/intel/dmar_translation_struct"
+REGSET = "sys/kernel/debug/iommu/intel/iommu_regset"
+PCI_DEVICES = "sys/bus/pci/devices/"
+SYS_DEVICES = "sys/devices/"
+PROCESSES = "vtdlud/processes.json"
+KHO_OUT_FDT = "sys/kernel/debug/kho/out/fdt"
+KHO_OUT_LUO = "sys/kernel/debug/kho/out/sub_fdts/LUO"
 UNKNOWN_FLB_NAME = "iommu-liveupdate-v9"
 FLB_NAME_LEN = 48
 
@@ -398,6 +405,7 @@ class FaultSpec:
     phase: str  # "before" / "after" a kexec, or "any"
     doc: str
     apply: Callable[[SimHost, str | None], str]
+    shows_in: tuple[str, ...] = (KCORE,)  # root-relative path prefixes of the changed files
 
 
 def _set(host: SimHost, target: str | None, attr: str, value: bool) -> str:
@@ -455,7 +463,11 @@ FAULTS: dict[Fault, FaultSpec] = {
         lambda h, t: _edit_bits(h, t, lambda b: b.discard(_device_bit(h, _target(h, t)[0]))),
     ),
     Fault.LATE_CONTEXT_TABLE: FaultSpec(
-        "VTD012", "before", "a device hot-added on a new bus after preservation", _late_table
+        "VTD012",
+        "before",
+        "a device hot-added on a new bus after preservation",
+        _late_table,
+        shows_in=(DMAR_TRANSLATION, PCI_DEVICES, KCORE),
     ),
     Fault.BIT_WITHOUT_TABLE: FaultSpec(
         "VTD013", "before", "a bit set for a bus without a context table", _bit_without_table
@@ -467,7 +479,11 @@ FAULTS: dict[Fault, FaultSpec] = {
         "VTD014", "any", "an upper-table (odd) bit on a legacy-mode unit", _odd_bit
     ),
     Fault.DEBUGFS_DISAGREES: FaultSpec(
-        "VTD015", "any", "debugfs shows a DID the tables in memory do not hold", _debugfs_disagrees
+        "VTD015",
+        "any",
+        "debugfs shows a DID the tables in memory do not hold",
+        _debugfs_disagrees,
+        shows_in=(DMAR_TRANSLATION,),
     ),
     Fault.REF_COUNT_OFF: FaultSpec(
         "VTD020",
@@ -484,6 +500,7 @@ FAULTS: dict[Fault, FaultSpec] = {
         "any",
         "a preserved device is missing from sysfs",
         lambda h, t: _set(h, t, "in_sysfs", False),
+        shows_in=(PCI_DEVICES,),
     ),
     Fault.WRONG_HW_RECORD: FaultSpec(
         "VTD022", "any", "a device record points at another unit's hw record", _wrong_hw_record
@@ -516,19 +533,25 @@ FAULTS: dict[Fault, FaultSpec] = {
         ),
     ),
     Fault.SHARED_ALIAS: FaultSpec(
-        "VTD025", "before", "a non-preserved device shares the preserved one's alias", _shared_alias
+        "VTD025",
+        "before",
+        "a non-preserved device shares the preserved one's alias",
+        _shared_alias,
+        shows_in=(PCI_DEVICES, KCORE),
     ),
     Fault.PRI_ENABLED: FaultSpec(
         "VTD026",
         "any",
         "page requests enabled (config space)",
         lambda h, t: _set(h, t, "pri_enabled", True),
+        shows_in=(SYS_DEVICES,),
     ),
     Fault.LEGACY_VFIO_GROUP: FaultSpec(
         "VTD026",
         "any",
         "a process holds the device's legacy VFIO group",
         _legacy_group,
+        shows_in=(PROCESSES,),
     ),
     Fault.DOMAIN_MISMATCH: FaultSpec(
         "VTD027", "any", "domain record's top table is not the live one", _domain_mismatch
@@ -556,31 +579,35 @@ FAULTS: dict[Fault, FaultSpec] = {
         "any",
         "KHO root compatible unknown (this kernel's kho/out, the next kernel's kho/in)",
         _kho_compatible,
+        shows_in=(KHO_OUT_FDT,),
     ),
     Fault.UNKNOWN_LUO_COMPATIBLE: FaultSpec(
         "VTD040",
         "any",
         "LUO FDT compatible unknown (FDT generations)",
         _luo_compatible,
+        shows_in=(KHO_OUT_LUO,),
     ),
     Fault.NOT_RESTORED: FaultSpec("VTD060", "after", "restored == 0 after kexec", _not_restored),
     Fault.ROOT_TABLE_CHANGED: FaultSpec(
-        "VTD061", "after", "the new kernel runs another root table", _root_changed
+        "VTD061",
+        "after",
+        "the new kernel runs another root table",
+        _root_changed,
+        shows_in=(REGSET, DMAR_TRANSLATION, KCORE),
     ),
     Fault.CONTEXT_CHANGED: FaultSpec(
-        "VTD062", "after", "a preserved device's DID changed after kexec", _context_changed
+        "VTD062",
+        "after",
+        "a preserved device's DID changed after kexec",
+        _context_changed,
+        shows_in=(DMAR_TRANSLATION, KCORE),
     ),
     Fault.DMAR_FAULT: FaultSpec(
-        "VTD063",
-        "any",
-        "FSTS shows a pending primary fault",
-        _dmar_fault,
+        "VTD063", "any", "FSTS shows a pending primary fault", _dmar_fault, shows_in=(REGSET,)
     ),
     Fault.TRANSLATION_DISABLED: FaultSpec(
-        "VTD070",
-        "any",
-        "GSTS.TES clear",
-        _tes_off,
+        "VTD070", "any", "GSTS.TES clear", _tes_off, shows_in=(REGSET, DMAR_TRANSLATION)
     ),
 }
 
