@@ -173,3 +173,40 @@ def test_a_second_live_update_chains() -> None:
     (hw,) = [r for _, r in read_incoming(host.mem, flb, host.flb_variant).hw]
     assert hw.intel.restored == 1 and hw.intel.root_table == host.units["dmar0"].root_table
     assert host.units["dmar0"].read_context(0, 5 << 3) is not None
+
+
+def radix_pages(host: SimHost, root: int) -> set[int]:
+    """Decode the kho-v2 tracker (include/linux/kho/abi/kexec_handover.h) from memory."""
+    pages: set[int] = set()
+
+    def walk(node: int, level: int, prefix: int) -> None:
+        if level == 0:
+            bitmap = host.mem.read(node, 4096)
+            for byte in (i for i, b in enumerate(bitmap) if b):
+                for bit in (byte * 8 + j for j in range(8) if bitmap[byte] >> j & 1):
+                    key = prefix << 15 | bit
+                    assert key >> 52 == 1  # order 0
+                    pages.add((key & ((1 << 52) - 1)) << 12)
+            return
+        for i in range(512):
+            child = host.mem.u64(node + 8 * i)
+            if child:
+                walk(child, level - 1, prefix << 9 | i)
+
+    walk(root, 5, 0)
+    return pages
+
+
+def test_the_preserved_memory_map_lists_every_preserved_page(tmp_path: Path) -> None:
+    """Before kexec the records are found through KHO's map (DESIGN §2): it must be exact."""
+    host = q35_host(scalable=True)
+    host.vfio_attach(VFIO)
+    host.preserve(VFIO)
+    tree = write_tree(host, tmp_path)
+    state = read_kho(HostRoot(tree), host.mem.read_phys)
+    assert state.outgoing is not None and state.outgoing.root is not None
+    root = getattr(state.outgoing.root, "preserved_memory_map", None)
+    assert root == host.kho.radix_root
+    assert radix_pages(host, root) == host.mem.preserved
+    out = host.outgoing
+    assert out is not None and out.hw.first in host.mem.preserved

@@ -170,3 +170,20 @@ def test_the_kernel_refuses_what_it_cannot_preserve() -> None:
     assert host.outgoing is None
     with pytest.raises(PreserveError, match="is not preserved"):
         host.unpreserve(VFIO)
+
+
+def test_a_vf_in_the_upper_half_sets_an_odd_bit_in_scalable_mode() -> None:
+    """SR-IOV VFs at devfn >= 0x80 live in the upper context table (scalable mode)."""
+    host = SimHost(seed=9)
+    host.add_unit(scalable=True)
+    host.add_device(0, 0x30, 0, driver="ixgbe")  # the PF: lower table, walkable bus
+    vf = host.add_device(0, 0x30, 0x10, 1, driver="vfio-pci")  # devfn 0x81
+    host.boot()
+    host.vfio_attach(vf.bdf)
+    host.preserve(vf.bdf)
+    out = host.outgoing
+    assert out is not None
+    bits = hw_record(host).intel.context_table_bits
+    assert {context_table_bit(0x30, 0), context_table_bit(0x30, 0x81)} <= set(bits)
+    assert context_table_bit(0x30, 0x81) % 2 == 1
+    assert out.devices.read(out.device_slot[vf.bdf]).devid == 0x3081

@@ -4,8 +4,9 @@
 register, the topology, or (for what only a file can show) a rewrite of one file of the next
 tree written — and returns a one-line description.  Every fault is visible in the files
 :func:`vtdlud.sim.tree.write_tree` writes afterwards: in ``proc/kcore`` (records, tables, KHO's
-memory map), the debugfs text, the KHO/LUO blobs, sysfs or ``vtdlud/processes.json``.  The
-finding each one should lead to is :attr:`FaultSpec.code`; judging them is the audit's job.
+memory map), the debugfs text, the KHO/LUO blobs, sysfs or ``vtdlud/processes.json``
+(:attr:`FaultSpec.shows_in` names them).  The finding each one should lead to is
+:attr:`FaultSpec.code`; judging them is the audit's job.
 
 ``target`` names the device (BDF) or unit (``dmarN``) to hit; by default the first preserved
 device and its unit.  Record faults act on the outgoing records before kexec and on the incoming
@@ -19,6 +20,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from vtdlud.model.abi import (
     IOMMU_SER_FLAG_DELETED,
@@ -51,6 +53,7 @@ SYS_DEVICES = "sys/devices/"
 PROCESSES = "vtdlud/processes.json"
 KHO_OUT_FDT = "sys/kernel/debug/kho/out/fdt"
 KHO_OUT_LUO = "sys/kernel/debug/kho/out/sub_fdts/LUO"
+KEXEC_LOADED = "sys/kernel/kexec_loaded"
 UNKNOWN_FLB_NAME = "iommu-liveupdate-v9"
 FLB_NAME_LEN = 48
 
@@ -75,6 +78,7 @@ class Fault(Enum):
     SHARED_ALIAS = "shared-alias"
     PRI_ENABLED = "pri-enabled"
     LEGACY_VFIO_GROUP = "legacy-vfio-group"
+    NOT_ARMED = "not-armed"
     DOMAIN_MISMATCH = "domain-mismatch"
     DOMAIN_DELETED = "domain-deleted"
     CHAIN_LOOP = "chain-loop"
@@ -408,206 +412,173 @@ class FaultSpec:
     shows_in: tuple[str, ...] = (KCORE,)  # root-relative path prefixes of the changed files
 
 
-def _set(host: SimHost, target: str | None, attr: str, value: bool) -> str:
-    bdf = _device(host, target)
-    setattr(host.device(bdf), attr, value)
-    return f"{bdf}: {attr} = {value}"
+Apply = Callable[[SimHost, str | None], str]
+HwEdit = Callable[[IommuHwSerV1], IommuHwSerV1]
+DevEdit = Callable[[IommuDeviceSerV1], IommuDeviceSerV1]
 
 
+def _hw(edit: HwEdit) -> Apply:
+    return lambda h, t: _edit_hw(h, t, edit)
+
+
+def _intel(**fields: Callable[[IommuHwSerV1], int]) -> Apply:
+    def edit(r: IommuHwSerV1) -> IommuHwSerV1:
+        changes: dict[str, Any] = {k: f(r) for k, f in fields.items()}
+        return dataclasses.replace(r, intel=dataclasses.replace(r.intel, **changes))
+
+    return _hw(edit)
+
+
+def _dev_map(**fields: Callable[[IommuDeviceSerV1], int]) -> Apply:
+    def edit(r: IommuDeviceSerV1) -> IommuDeviceSerV1:
+        changes: dict[str, Any] = {k: f(r) for k, f in fields.items()}
+        dev_map = dataclasses.replace(r.domain_iommu_ser, **changes)
+        return dataclasses.replace(r, domain_iommu_ser=dev_map)
+
+    return lambda h, t: _edit_dev(h, t, edit)
+
+
+def _set(attr: str) -> Apply:
+    def apply(host: SimHost, target: str | None) -> str:
+        bdf = _device(host, target)
+        setattr(host.device(bdf), attr, not getattr(host.device(bdf), attr))
+        return f"{bdf}: {attr} = {getattr(host.device(bdf), attr)}"
+
+    return apply
+
+
+def _not_armed(host: SimHost, target: str | None) -> str:
+    host.kexec_loaded = False
+    return "no kexec image loaded"
+
+
+def _bit_missing(host: SimHost, target: str | None) -> str:
+    bit = _device_bit(host, _target(host, target)[0])
+    return _edit_bits(host, target, lambda bits: bits.discard(bit)) + f" (bit {bit} clear)"
+
+
+def _pasid_table(host: SimHost, target: str | None) -> str:
+    def edit(r: IommuDeviceSerV1) -> IommuDeviceSerV1:
+        wrong = r.intel.pasid_table + PAGE_SIZE
+        return dataclasses.replace(r, intel=dataclasses.replace(r.intel, pasid_table=wrong))
+
+    return _edit_dev(host, target, edit)
+
+
+_S = FaultSpec
 FAULTS: dict[Fault, FaultSpec] = {
-    Fault.TOKEN_NO_UNIT: FaultSpec(
-        "VTD001", "any", "hw record's token/phys_addr match no DMAR unit", _token_no_unit
-    ),
-    Fault.HW_RECORD_DELETED: FaultSpec(
+    Fault.TOKEN_NO_UNIT: _S("VTD001", "any", "token/phys_addr of no DMAR unit", _token_no_unit),
+    Fault.HW_RECORD_DELETED: _S(
         "VTD002",
         "any",
-        "the unit's hw record is DELETED while devices still point at it",
-        lambda h, t: _edit_hw(h, t, lambda r: dataclasses.replace(r, hdr=_flag_deleted(r.hdr))),
+        "the unit's hw record is DELETED, devices still point at it",
+        _hw(lambda r: dataclasses.replace(r, hdr=_flag_deleted(r.hdr))),
     ),
-    Fault.TYPE_NOT_INTEL: FaultSpec(
+    Fault.TYPE_NOT_INTEL: _S(
         "VTD003",
         "any",
         "hw record type IOMMU_INVALID",
-        lambda h, t: _edit_hw(
-            h, t, lambda r: dataclasses.replace(r, type=IommuTypeSer.IOMMU_INVALID)
-        ),
+        _hw(lambda r: dataclasses.replace(r, type=IommuTypeSer.IOMMU_INVALID)),
     ),
-    Fault.TOKEN_NE_PHYS: FaultSpec(
-        "VTD003",
-        "any",
-        "intel.phys_addr differs from token",
-        lambda h, t: _edit_hw(
-            h,
-            t,
-            lambda r: dataclasses.replace(
-                r, intel=dataclasses.replace(r.intel, phys_addr=r.token ^ 0x1000)
-            ),
-        ),
+    Fault.TOKEN_NE_PHYS: _S(
+        "VTD003", "any", "phys_addr != token", _intel(phys_addr=lambda r: r.token ^ 0x1000)
     ),
-    Fault.ROOT_TABLE_MISMATCH: FaultSpec(
+    Fault.ROOT_TABLE_MISMATCH: _S(
         "VTD010",
         "before",
-        "hw record root_table is not RTADDR's",
-        lambda h, t: _edit_hw(
-            h,
-            t,
-            lambda r: dataclasses.replace(
-                r, intel=dataclasses.replace(r.intel, root_table=r.intel.root_table + PAGE_SIZE)
-            ),
-        ),
+        "root_table is not RTADDR's",
+        _intel(root_table=lambda r: r.intel.root_table + PAGE_SIZE),
     ),
-    Fault.BIT_MISSING: FaultSpec(
-        "VTD011",
-        "before",
-        "the bit of a preserved device's context table is clear",
-        lambda h, t: _edit_bits(h, t, lambda b: b.discard(_device_bit(h, _target(h, t)[0]))),
-    ),
-    Fault.LATE_CONTEXT_TABLE: FaultSpec(
+    Fault.BIT_MISSING: _S("VTD011", "before", "a preserved device's bit clear", _bit_missing),
+    Fault.LATE_CONTEXT_TABLE: _S(
         "VTD012",
         "before",
         "a device hot-added on a new bus after preservation",
         _late_table,
-        shows_in=(DMAR_TRANSLATION, PCI_DEVICES, KCORE),
+        (DMAR_TRANSLATION, PCI_DEVICES, KCORE),
     ),
-    Fault.BIT_WITHOUT_TABLE: FaultSpec(
-        "VTD013", "before", "a bit set for a bus without a context table", _bit_without_table
+    Fault.BIT_WITHOUT_TABLE: _S("VTD013", "before", "a bit without a table", _bit_without_table),
+    Fault.TABLE_NOT_PRESERVED: _S(
+        "VTD013", "before", "a bit's table page not KHO-preserved", _table_not_preserved
     ),
-    Fault.TABLE_NOT_PRESERVED: FaultSpec(
-        "VTD013", "before", "a bit's context table page is not KHO-preserved", _table_not_preserved
+    Fault.ODD_BIT_LEGACY: _S("VTD014", "any", "an odd bit on a legacy unit", _odd_bit),
+    Fault.DEBUGFS_DISAGREES: _S(
+        "VTD015", "any", "debugfs DID != memory", _debugfs_disagrees, (DMAR_TRANSLATION,)
     ),
-    Fault.ODD_BIT_LEGACY: FaultSpec(
-        "VTD014", "any", "an upper-table (odd) bit on a legacy-mode unit", _odd_bit
-    ),
-    Fault.DEBUGFS_DISAGREES: FaultSpec(
-        "VTD015",
-        "any",
-        "debugfs shows a DID the tables in memory do not hold",
-        _debugfs_disagrees,
-        shows_in=(DMAR_TRANSLATION,),
-    ),
-    Fault.REF_COUNT_OFF: FaultSpec(
+    Fault.REF_COUNT_OFF: _S(
         "VTD020",
         "any",
-        "hw ref_count one more than the live device records",
-        lambda h, t: _edit_hw(
-            h,
-            t,
-            lambda r: dataclasses.replace(r, hdr=IommuHdrSer(r.hdr.ref_count + 1, r.hdr.flags)),
-        ),
+        "ref_count one above the live device records",
+        _hw(lambda r: dataclasses.replace(r, hdr=IommuHdrSer(r.hdr.ref_count + 1, r.hdr.flags))),
     ),
-    Fault.DEVICE_GONE: FaultSpec(
-        "VTD021",
-        "any",
-        "a preserved device is missing from sysfs",
-        lambda h, t: _set(h, t, "in_sysfs", False),
-        shows_in=(PCI_DEVICES,),
+    Fault.DEVICE_GONE: _S(
+        "VTD021", "any", "a preserved device not in sysfs", _set("in_sysfs"), (PCI_DEVICES,)
     ),
-    Fault.WRONG_HW_RECORD: FaultSpec(
-        "VTD022", "any", "a device record points at another unit's hw record", _wrong_hw_record
+    Fault.WRONG_HW_RECORD: _S(
+        "VTD022", "any", "iommu_phys names another unit's record", _wrong_hw_record
     ),
-    Fault.WRONG_ATTACHMENT_ID: FaultSpec(
+    Fault.WRONG_ATTACHMENT_ID: _S(
         "VTD023",
         "any",
-        "attachment_id is not the live DID",
-        lambda h, t: _edit_dev(
-            h,
-            t,
-            lambda r: dataclasses.replace(
-                r,
-                domain_iommu_ser=dataclasses.replace(
-                    r.domain_iommu_ser, attachment_id=r.domain_iommu_ser.attachment_id + 0x100
-                ),
-            ),
-        ),
+        "attachment_id != the live DID",
+        _dev_map(attachment_id=lambda r: r.domain_iommu_ser.attachment_id + 0x100),
     ),
-    Fault.WRONG_PASID_TABLE: FaultSpec(
-        "VTD024",
-        "any",
-        "pasid_table is not the live PASID directory (scalable mode)",
-        lambda h, t: _edit_dev(
-            h,
-            t,
-            lambda r: dataclasses.replace(
-                r, intel=dataclasses.replace(r.intel, pasid_table=r.intel.pasid_table + PAGE_SIZE)
-            ),
-        ),
+    Fault.WRONG_PASID_TABLE: _S(
+        "VTD024", "any", "pasid_table != the live PASID directory", _pasid_table
     ),
-    Fault.SHARED_ALIAS: FaultSpec(
+    Fault.SHARED_ALIAS: _S(
         "VTD025",
         "before",
-        "a non-preserved device shares the preserved one's alias",
+        "a non-preserved device shares the alias",
         _shared_alias,
-        shows_in=(PCI_DEVICES, KCORE),
+        (PCI_DEVICES, KCORE),
     ),
-    Fault.PRI_ENABLED: FaultSpec(
-        "VTD026",
-        "any",
-        "page requests enabled (config space)",
-        lambda h, t: _set(h, t, "pri_enabled", True),
-        shows_in=(SYS_DEVICES,),
+    Fault.PRI_ENABLED: _S(
+        "VTD026", "any", "PRI enabled in config space", _set("pri_enabled"), (SYS_DEVICES,)
     ),
-    Fault.LEGACY_VFIO_GROUP: FaultSpec(
-        "VTD026",
-        "any",
-        "a process holds the device's legacy VFIO group",
-        _legacy_group,
-        shows_in=(PROCESSES,),
+    Fault.LEGACY_VFIO_GROUP: _S(
+        "VTD026", "any", "a legacy VFIO group user", _legacy_group, (PROCESSES,)
     ),
-    Fault.DOMAIN_MISMATCH: FaultSpec(
-        "VTD027", "any", "domain record's top table is not the live one", _domain_mismatch
+    Fault.NOT_ARMED: _S("VTD029", "before", "no kexec image loaded", _not_armed, (KEXEC_LOADED,)),
+    Fault.DOMAIN_MISMATCH: _S("VTD027", "any", "domain top table wrong", _domain_mismatch),
+    Fault.DOMAIN_DELETED: _S("VTD027", "any", "domain record DELETED", _domain_deleted),
+    Fault.CHAIN_LOOP: _S("VTD041", "any", "array chain loops", lambda h, t: _chain_edit(h, "loop")),
+    Fault.COUNT_OVER_CAPACITY: _S(
+        "VTD041", "any", "nr_objects over capacity", lambda h, t: _chain_edit(h, "count")
     ),
-    Fault.DOMAIN_DELETED: FaultSpec(
-        "VTD027", "any", "a device record's domain record is DELETED", _domain_deleted
-    ),
-    Fault.CHAIN_LOOP: FaultSpec(
-        "VTD041", "any", "device array chain loops", lambda h, t: _chain_edit(h, "loop")
-    ),
-    Fault.COUNT_OVER_CAPACITY: FaultSpec(
-        "VTD041", "any", "nr_objects over a page's capacity", lambda h, t: _chain_edit(h, "count")
-    ),
-    Fault.POINTER_OUTSIDE_RAM: FaultSpec(
+    Fault.POINTER_OUTSIDE_RAM: _S(
         "VTD041", "any", "next_array_phys outside RAM", lambda h, t: _chain_edit(h, "outside")
     ),
-    Fault.UNKNOWN_FLB_COMPATIBLE: FaultSpec(
-        "VTD040", "after", "the incoming FLB list names an unknown FLB", _unknown_flb_compatible
+    Fault.UNKNOWN_FLB_COMPATIBLE: _S(
+        "VTD040", "after", "unknown FLB name in the list", _unknown_flb_compatible
     ),
-    Fault.UNKNOWN_FLB_VERSION: FaultSpec(
-        "VTD040", "any", "iommu_flb_ser.version unknown (v2 FLB)", _unknown_flb_version
+    Fault.UNKNOWN_FLB_VERSION: _S(
+        "VTD040", "any", "unknown iommu_flb_ser.version", _unknown_flb_version
     ),
-    Fault.UNKNOWN_KHO_COMPATIBLE: FaultSpec(
-        "VTD040",
-        "any",
-        "KHO root compatible unknown (this kernel's kho/out, the next kernel's kho/in)",
-        _kho_compatible,
-        shows_in=(KHO_OUT_FDT,),
+    Fault.UNKNOWN_KHO_COMPATIBLE: _S(
+        "VTD040", "any", "unknown KHO root compatible", _kho_compatible, (KHO_OUT_FDT,)
     ),
-    Fault.UNKNOWN_LUO_COMPATIBLE: FaultSpec(
-        "VTD040",
-        "any",
-        "LUO FDT compatible unknown (FDT generations)",
-        _luo_compatible,
-        shows_in=(KHO_OUT_LUO,),
+    Fault.UNKNOWN_LUO_COMPATIBLE: _S(
+        "VTD040", "any", "unknown LUO compatible/feature", _luo_compatible, (KHO_OUT_LUO,)
     ),
-    Fault.NOT_RESTORED: FaultSpec("VTD060", "after", "restored == 0 after kexec", _not_restored),
-    Fault.ROOT_TABLE_CHANGED: FaultSpec(
+    Fault.NOT_RESTORED: _S("VTD060", "after", "restored == 0 after kexec", _not_restored),
+    Fault.ROOT_TABLE_CHANGED: _S(
         "VTD061",
         "after",
         "the new kernel runs another root table",
         _root_changed,
-        shows_in=(REGSET, DMAR_TRANSLATION, KCORE),
+        (REGSET, DMAR_TRANSLATION, KCORE),
     ),
-    Fault.CONTEXT_CHANGED: FaultSpec(
+    Fault.CONTEXT_CHANGED: _S(
         "VTD062",
         "after",
         "a preserved device's DID changed after kexec",
         _context_changed,
-        shows_in=(DMAR_TRANSLATION, KCORE),
+        (DMAR_TRANSLATION, KCORE),
     ),
-    Fault.DMAR_FAULT: FaultSpec(
-        "VTD063", "any", "FSTS shows a pending primary fault", _dmar_fault, shows_in=(REGSET,)
-    ),
-    Fault.TRANSLATION_DISABLED: FaultSpec(
-        "VTD070", "any", "GSTS.TES clear", _tes_off, shows_in=(REGSET, DMAR_TRANSLATION)
+    Fault.DMAR_FAULT: _S("VTD063", "any", "FSTS.PPF set", _dmar_fault, (REGSET,)),
+    Fault.TRANSLATION_DISABLED: _S(
+        "VTD070", "any", "GSTS.TES clear", _tes_off, (REGSET, DMAR_TRANSLATION)
     ),
 }
 

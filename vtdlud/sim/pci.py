@@ -8,9 +8,12 @@ its port type, and for PCIe endpoints the ATS, PRI and PASID extended capabiliti
 enable bits.
 
 IOMMU groups: unless a function is given an explicit group, functions that share a requester ID
-(own RID or alias) end up in one group, and every other function gets its own, numbered in BDF
-order.  Real kernels also merge functions without ACS isolation (e.g. 00:1f.x in the captures);
-give those an explicit group.
+(own RID or alias) end up in one group, and so does a function with the conventional or
+PCIe-to-PCI bridge above it (``pci_device_group()`` takes the group of the device owning the
+alias); every other function gets its own, numbered in BDF order.  Real kernels also merge
+functions without ACS isolation (e.g. 00:1f.x in the captures); give those an explicit group.
+SR-IOV VFs are ordinary functions here (any devfn, e.g. >= 0x80); their ``physfn``/``virtfn``
+links are not written.
 """
 
 from __future__ import annotations
