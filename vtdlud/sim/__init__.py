@@ -1,8 +1,25 @@
 """An executable model of the kernel's VT-d live-update behaviour that writes host trees.
 
-Test infrastructure: simulated physical memory (:mod:`.memory`), DMAR units and their tables
-(:mod:`.iommu`), PCI topology (:mod:`.pci`), the IOMMU live-update records (:mod:`.records`),
-KHO/LUO (:mod:`.kho`), the host and its kexec (:mod:`.kernel`), the written tree (:mod:`.tree`),
-faults (:mod:`.faults`) and the replay of real captures (:mod:`.capture`).  Nothing here is
-used by vtdlud at run time.
+Test infrastructure only: nothing here is used by vtdlud at run time.  Typical use::
+
+    from vtdlud.sim.faults import Fault, inject
+    from vtdlud.sim.scenarios import q35_host
+    from vtdlud.sim.tree import write_tree
+
+    host = q35_host(scalable=True, seed=1)     # booted: units, devices, default domains
+    host.vfio_attach("0000:00:05.0")           # VFIO cdev + iommufd HWPT
+    host.preserve("0000:00:05.0")              # records, bitmap, preserved pages
+    inject(host, Fault.BIT_MISSING)            # optional: one of DESIGN §3's faults
+    write_tree(host, tmp_path / "before")      # sysfs, debugfs, KHO, kcore, processes
+    host.kexec()                               # shutdown, KHO/LUO handover, restore
+    write_tree(host, tmp_path / "after")
+
+Modules: :mod:`.memory` (physical memory and page allocator), :mod:`.pci` (topology, aliases,
+groups, config space), :mod:`.iommu` (a DMAR unit's registers, tables, DIDs, the debugfs walk),
+:mod:`.records` (the IOMMU live-update records), :mod:`.kho` (KHO root FDT, preserved-memory
+map, LUO generations), :mod:`.kernel` (:class:`~vtdlud.sim.kernel.SimHost`: boot, attach,
+preserve, kexec), :mod:`.tree` (the written host root), :mod:`.acpi` (the DMAR table),
+:mod:`.kcore` (the ELF core), :mod:`.faults` (fault registry), :mod:`.scenarios` (hosts shaped
+like the real captures) and :mod:`.capture` (a host rebuilt from a real capture, to check the
+model against the kernel).
 """
