@@ -1,0 +1,591 @@
+"""Walk one unit's root, context and PASID tables in physical memory, and compare with debugfs.
+
+Pure: memory comes from a ``read_phys(addr, size) -> bytes`` callable that returns exactly
+``size`` bytes or raises :class:`PhysReadError` (``vtdlud.host.kcore.PhysMem.read`` reads
+``/proc/kcore``; tests pass a dict of pages); any other ParseError or OSError it raises is
+taken as an unreadable range too.  Layouts (reference §6.5-§6.7, the kernel's
+``iommu_context_addr()`` and debugfs walk):
+
+- root table: 4 KiB, 256 ``struct root_entry {u64 lo; u64 hi;}`` indexed by bus, little-endian.
+  Legacy: ``lo`` bit 0 present, bits 63:12 the context table; ``hi`` is reserved and never
+  followed.  Scalable: ``lo`` = lower table (devfn 0x00-0x7f), ``hi`` = upper table (0x80-0xff).
+- legacy context table: 256 x 16-byte entries indexed by devfn; DID = ``hi`` bits 23:8.
+- scalable context table: 128 x 32-byte entries (devfn & 0x7f); the low 128 bits are what
+  debugfs prints, the upper 128 are kept apart.  PASID directory = ``lo & ~0xfff`` with
+  ``1 << (PDTS + 7)`` 8-byte entries (present bit 0, table at bits 63:12); a PASID table holds 64
+  x 64-byte entries, PASID = ``(dir_idx << 6) + idx``.  The device's DID is that of its
+  RID_PASID entry (PASID 0, which the kernel always uses), like :class:`ContextInfo` from debugfs.
+
+Unlike debugfs, the walk does not stop a bus at a missing lower table: both halves of every bus
+are walked, so :attr:`WalkResult.context_table_bits` is exact.  Everything is bounded: one root
+table, at most :attr:`WalkLimits.max_context_tables` context tables (512 possible), PASID
+directories capped by PDTS and :attr:`WalkLimits.max_pasid_dir_entries`, and at most
+:attr:`WalkLimits.max_pasid_tables` PASID tables.  A bad pointer (outside RAM, unreadable, or
+aliasing the root table or another context table) is a :class:`WalkProblem` in the result,
+never an exception; the structure below it is not decoded.  Note that ``/proc/kcore`` returns
+zeros for pages it cannot read (reference §12), so "not present" and "unreadable" can look alike.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+
+from vtdlud.errors import ParseError
+from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
+from vtdlud.model.tables import (
+    PASID_PDE_SHIFT,
+    ROOT_ENTRY_NR,
+    SM_UPPER_DEVFN,
+    ContextEntry,
+    Mode,
+    PasidEntry,
+    RootEntry,
+    SmContextEntry,
+    context_table_bit,
+)
+from vtdlud.parse.debugfs import ContextInfo, LiveTables, TranslationRow
+
+ReadPhys = Callable[[int, int], bytes]
+DevKey = tuple[int, int]  # (bus, devfn)
+
+ROOT_TABLE_SIZE = ROOT_ENTRY_NR * 16
+CONTEXT_TABLE_SIZE = VTD_PAGE_SIZE
+LEGACY_CONTEXT_ENTRY = 16
+SM_CONTEXT_ENTRY = 32
+PASID_DIR_ENTRY = 8
+PASID_ENTRY = 64
+PASID_TABLE_ENTRIES = 1 << PASID_PDE_SHIFT
+PASID_TABLE_SIZE = PASID_TABLE_ENTRIES * PASID_ENTRY
+MAX_PASID_DIR_ENTRIES = 1 << 14  # PDTS = 7: 2**20 PASIDs / 64 per table
+RID_PASID = 0
+
+
+class PhysReadError(ParseError):
+    """Physical memory ``[addr, addr + size)`` cannot be read.
+
+    ``outside_ram``: some byte lies in no RAM segment (a pointer to nowhere); otherwise the read
+    itself failed (I/O error, truncated core, read budget spent).  It is a :class:`ParseError`
+    (``reason`` is the short cause) so that every walker that takes a ``read_phys`` and treats
+    an unreadable pointer as corrupt input (this module, :mod:`vtdlud.parse.luo`) can be given
+    ``PhysMem.read`` as is.
+    """
+
+    def __init__(self, addr: int, size: int, reason: str, *, outside_ram: bool = False) -> None:
+        super().__init__(reason)
+        self.addr = addr
+        self.size = size
+        self.outside_ram = outside_ram
+
+    def __str__(self) -> str:
+        return f"physical {self.addr:#x}+{self.size:#x}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class WalkLimits:
+    max_context_tables: int = 2 * ROOT_ENTRY_NR
+    max_pasid_dir_entries: int = MAX_PASID_DIR_ENTRIES  # per device
+    max_pasid_tables: int = 1024  # per walk (4 MiB); counts every table the walk tries
+    max_pasid_dir_bytes: int = 32 << 20  # PASID directory bytes walked, all devices together
+    max_problems: int = 256  # problems listed; the rest are counted in one last LIMIT problem
+
+
+class ProblemKind(Enum):
+    OUTSIDE_RAM = "outside_ram"  # a pointer to an address in no RAM segment
+    UNREADABLE = "unreadable"  # the read failed (I/O error, short read, budget)
+    ALIAS = "alias"  # a table pointer reuses the root table or another context table's page
+    LIMIT = "limit"  # a WalkLimits bound stopped the walk
+
+
+@dataclass(frozen=True)
+class WalkProblem:
+    kind: ProblemKind
+    addr: int
+    what: str  # "root table", "context table of bus 03 (upper)", "PASID directory of 00:02.0"
+    message: str
+    bus: int | None = None
+    devfn: int | None = None
+
+
+def _bdf(bus: int, devfn: int) -> str:
+    return f"{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
+
+
+def _u64s(data: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"<{len(data) // 8}Q", data)
+
+
+def _half(upper: bool) -> str:
+    return "upper" if upper else "lower"
+
+
+@dataclass(frozen=True)
+class WalkResult:
+    """One unit's tables as physical memory holds them.
+
+    ``root_entries``: the 256 root entries, or () when the root table could not be read (then
+    nothing else is known).  ``context_table_bits``: bits ``(bus << 1) | upper`` of every
+    present root half (legacy: lower only) — exact; ``context_tables`` maps each bit to the
+    table's address.  ``unwalked_tables``: bits whose table was not decoded (a problem names
+    why).  ``devices``: every present context entry, keyed by (bus, devfn), as the same
+    :class:`ContextInfo` debugfs gives (scalable: all present PASID entries, DID from PASID 0).
+    ``sm_context_upper``: words 2 and 3 of scalable entries.  ``pasid_tables``: present PASID
+    directory entries per device (dir index -> table address).  ``incomplete_devices``: scalable
+    devices whose PASID walk stopped early.  ``table_pages``: every page the structures occupy
+    (root, context tables, PASID directory pages walked, PASID tables), read or not.
+    """
+
+    root_table: int
+    mode: Mode
+    root_entries: tuple[RootEntry, ...]
+    context_table_bits: frozenset[int]
+    context_tables: Mapping[int, int]
+    unwalked_tables: frozenset[int]
+    devices: Mapping[DevKey, ContextInfo]
+    sm_context_upper: Mapping[DevKey, tuple[int, int]]
+    pasid_tables: Mapping[DevKey, Mapping[int, int]]
+    incomplete_devices: frozenset[DevKey]
+    table_pages: frozenset[int]
+    problems: tuple[WalkProblem, ...] = field(default=())
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems
+
+
+class _Walker:
+    def __init__(self, read_phys: ReadPhys, limits: WalkLimits) -> None:
+        self.read_phys = read_phys
+        self.limits = limits
+        self.problems: list[WalkProblem] = []
+        self.cache: dict[tuple[int, int], bytes] = {}
+        self.owner: dict[int, str] = {}  # root and context table pages -> what they are
+        self.pages: set[int] = set()
+        self.pasid_tables_tried = 0
+        self.pasid_dir_bytes = 0
+        self.stopped: set[str] = set()  # walk-wide limits already reported
+        self.dropped = 0
+
+    def problem(
+        self,
+        kind: ProblemKind,
+        addr: int,
+        what: str,
+        message: str,
+        key: DevKey | None = None,
+    ) -> None:
+        if len(self.problems) >= self.limits.max_problems:
+            self.dropped += 1
+            return
+        bus, devfn = key if key is not None else (None, None)
+        self.problems.append(WalkProblem(kind, addr, what, message, bus, devfn))
+
+    def stop_once(
+        self, name: str, addr: int, what: str, message: str, key: DevKey | None = None
+    ) -> None:
+        """Report a walk-wide limit the first time it stops something."""
+        if name not in self.stopped:
+            self.stopped.add(name)
+            self.problem(ProblemKind.LIMIT, addr, what, message, key)
+
+    def final_problems(self) -> tuple[WalkProblem, ...]:
+        if not self.dropped:
+            return tuple(self.problems)
+        more = WalkProblem(ProblemKind.LIMIT, 0, "walk", f"{self.dropped} more problems not listed")
+        return (*self.problems, more)
+
+    def claim(self, addr: int, size: int) -> None:
+        first = addr & VTD_PAGE_MASK
+        self.pages.update(range(first, addr + size, VTD_PAGE_SIZE))
+
+    def read(self, addr: int, size: int, what: str, key: DevKey | None = None) -> bytes | None:
+        self.claim(addr, size)
+        hit = self.cache.get((addr, size))
+        if hit is not None:
+            return hit
+        try:
+            data = self.read_phys(addr, size)
+        except PhysReadError as exc:
+            kind = ProblemKind.OUTSIDE_RAM if exc.outside_ram else ProblemKind.UNREADABLE
+            self.problem(kind, addr, what, f"{what} at {addr:#x}: {exc.reason}", key)
+            return None
+        except (ParseError, OSError) as exc:  # a reader that does not raise PhysReadError
+            self.problem(ProblemKind.UNREADABLE, addr, what, f"{what} at {addr:#x}: {exc}", key)
+            return None
+        if len(data) != size:
+            self.problem(
+                ProblemKind.UNREADABLE,
+                addr,
+                what,
+                f"{what} at {addr:#x}: {len(data)} of {size} bytes read",
+                key,
+            )
+            return None
+        self.cache[(addr, size)] = data
+        return data
+
+    def aliased(self, addr: int, size: int, what: str, key: DevKey | None = None) -> bool:
+        """True (and a problem) when ``[addr, addr + size)`` touches a root/context table."""
+        first = addr & VTD_PAGE_MASK
+        for page in range(first, addr + size, VTD_PAGE_SIZE):
+            other = self.owner.get(page)
+            if other is not None:
+                self.problem(
+                    ProblemKind.ALIAS,
+                    addr,
+                    what,
+                    f"{what} at {addr:#x} lies in the page of the {other}; not decoded",
+                    key,
+                )
+                return True
+        return False
+
+    # -- scalable mode: PASID directory and tables -----------------------------------------
+    def pasid_walk(
+        self, key: DevKey, ctx: SmContextEntry
+    ) -> tuple[dict[int, PasidEntry], dict[int, int], bool]:
+        """Present PASID entries, present directory entries, and whether the walk completed."""
+        entries: dict[int, PasidEntry] = {}
+        tables: dict[int, int] = {}
+        bdf = _bdf(*key)
+        what = f"PASID directory of {bdf}"
+        lim = self.limits
+        n = ctx.pasid_dir_entries
+        complete = True
+        if n > lim.max_pasid_dir_entries:
+            self.problem(
+                ProblemKind.LIMIT,
+                ctx.pasid_dir_ptr,
+                what,
+                f"{what}: PDTS gives {n} entries; only the first {lim.max_pasid_dir_entries} "
+                "are walked",
+                key,
+            )
+            n = max(lim.max_pasid_dir_entries, 0)
+            complete = False
+        size = n * PASID_DIR_ENTRY
+        if size == 0:
+            return entries, tables, False
+        if self.pasid_dir_bytes + size > lim.max_pasid_dir_bytes:
+            self.stop_once(
+                "dir_bytes",
+                ctx.pasid_dir_ptr,
+                what,
+                f"more than {lim.max_pasid_dir_bytes} bytes of PASID directories; "
+                f"{what} and later ones are not walked",
+                key,
+            )
+            return entries, tables, False
+        self.pasid_dir_bytes += size
+        if self.aliased(ctx.pasid_dir_ptr, size, what, key):
+            return entries, tables, False
+        data = self.read(ctx.pasid_dir_ptr, size, what, key)
+        if data is None:
+            return entries, tables, False
+        for dir_idx, pde in enumerate(_u64s(data)):
+            if not pde & 1:
+                continue
+            table = pde & VTD_PAGE_MASK
+            tables[dir_idx] = table
+            twhat = f"PASID table {dir_idx} of {bdf}"
+            if (table, PASID_TABLE_SIZE) not in self.cache:
+                if self.pasid_tables_tried >= lim.max_pasid_tables:
+                    self.stop_once(
+                        "pasid_tables",
+                        table,
+                        twhat,
+                        f"more than {lim.max_pasid_tables} PASID tables; {twhat} and later "
+                        "ones are not walked",
+                        key,
+                    )
+                    return entries, tables, False
+                self.pasid_tables_tried += 1
+            if self.aliased(table, PASID_TABLE_SIZE, twhat, key):
+                complete = False
+                continue
+            tdata = self.read(table, PASID_TABLE_SIZE, twhat, key)
+            if tdata is None:
+                complete = False
+                continue
+            words = _u64s(tdata)
+            for idx in range(PASID_TABLE_ENTRIES):
+                val0, val1, val2 = words[idx * 8 : idx * 8 + 3]
+                if val0 & 1:
+                    entries[(dir_idx << PASID_PDE_SHIFT) + idx] = PasidEntry(val0, val1, val2)
+        return entries, tables, complete
+
+
+def walk_unit_tables(
+    read_phys: ReadPhys,
+    root_table: int,
+    scalable: bool,
+    *,
+    limits: WalkLimits | None = None,
+) -> WalkResult:
+    """Walk the tables of the unit whose root table is at ``root_table`` (RTADDR & ~0xfff).
+
+    ``scalable`` is RTADDR_REG bit 10 (or what else proves the mode).  See the module docstring.
+    """
+    w = _Walker(read_phys, limits or WalkLimits())
+    mode = Mode.SCALABLE if scalable else Mode.LEGACY
+    devices: dict[DevKey, ContextInfo] = {}
+    upper_words: dict[DevKey, tuple[int, int]] = {}
+    pasid_tables: dict[DevKey, Mapping[int, int]] = {}
+    incomplete: set[DevKey] = set()
+    tables: dict[int, int] = {}
+    unwalked: set[int] = set()
+
+    def result(roots: tuple[RootEntry, ...]) -> WalkResult:
+        return WalkResult(
+            root_table=root_table,
+            mode=mode,
+            root_entries=roots,
+            context_table_bits=frozenset(tables),
+            context_tables=MappingProxyType(tables),
+            unwalked_tables=frozenset(unwalked),
+            devices=MappingProxyType(devices),
+            sm_context_upper=MappingProxyType(upper_words),
+            pasid_tables=MappingProxyType(pasid_tables),
+            incomplete_devices=frozenset(incomplete),
+            table_pages=frozenset(w.pages),
+            problems=w.final_problems(),
+        )
+
+    data = w.read(root_table, ROOT_TABLE_SIZE, "root table")
+    if data is None:
+        return result(())
+    words = _u64s(data)
+    roots = tuple(RootEntry(lo=words[2 * b], hi=words[2 * b + 1]) for b in range(ROOT_ENTRY_NR))
+    w.owner[root_table & VTD_PAGE_MASK] = "root table"
+
+    for bus, root in enumerate(roots):
+        halves = [(False, root.lo)] + ([(True, root.hi)] if scalable else [])
+        for upper, half in halves:
+            if half & 1:
+                tables[context_table_bit(bus, SM_UPPER_DEVFN if upper else 0)] = (
+                    half & VTD_PAGE_MASK
+                )
+
+    # Claim every table page first, so that any later pointer into one of them is an alias.
+    names: dict[int, str] = {}
+    for n, bit in enumerate(sorted(tables)):
+        bus, ptr = bit >> 1, tables[bit]
+        what = names[bit] = f"context table of bus {bus:02x}" + (
+            f" ({_half(bool(bit & 1))})" if scalable else ""
+        )
+        if n >= w.limits.max_context_tables:
+            msg = f"more than {w.limits.max_context_tables} context tables; {what} and later "
+            w.stop_once("context_tables", ptr, what, msg + "ones are not walked")
+            unwalked.add(bit)
+        elif w.aliased(ptr, CONTEXT_TABLE_SIZE, what):
+            unwalked.add(bit)
+        else:
+            w.owner[ptr] = what
+
+    for bit in sorted(set(tables) - unwalked):
+        bus, upper, ptr = bit >> 1, bool(bit & 1), tables[bit]
+        tdata = w.read(ptr, CONTEXT_TABLE_SIZE, names[bit])
+        if tdata is None:
+            unwalked.add(bit)
+            continue
+        cwords = _u64s(tdata)
+        if not scalable:
+            for devfn in range(256):
+                lo, hi = cwords[2 * devfn], cwords[2 * devfn + 1]
+                if lo & 1:
+                    ctx = ContextEntry(lo=lo, hi=hi)
+                    devices[(bus, devfn)] = ContextInfo(
+                        bus, devfn, Mode.LEGACY, hi, lo, did=ctx.did, tt=ctx.tt
+                    )
+            continue
+        base = SM_UPPER_DEVFN if upper else 0
+        for idx in range(CONTEXT_TABLE_SIZE // SM_CONTEXT_ENTRY):
+            lo, hi, w2, w3 = cwords[4 * idx : 4 * idx + 4]
+            if not lo & 1:
+                continue
+            key = (bus, base + idx)
+            sm = SmContextEntry(lo=lo, hi=hi)
+            entries, dir_tables, done = w.pasid_walk(key, sm)
+            if not done:
+                incomplete.add(key)
+            rid = entries.get(RID_PASID)
+            devices[key] = ContextInfo(
+                bus,
+                base + idx,
+                Mode.SCALABLE,
+                hi,
+                lo,
+                did=rid.did if rid is not None else None,
+                pasid_dir=sm.pasid_dir_ptr,
+                pdts=(lo >> 9) & 0x7,
+                pre=bool(lo >> 4 & 1),
+                pasid_entries=MappingProxyType(entries),
+            )
+            upper_words[key] = (w2, w3)
+            pasid_tables[key] = MappingProxyType(dir_tables)
+    return result(roots)
+
+
+# --- VTD015: debugfs against kcore --------------------------------------------------------
+
+
+class DisagreementKind(Enum):
+    ROOT_TABLE = "root_table"  # the walk started from another root table than debugfs shows
+    MODE = "mode"  # legacy vs scalable
+    CONTEXT_TABLE = "context_table"  # a bit debugfs proves is not a present root half in kcore
+    ROOT_ENTRY = "root_entry"  # a row's root entry differs
+    CONTEXT_MISSING = "context_missing"  # debugfs shows a present context entry, kcore does not
+    CONTEXT_ENTRY = "context_entry"  # context entry hi/lo differ
+    PASID_MISSING = "pasid_missing"  # debugfs shows a present PASID entry, kcore does not
+    PASID_ENTRY = "pasid_entry"  # PASID entry val[2]:val[1]:val[0] differ
+    PASID_EXTRA = "pasid_extra"  # kcore has a present PASID entry of a shown device debugfs lacks
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    kind: DisagreementKind
+    message: str
+    bus: int | None = None
+    devfn: int | None = None
+    pasid: int | None = None
+    debugfs: str | None = None  # the value as debugfs prints it
+    kcore: str | None = None
+
+    @property
+    def bdf(self) -> str | None:
+        if self.bus is None or self.devfn is None:
+            return None
+        return _bdf(self.bus, self.devfn)
+
+
+def _pair(hi: int, lo: int) -> str:
+    return f"0x{hi:016x}:0x{lo:016x}"
+
+
+def _pasid(pe: PasidEntry | None) -> str | None:
+    return None if pe is None else f"0x{pe.val2:016x}:0x{pe.val1:016x}:0x{pe.val0:016x}"
+
+
+def _compare_pasids(theirs: ContextInfo, mine: ContextInfo, incomplete: bool) -> list[Disagreement]:
+    out: list[Disagreement] = []
+    bus, devfn, bdf = theirs.bus, theirs.devfn, theirs.bdf
+    same_dir = (theirs.context_lo, theirs.context_hi) == (mine.context_lo, mine.context_hi)
+    for pasid in sorted(set(theirs.pasid_entries) | set(mine.pasid_entries)):
+        t, k = theirs.pasid_entries.get(pasid), mine.pasid_entries.get(pasid)
+        if t is not None and k is None and not incomplete:
+            kind, msg = DisagreementKind.PASID_MISSING, "shown by debugfs, not present in kcore"
+        elif t is not None and k is not None and t != k:
+            kind, msg = DisagreementKind.PASID_ENTRY, "PASID entry differs"
+        elif t is None and same_dir and not incomplete:
+            kind = DisagreementKind.PASID_EXTRA
+            msg = "present in kcore, but debugfs (which prints every present PASID entry of a "
+            msg += "device it shows) does not show it"
+        else:
+            continue
+        out.append(
+            Disagreement(
+                kind, f"{bdf} PASID {pasid}: {msg}", bus, devfn, pasid, _pasid(t), _pasid(k)
+            )
+        )
+    return out
+
+
+def compare_with_debugfs(
+    walk: WalkResult, live: LiveTables, rows: Iterable[TranslationRow] = ()
+) -> list[Disagreement]:
+    """What debugfs shows that kcore contradicts (VTD015); [] when they agree.
+
+    debugfs is a lower bound (see :class:`LiveTables`): a bus, table or device it does not show
+    is never a disagreement.  Every bit it proves must be a present root half in kcore; every
+    device it shows must have the same context entry (hi/lo) and the same present PASID entries
+    (debugfs prints *every* present PASID entry of a device it shows, so an extra one in kcore
+    counts when the two context entries are equal); ``rows`` (the unit's
+    ``dmar_translation_struct`` rows, optional) add the root entry of every row.  Where the walk
+    could not look (unread table, PASID walk cut short, unreadable root table) nothing is
+    claimed: the walk's problems say why.  A different root table or mode stops the comparison
+    at that one disagreement.
+    """
+    if not walk.root_entries:
+        return []
+    if live.root_table is not None and live.root_table != walk.root_table:
+        msg = f"debugfs root table {live.root_table:#x}, kcore walk from {walk.root_table:#x}"
+        kind = DisagreementKind.ROOT_TABLE
+        return [
+            Disagreement(kind, msg, debugfs=f"{live.root_table:#x}", kcore=f"{walk.root_table:#x}")
+        ]
+    if live.mode is not Mode.UNKNOWN and live.mode is not walk.mode:
+        msg = f"debugfs says {live.mode.value} mode, kcore walked {walk.mode.value} tables"
+        kind = DisagreementKind.MODE
+        return [Disagreement(kind, msg, debugfs=live.mode.value, kcore=walk.mode.value)]
+    out: list[Disagreement] = []
+    for bit in sorted(live.context_table_bits - walk.context_table_bits):
+        bus, half = bit >> 1, _half(bool(bit & 1))
+        msg = f"bus {bus:02x}: debugfs proves the {half} context table present, kcore's root "
+        msg += "entry says not present"
+        out.append(Disagreement(DisagreementKind.CONTEXT_TABLE, msg, bus=bus))
+    seen_bus: set[int] = set()
+    for row in rows:
+        k = walk.root_entries[row.bus]
+        if row.bus not in seen_bus and k != row.root:
+            msg = f"bus {row.bus:02x}: root entry differs"
+            theirs_root, mine_root = _pair(row.root.hi, row.root.lo), _pair(k.hi, k.lo)
+            kind = DisagreementKind.ROOT_ENTRY
+            out.append(Disagreement(kind, msg, row.bus, debugfs=theirs_root, kcore=mine_root))
+        seen_bus.add(row.bus)
+    scalable = walk.mode is Mode.SCALABLE
+    for key, theirs in sorted(live.devices.items()):
+        bit = context_table_bit(theirs.bus, theirs.devfn if scalable else 0)
+        if bit in walk.unwalked_tables:
+            continue
+        mine = walk.devices.get(key)
+        shown = _pair(theirs.context_hi, theirs.context_lo)
+        if mine is None:
+            msg = f"{theirs.bdf}: debugfs shows a present context entry, kcore's is not present"
+            msg += "" if bit in walk.context_table_bits else " (no table)"
+            kind = DisagreementKind.CONTEXT_MISSING
+            out.append(Disagreement(kind, msg, theirs.bus, theirs.devfn, debugfs=shown))
+            continue
+        if (theirs.context_hi, theirs.context_lo) != (mine.context_hi, mine.context_lo):
+            msg = f"{theirs.bdf}: context entry differs"
+            kcore = _pair(mine.context_hi, mine.context_lo)
+            kind = DisagreementKind.CONTEXT_ENTRY
+            out.append(Disagreement(kind, msg, *key, debugfs=shown, kcore=kcore))
+        if scalable:
+            out.extend(_compare_pasids(theirs, mine, key in walk.incomplete_devices))
+    return out
+
+
+def debugfs_rows(walk: WalkResult) -> tuple[TranslationRow, ...]:
+    """The rows ``dmar_translation_struct`` would print for the walked tables.
+
+    Mirrors the kernel's walk: bus 0..255, devfn 0..255, a bus stops at the first devfn whose
+    table is missing (scalable: a missing lower table hides the upper one too); legacy rows have
+    PASID -1, scalable rows one per present PASID entry.  Tables the walk could not decode are
+    treated as missing.  Rendering these rows (``render_dmar_translation_struct``) gives the
+    text debugfs would print for this unit.
+    """
+    rows: list[TranslationRow] = []
+    scalable = walk.mode is Mode.SCALABLE
+    present = walk.context_table_bits - walk.unwalked_tables
+    for bus, root in enumerate(walk.root_entries):
+        for devfn in range(256):
+            if context_table_bit(bus, devfn if scalable else 0) not in present:
+                break
+            info = walk.devices.get((bus, devfn))
+            if info is None:
+                continue
+            if not scalable:
+                rows.append(
+                    TranslationRow(
+                        bus, devfn, root, info.context_hi, info.context_lo, -1, PasidEntry(0, 0, 0)
+                    )
+                )
+                continue
+            for pasid, pe in sorted(info.pasid_entries.items()):
+                rows.append(
+                    TranslationRow(bus, devfn, root, info.context_hi, info.context_lo, pasid, pe)
+                )
+    return tuple(rows)
