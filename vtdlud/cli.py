@@ -49,6 +49,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="policy file (default: /etc/vtdlud/vtdlud.toml and vtdlud.conf.d/*.toml)",
     )
 
+    ch = sub.add_parser(
+        "check",
+        parents=[root],
+        help="the pre-kexec gate: exit 0 pass, 1 fail, 3 cannot tell (fails closed)",
+    )
+    ch.add_argument("--json", action="store_true", help="print the versioned JSON envelope")
+    ch.add_argument("--config", metavar="FILE", help="policy file (default: /etc/vtdlud/...)")
+    ch.add_argument(
+        "--state-dir",
+        default="/var/lib/vtdlud",
+        metavar="DIR",
+        help="where the ledger is written when the gate passes (default: /var/lib/vtdlud)",
+    )
+    ch.add_argument(
+        "--no-ledger", action="store_true", help="do not write the ledger even when the gate passes"
+    )
+    ch.add_argument(
+        "--report",
+        metavar="FILE",
+        help="also write the JSON envelope to FILE atomically (the daemon reads /run/vtdlud/gate.json)",
+    )
+
     co = sub.add_parser(
         "collect", parents=[root], help="pack every input vtdlud reads into a .tar.gz bundle"
     )
@@ -121,6 +143,47 @@ def cmd_status(ns: argparse.Namespace, argv: list[str]) -> int:
 
         _write(format_status(report, ns.root, use_colour(sys.stdout)))
     return ExitCode.OK
+
+
+def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
+    from vtdlud.audit.evaluate import evaluate
+    from vtdlud.audit.gate import gate_exit, gate_summary
+    from vtdlud.host.bundle import open_root
+    from vtdlud.host.config import load_policy
+    from vtdlud.host.snapshot import take_snapshot
+    from vtdlud.output.envelope import dumps, envelope
+
+    policy = load_policy(ns.config)
+    with open_root(ns.root) as root:
+        report = evaluate(take_snapshot(root), policy)
+        live = root.is_live
+    code = gate_exit(report)
+    doc = envelope(report, argv=argv, exit_status=code, root_label=ns.root)
+    if ns.report:
+        from vtdlud.host.atomic import write_atomic
+
+        try:
+            write_atomic(Path(ns.report), dumps(doc).encode())
+        except OSError as exc:
+            raise UsageError(f"--report {ns.report}: cannot write ({exc.strerror or exc})") from exc
+    if code is ExitCode.OK and live and not ns.no_ledger:
+        from vtdlud.service.ledger import ledger_from_report, write_ledger
+
+        try:
+            write_ledger(Path(ns.state_dir), ledger_from_report(report))
+        except OSError as exc:
+            raise UsageError(
+                f"--state-dir {ns.state_dir}: cannot write the ledger ({exc.strerror or exc})",
+                hint="the gate passed but nothing was recorded; run it as root or use --no-ledger",
+            ) from exc
+    if ns.json:
+        _write(dumps(doc))
+    else:
+        from vtdlud.output.text import format_status, use_colour
+
+        _write(format_status(report, ns.root, use_colour(sys.stdout)))
+        _write(gate_summary(report, code) + "\n")
+    return code
 
 
 def _default_bundle_name(kernel_release: str | None) -> Path:
@@ -225,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         match ns.command:
             case "status":
                 return cmd_status(ns, full_argv)
+            case "check":
+                return cmd_check(ns, full_argv)
             case "collect":
                 return cmd_collect(ns, full_argv)
             case "decode":

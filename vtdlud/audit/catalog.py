@@ -209,7 +209,8 @@ CATALOG: dict[str, CatalogEntry] = {
             S.UNKNOWN,
             "19077719b9434b2798022a01d63c907e",
             "a tier of visibility is unavailable",
-            "See the reason: mount debugfs, boot with kho=on liveupdate, run as root with CAP_SYS_RAWIO.",
+            "Make it visible (the reason says how; README 'Tiers of visibility'), "
+            "or drop the tier from gate.required_tiers.",
         ),
         _e(
             "VTD051",

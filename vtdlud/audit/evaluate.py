@@ -74,7 +74,7 @@ def _visibility_findings(snapshot: Snapshot, policy: Policy) -> list[Finding]:
                 "VTD052" if p.unsupported else "VTD051",
                 f"{p.path}: {p.reason}",
                 unit=p.unit,
-                required=p.tier in policy.required_tiers,
+                required=True,  # an unreadable input always blocks the gate (fails closed)
             )
         )
     return out

@@ -8,6 +8,7 @@ from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.policy import Policy
 from vtdlud.model.snapshot import Snapshot
 from vtdlud.model.tables import Mode
+from vtdlud.service.ledger import LedgerUnit
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ class UnitReport:
     devices: tuple[str, ...]
     context_tables: tuple[int, ...] | None
     context_tables_source: str | None
+    # What the ledger records for this unit when the gate passes (None: nothing preserved).
+    ledger: LedgerUnit | None = None
 
 
 @dataclass(frozen=True)

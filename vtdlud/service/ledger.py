@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import fcntl
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vtdlud import __version__
 from vtdlud.errors import ParseError
 from vtdlud.host.atomic import write_atomic
+from vtdlud.parse.luo import LuoBlob
+
+if TYPE_CHECKING:
+    from vtdlud.audit.report import Report
+    from vtdlud.model.snapshot import Snapshot
 
 LEDGER_FORMAT = 1
 LEDGER_NAME = "ledger.json"
@@ -142,6 +149,32 @@ def ledger_from_json(data: bytes) -> Ledger:
         )
     except (KeyError, TypeError) as exc:
         raise ParseError(f"missing or malformed member {exc}") from None
+
+
+def liveupdate_count(snapshot: Snapshot) -> int | None:
+    """The LUO live-update number this kernel reports (outgoing blob first, else incoming)."""
+    kho = snapshot.kho
+    for side in (kho.outgoing, kho.incoming) if kho is not None else ():
+        if (
+            side is not None
+            and isinstance(side.luo, LuoBlob)
+            and side.luo.liveupdate_num is not None
+        ):
+            return side.luo.liveupdate_num
+    return None
+
+
+def ledger_from_report(report: Report) -> Ledger:
+    """What the passing gate promises: the preserved units as the audit saw them."""
+    snap = report.snapshot
+    return Ledger(
+        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        vtdlud_version=__version__,
+        kernel_release=snap.kernel_release,
+        boot_id=snap.boot_id,
+        liveupdate_count=liveupdate_count(snap),
+        units=tuple(u.ledger for u in report.units if u.ledger is not None),
+    )
 
 
 @contextmanager
