@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="bundle path (default: vtdlud-<kernel>-<UTC time>.tar.gz in the current directory)",
     )
     co.add_argument("--json", action="store_true", help="print the JSON envelope")
+    co.add_argument(
+        "--memory",
+        action="store_true",
+        help="add proc/kcore: an ELF core of only the physical pages vtdlud read (root/context/"
+        "PASID tables, live-update records), so the bundle replays the kcore tier; off by "
+        "default because memory contents are sensitive",
+    )
 
     de = sub.add_parser(
         "decode",
@@ -197,7 +204,8 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.audit.evaluate import evaluate
     from vtdlud.host.bundle import make_manifest, open_root, write_bundle
     from vtdlud.host.procs import PROCESSES_JSON, facts_to_json
-    from vtdlud.host.snapshot import take_snapshot
+    from vtdlud.host.snapshot import PROC_KCORE, take_snapshot
+    from vtdlud.model.snapshot import Tier
 
     with open_root(ns.root) as root:
         snap = take_snapshot(root)
@@ -211,6 +219,15 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
         extra = {}
         if snap.processes is not None:
             extra[PROCESSES_JSON] = facts_to_json(snap.processes)
+        if ns.memory:
+            if not snap.kcore_pages:
+                raise UsageError(
+                    "collect --memory: no physical memory was read "
+                    f"(kcore tier: {snap.tiers[Tier.KCORE].reason})"
+                )
+            from vtdlud.host.corewriter import build_core
+
+            extra[PROC_KCORE] = build_core(snap.kcore_pages)
         try:
             result = write_bundle(root, out, manifest=manifest, extra=extra)
         except OSError as exc:

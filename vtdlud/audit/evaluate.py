@@ -12,6 +12,7 @@ from vtdlud.audit.preconditions import check_preconditions
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode
+from vtdlud.model.walk import ProblemKind, compare_with_debugfs
 from vtdlud.parse.debugfs import LiveTables, RegsetUnit, TranslationUnit, derive_unit_tables
 
 
@@ -37,7 +38,12 @@ def unit_report(snapshot: Snapshot, unit: SysfsUnit) -> UnitReport:
         live = derive_unit_tables(regs, trans)
     context_tables: tuple[int, ...] | None = None
     source: str | None = None
-    if live is not None and trans is not None and trans.enabled:
+    walk = snapshot.kcore_walks.get(unit.address) if unit.address is not None else None
+    if walk is not None and walk.root_entries:
+        # kcore reads the root table itself: exact, where debugfs is a lower bound.
+        context_tables = tuple(sorted(walk.context_table_bits))
+        source = "kcore"
+    elif live is not None and trans is not None and trans.enabled:
         context_tables = tuple(sorted(live.context_table_bits))
         source = "debugfs"
     return UnitReport(
@@ -92,6 +98,48 @@ def _translation_findings(units: tuple[UnitReport, ...]) -> list[Finding]:
     ]
 
 
+def _bdf_on_unit(unit: SysfsUnit, bus: int, devfn: int) -> str:
+    """debugfs and the tables carry no PCI segment: take it from the unit's devices."""
+    tail = f"{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
+    return next((d for d in unit.devices if d.endswith(tail)), f"0000:{tail}")
+
+
+_WALK_CODES = {
+    ProblemKind.OUTSIDE_RAM: "VTD041",
+    ProblemKind.ALIAS: "VTD041",
+    ProblemKind.UNREADABLE: "VTD051",
+    ProblemKind.LIMIT: "VTD051",
+}
+
+
+def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
+    """Walk problems (VTD041/VTD051) and kcore-vs-debugfs disagreements (VTD015)."""
+    out = []
+    for unit in snapshot.units:
+        walk = snapshot.kcore_walks.get(unit.address) if unit.address is not None else None
+        if walk is None:
+            continue
+        for p in walk.problems:
+            out.append(
+                finding(
+                    _WALK_CODES[p.kind],
+                    f"{unit.name}: kcore: {p.what} at {p.addr:#x}: {p.message}",
+                    unit=unit.address,
+                )
+            )
+        regs = _regset_unit(snapshot, unit)
+        trans = _translation_unit(snapshot, unit)
+        if trans is None or not trans.enabled:
+            continue
+        live = derive_unit_tables(regs, trans)
+        for d in compare_with_debugfs(walk, live, trans.rows):
+            bdf = None
+            if d.bus is not None and d.devfn is not None:
+                bdf = _bdf_on_unit(unit, d.bus, d.devfn)
+            out.append(finding("VTD015", f"{unit.name}: {d.message}", unit=unit.address, bdf=bdf))
+    return out
+
+
 def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     policy = policy or Policy()
     units = tuple(unit_report(snapshot, u) for u in snapshot.units)
@@ -99,4 +147,5 @@ def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     if snapshot.tiers[Tier.SYSFS].available:
         findings += check_preconditions(snapshot, policy)
     findings += handover_findings(snapshot)
+    findings += _kcore_findings(snapshot)
     return Report(snapshot=snapshot, policy=policy, units=units, findings=tuple(findings))

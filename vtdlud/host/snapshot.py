@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from vtdlud.errors import ParseError, UnsupportedFormat
+from vtdlud.host.kcore import KcoreOpenError, PhysMem
 from vtdlud.host.kho import read_kho
 from vtdlud.host.procs import process_facts
 from vtdlud.host.root import HostRoot, describe_oserror
@@ -26,9 +27,12 @@ from vtdlud.model.snapshot import (
     TierState,
     TierStatus,
 )
+from vtdlud.model.tables import Mode
+from vtdlud.model.walk import WalkResult, walk_unit_tables
 from vtdlud.parse.debugfs import (
     Regset,
     TranslationStruct,
+    derive_unit_tables,
     parse_dmar_translation_struct,
     parse_iommu_regset,
 )
@@ -63,8 +67,6 @@ OSRELEASE = "proc/sys/kernel/osrelease"
 BOOT_ID = "proc/sys/kernel/random/boot_id"
 KEXEC_LOADED = "sys/kernel/kexec_loaded"
 LOCKDOWN = "sys/kernel/security/lockdown"
-
-ELF_MAGIC = b"\x7fELF"
 
 
 class SnapshotBuilder:
@@ -180,36 +182,50 @@ class SnapshotBuilder:
             return TierState(tier, TierStatus.DENIED, self._denied_reason(exc, lockdown, f"/{rel}"))
         return TierState(tier, TierStatus.AVAILABLE, f"/{rel}")
 
-    def kcore_tier(self, lockdown: str | None) -> TierState:
-        """Open /proc/kcore and check its ELF magic; the file itself is never packed by collect."""
-        path = self.root.root / PROC_KCORE
+    def open_kcore(self, lockdown: str | None) -> tuple[TierState, PhysMem | None]:
+        """Open /proc/kcore (physical memory); the file itself is never packed by collect."""
         try:
-            self.root.faults.check(PROC_KCORE, "read")
-            with open(path, "rb") as f:
-                magic = f.read(len(ELF_MAGIC))
-        except FileNotFoundError:
-            reason = (
-                "no /proc/kcore (CONFIG_PROC_KCORE=n)"
-                if self.root.is_live
-                else "no proc/kcore under this root (bundles carry no physical memory)"
+            mem = PhysMem.open(self.root, lockdown=lockdown)
+        except KcoreOpenError as exc:
+            return TierState(Tier.KCORE, exc.status, exc.reason), None
+        except ParseError as exc:
+            self._problem(PROC_KCORE, str(exc), Tier.KCORE)
+            return TierState(
+                Tier.KCORE, TierStatus.UNAVAILABLE, "/proc/kcore is not an x86-64 ELF core"
+            ), None
+        return TierState(Tier.KCORE, TierStatus.AVAILABLE, "/proc/kcore"), mem
+
+    def walk_tables(
+        self,
+        mem: PhysMem,
+        units: list[SysfsUnit],
+        regset: Regset | None,
+        translation: TranslationStruct | None,
+    ) -> dict[int, WalkResult]:
+        """Walk each unit's root/context/PASID tables through kcore.
+
+        The root table and the mode come from the live registers (RTADDR_REG in iommu_regset;
+        registers are MMIO, not in kcore) or what dmar_translation_struct proves; a unit with
+        neither is not walked."""
+        walks: dict[int, WalkResult] = {}
+        for unit in units:
+            if unit.address is None:
+                continue
+            regs = (
+                next((r for r in regset.units if r.reg_base_addr == unit.address), None)
+                if regset
+                else None
             )
-            return TierState(Tier.KCORE, TierStatus.UNAVAILABLE, reason)
-        except OSError as exc:
-            if exc.errno == errno.EPERM and lockdown not in (None, "none"):
-                reason = f"kernel lockdown ({lockdown}) blocks /proc/kcore"
-            elif exc.errno == errno.EPERM:
-                reason = "operation not permitted: /proc/kcore needs CAP_SYS_RAWIO"
-            elif exc.errno == errno.EACCES:
-                reason = (
-                    "permission denied: /proc/kcore needs root "
-                    "(ProtectKernelTunables= hides it in a sandboxed unit)"
-                )
-            else:
-                reason = f"{describe_oserror(exc)} on /proc/kcore"
-            return TierState(Tier.KCORE, TierStatus.DENIED, reason)
-        if magic != ELF_MAGIC:
-            return TierState(Tier.KCORE, TierStatus.UNAVAILABLE, "/proc/kcore is not an ELF core")
-        return TierState(Tier.KCORE, TierStatus.AVAILABLE, "/proc/kcore")
+            trans = translation.unit(unit.name) if translation else None
+            if regs is None and trans is None:
+                continue
+            live = derive_unit_tables(regs, trans)
+            if live.root_table is None or live.mode is Mode.UNKNOWN:
+                continue
+            walks[unit.address] = walk_unit_tables(
+                mem.read, live.root_table, live.mode is Mode.SCALABLE
+            )
+        return walks
 
     # -- inventory -------------------------------------------------------------------------
     def unit(self, name: str) -> SysfsUnit:
@@ -348,11 +364,21 @@ class SnapshotBuilder:
             lockdown,
             "KHO not built (CONFIG_KEXEC_HANDOVER_DEBUGFS) or not enabled (kho=on)",
         )
-        tiers[Tier.KCORE] = self.kcore_tier(lockdown)
+        tiers[Tier.KCORE], mem = self.open_kcore(lockdown)
         kho = None
-        if tiers[Tier.KHO_DEBUGFS].available:
-            kho = read_kho(self.root)
-            self.problems.extend(kho.problems)
+        walks: dict[int, WalkResult] = {}
+        pages: dict[int, bytes] | None = None
+        try:
+            if mem is not None:
+                walks = self.walk_tables(mem, units, regset, translation)
+            if tiers[Tier.KHO_DEBUGFS].available:
+                kho = read_kho(self.root, mem.read if mem is not None else None)
+                self.problems.extend(kho.problems)
+            if mem is not None:
+                pages = dict(mem.captured_pages())
+        finally:
+            if mem is not None:
+                mem.close()
         processes, problem = process_facts(self.root)
         if problem is not None:
             path, _, reason = problem.partition(": ")
@@ -379,6 +405,8 @@ class SnapshotBuilder:
             problems=tuple(self.problems),
             processes=processes,
             kho=kho,
+            kcore_walks=walks,
+            kcore_pages=pages,
         )
 
 

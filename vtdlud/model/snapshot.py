@@ -12,6 +12,7 @@ from vtdlud.parse.sysfs import ReservedRegion
 if TYPE_CHECKING:
     from vtdlud.host.kho import KhoState
     from vtdlud.model.dmar import DmarTable
+    from vtdlud.model.walk import WalkResult
     from vtdlud.parse.debugfs import Regset, TranslationStruct
 
 
@@ -125,3 +126,7 @@ class Snapshot:
     problems: tuple[InputProblem, ...] = field(default=())
     processes: ProcessFacts | None = None  # None: not known (a bundle without process facts)
     kho: KhoState | None = None  # None: the kho_debugfs tier is not available
+    # Each unit's tables walked through /proc/kcore, by register base address.
+    kcore_walks: dict[int, WalkResult] = field(default_factory=dict)
+    # Every physical page read (for `collect --memory`); None when kcore was not open.
+    kcore_pages: dict[int, bytes] | None = None
