@@ -19,7 +19,7 @@ groups, config space), :mod:`.iommu` (a DMAR unit's registers, tables, DIDs, the
 :mod:`.records` (the IOMMU live-update records), :mod:`.kho` (KHO root FDT, preserved-memory
 map, LUO generations), :mod:`.kernel` (:class:`~vtdlud.sim.kernel.SimHost`: boot, attach,
 preserve, kexec), :mod:`.tree` (the written host root), :mod:`.acpi` (the DMAR table),
-:mod:`.kcore` (the ELF core), :mod:`.faults` (fault registry), :mod:`.scenarios` (hosts shaped
+:mod:`.faults` (fault registry), :mod:`.scenarios` (hosts shaped
 like the real captures) and :mod:`.capture` (a host rebuilt from a real capture, to check the
 model against the kernel).
 """

@@ -9,7 +9,9 @@ and the ``driver``, ``iommu`` and ``iommu_group`` links and ``vfio-dev/vfioN``;
 is rendered by the project's own renderers from a walk of the simulated tables, so its format is
 the kernel's byte for byte.  KHO debugfs: before the first kexec ``kho/out`` only; after a kexec
 ``kho/in`` (what the old kernel handed over) and the new kernel's ``kho/out``.  ``proc/kcore`` is
-a compact ELF core of every page the model uses; ``vtdlud/processes.json`` says which process
+an ELF core (:mod:`vtdlud.host.corewriter`) of every page the model uses: compact by default
+(any other address is outside RAM), or with ``kcore_full_ram`` one sparse segment per RAM range
+(unused RAM reads as zeros, as on a real kernel); ``vtdlud/processes.json`` says which process
 holds which VFIO cdev (what ``vtdlud collect`` records for the ``vmm_held`` policy).
 
 :class:`TreeOptions` leaves tiers out; ``overrides`` (root-relative path -> bytes, or None to
@@ -22,6 +24,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vtdlud.host.corewriter import write_core
 from vtdlud.host.procs import facts_to_json
 from vtdlud.model.snapshot import ProcessFacts, VfioHolder
 from vtdlud.parse.debugfs import render_dmar_translation_struct, render_iommu_regset
@@ -29,7 +32,6 @@ from vtdlud.parse.regset import Regset
 from vtdlud.parse.translation import TranslationStruct
 from vtdlud.sim.acpi import build_dmar
 from vtdlud.sim.iommu import DomainKind
-from vtdlud.sim.kcore import build_core
 from vtdlud.sim.kernel import VMM_PID, SimHost
 from vtdlud.sim.pci import VFIO_PCI, config_space
 
@@ -42,6 +44,7 @@ class TreeOptions:
     iommu_debugfs: bool = True
     kho_debugfs: bool = True
     kcore: bool = True
+    kcore_full_ram: bool = False  # one sparse segment per RAM range instead of compact runs
     processes: bool = True
     lockdown: str | None = "none"
     overrides: dict[str, bytes | None] = field(default_factory=dict)
@@ -182,7 +185,9 @@ def write_tree(host: SimHost, root: Path, options: TreeOptions | None = None) ->
     if opts.kho_debugfs:
         _kho(host, w)
     if opts.kcore:
-        w.file("proc/kcore", build_core(host.mem.snapshot()))
+        w.mkdir("proc")
+        ram = host.mem.ranges if opts.kcore_full_ram else None
+        write_core(root / "proc/kcore", host.mem.snapshot(), ram=ram)
     if opts.processes:
         w.file("vtdlud/processes.json", facts_to_json(processes(host)))
     for rel, hook in host.tree_hooks.items():
