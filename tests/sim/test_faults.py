@@ -26,6 +26,8 @@ TWO_UNITS = {Fault.WRONG_HW_RECORD}
 BEHIND_BRIDGE = {Fault.SHARED_ALIAS}
 # Faults vtdlud's audit judges already (the others wait for the record audit).
 AUDITED = {
+    Fault.DEBUGFS_DISAGREES: "VTD015",
+    Fault.UNKNOWN_FLB_COMPATIBLE: "VTD040",
     Fault.SHARED_ALIAS: "VTD025",
     Fault.PRI_ENABLED: "VTD026",
     Fault.LEGACY_VFIO_GROUP: "VTD026",
