@@ -53,21 +53,30 @@ class TreeOptions:
 class _Writer:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._dirs: set[Path] = set()
+
+    def _parent(self, path: Path) -> None:
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.update([path.parent, *path.parent.parents])
 
     def file(self, rel: str, data: bytes | str) -> None:
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._parent(path)
         path.write_bytes(data.encode() if isinstance(data, str) else data)
 
     def link(self, rel: str, target_rel: str) -> None:
         path = self.root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._parent(path)
         if path.is_symlink():
             path.unlink()
         path.symlink_to(os.path.relpath(self.root / target_rel, path.parent))
 
     def mkdir(self, rel: str) -> None:
-        (self.root / rel).mkdir(parents=True, exist_ok=True)
+        path = self.root / rel
+        if path not in self._dirs:
+            path.mkdir(parents=True, exist_ok=True)
+            self._dirs.update([path, *path.parents])
 
 
 def _sysfs(host: SimHost, w: _Writer) -> None:
