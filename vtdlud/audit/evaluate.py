@@ -6,10 +6,14 @@ VTD051, VTD052), never FAIL.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from vtdlud.audit.handover import handover_findings
 from vtdlud.audit.policy import Policy
-from vtdlud.audit.preconditions import check_preconditions
+from vtdlud.audit.preconditions import check_preconditions, pci_nodes
+from vtdlud.audit.preserved import preserved_units, required_bits
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
+from vtdlud.model.alias import PciNode
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode
 from vtdlud.model.walk import ProblemKind, compare_with_debugfs
@@ -30,7 +34,9 @@ def _translation_unit(snapshot: Snapshot, unit: SysfsUnit) -> TranslationUnit | 
     return next((t for t in snapshot.translation.units if t.name == unit.name), None)
 
 
-def unit_report(snapshot: Snapshot, unit: SysfsUnit) -> UnitReport:
+def unit_report(
+    snapshot: Snapshot, unit: SysfsUnit, nodes: Mapping[str, PciNode] | None = None
+) -> UnitReport:
     regs = _regset_unit(snapshot, unit)
     trans = _translation_unit(snapshot, unit)
     live: LiveTables | None = None
@@ -46,13 +52,23 @@ def unit_report(snapshot: Snapshot, unit: SysfsUnit) -> UnitReport:
     elif live is not None and trans is not None and trans.enabled:
         context_tables = tuple(sorted(live.context_table_bits))
         source = "debugfs"
+    mode = live.mode if live is not None else Mode.UNKNOWN
+    preserved = None
+    state = snapshot.preserved.state if snapshot.preserved is not None else None
+    if state is not None and unit.address is not None:
+        found = preserved_units(
+            state, unit.address, nodes if nodes is not None else pci_nodes(snapshot)
+        )
+        preserved = found[0] if found else None
     return UnitReport(
+        preserved=preserved,
+        required_bitmap=required_bits(preserved, mode) if preserved is not None else None,
         name=unit.name,
         address=unit.address,
         version=unit.version,
         cap=unit.cap,
         ecap=unit.ecap,
-        mode=live.mode if live is not None else Mode.UNKNOWN,
+        mode=mode,
         translation_enabled=live.translation_enabled if live is not None else None,
         root_table=live.root_table if live is not None else None,
         devices=tuple(sorted(unit.devices)),
@@ -142,7 +158,8 @@ def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
 
 def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     policy = policy or Policy()
-    units = tuple(unit_report(snapshot, u) for u in snapshot.units)
+    nodes = pci_nodes(snapshot)
+    units = tuple(unit_report(snapshot, u, nodes) for u in snapshot.units)
     findings = _visibility_findings(snapshot, policy) + _translation_findings(units)
     if snapshot.tiers[Tier.SYSFS].available:
         findings += check_preconditions(snapshot, policy)

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 
 from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.policy import Policy
+from vtdlud.audit.preserved import PreservedUnit
+from vtdlud.model.abi import IommuDeviceSerV1
 from vtdlud.model.snapshot import Snapshot
 from vtdlud.model.tables import Mode
-from vtdlud.service.ledger import LedgerUnit
+from vtdlud.service.ledger import LedgerDevice, LedgerUnit
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,31 @@ class UnitReport:
     devices: tuple[str, ...]
     context_tables: tuple[int, ...] | None
     context_tables_source: str | None
-    # What the ledger records for this unit when the gate passes (None: nothing preserved).
-    ledger: LedgerUnit | None = None
+    # The kernel's live hw record for this unit and the device records pointing at it.
+    preserved: PreservedUnit | None = None
+    required_bitmap: tuple[int, ...] | None = None  # None: not computable (aliases not visible)
+
+    @property
+    def ledger(self) -> LedgerUnit | None:
+        """What the ledger records for this unit when the gate passes (None: nothing preserved)."""
+        p = self.preserved
+        if p is None or self.address is None:
+            return None
+        return LedgerUnit(
+            address=self.address,
+            root_table=p.record.intel.root_table,
+            bits=p.bitmap,
+            devices=tuple(
+                LedgerDevice(
+                    d.bdf,
+                    d.slot.record.domain_iommu_ser.attachment_id,
+                    d.slot.record.intel.pasid_table
+                    if isinstance(d.slot.record, IommuDeviceSerV1)
+                    else None,
+                )
+                for d in p.devices
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ PROC_KCORE = "proc/kcore"
 class KcoreLimits:
     max_read_bytes: int = 1 << 20  # one read() call
     max_total_bytes: int = 64 << 20  # everything one PhysMem reads from the file
+    max_probe_bytes: int = 128 << 20  # uncached probes (the signature scan: ~56 B per page)
 
 
 class KcoreOpenError(Exception):
@@ -126,6 +127,7 @@ class PhysMem:
         self._faults = faults or FaultPlan()
         self._pages: dict[int, bytes] = {}
         self.bytes_read = 0  # bytes pread from the file
+        self.probe_bytes = 0  # bytes read by peek()
 
     # -- opening ---------------------------------------------------------------------------
     @classmethod
@@ -235,6 +237,36 @@ class PhysMem:
                 run_start = None
         data = b"".join(self._pages[p] for p in range(first, end, VTD_PAGE_SIZE))
         return data[addr - first : addr - first + size]
+
+    def peek(self, addr: int, size: int) -> bytes:
+        """A small uncached read inside one page (the signature scan's probe).
+
+        Not recorded in :meth:`captured_pages` and charged to its own budget, so probing a
+        million preserved pages neither fills the page store nor spends the read budget."""
+        if self._fd is None:
+            raise PhysReadError(addr, size, f"{self.name} is closed")
+        if size <= 0 or addr < 0 or (addr & VTD_PAGE_MASK) != ((addr + size - 1) & VTD_PAGE_MASK):
+            raise PhysReadError(addr, size, "a probe must stay inside one page")
+        page = self._pages.get(addr & VTD_PAGE_MASK)
+        if page is not None:
+            off = addr & (VTD_PAGE_SIZE - 1)
+            return page[off : off + size]
+        if self.probe_bytes + size > self.limits.max_probe_bytes:
+            raise PhysReadError(
+                addr, size, f"the probe budget of {self.limits.max_probe_bytes} bytes is spent"
+            )
+        [fr] = self.layout.translate(addr, size)  # PhysReadError(outside_ram) if not RAM
+        try:
+            self._faults.check(PROC_KCORE, "pread")
+            chunk = _pread_exact(self._fd, fr.size, fr.offset)
+        except OSError as exc:
+            raise PhysReadError(addr, size, describe_oserror(exc)) from exc
+        self.probe_bytes += len(chunk)
+        if len(chunk) != size:
+            raise PhysReadError(
+                addr, size, f"{self.name} is truncated at {fr.offset + len(chunk):#x}"
+            )
+        return chunk
 
     def _fetch(self, start: int, length: int, addr: int, size: int) -> None:
         """Read the pages ``[start, start + length)`` into the page store."""

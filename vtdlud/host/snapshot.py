@@ -15,6 +15,7 @@ from vtdlud.errors import ParseError, UnsupportedFormat
 from vtdlud.host.kcore import KcoreOpenError, PhysMem
 from vtdlud.host.kho import read_kho
 from vtdlud.host.procs import process_facts
+from vtdlud.host.records import PreservedRecords, find_preserved
 from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.dmar import DmarTable, parse_dmar
 from vtdlud.model.snapshot import (
@@ -366,6 +367,7 @@ class SnapshotBuilder:
         )
         tiers[Tier.KCORE], mem = self.open_kcore(lockdown)
         kho = None
+        preserved: PreservedRecords | None = None
         walks: dict[int, WalkResult] = {}
         pages: dict[int, bytes] | None = None
         try:
@@ -374,6 +376,8 @@ class SnapshotBuilder:
             if tiers[Tier.KHO_DEBUGFS].available:
                 kho = read_kho(self.root, mem.read if mem is not None else None)
                 self.problems.extend(kho.problems)
+            if mem is not None and kho is not None:
+                preserved = find_preserved(mem, kho, {u.address for u in units if u.address})
             if mem is not None:
                 pages = dict(mem.captured_pages())
         finally:
@@ -407,6 +411,7 @@ class SnapshotBuilder:
             kho=kho,
             kcore_walks=walks,
             kcore_pages=pages,
+            preserved=preserved,
         )
 
 

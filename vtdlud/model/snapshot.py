@@ -11,6 +11,7 @@ from vtdlud.parse.sysfs import ReservedRegion
 
 if TYPE_CHECKING:
     from vtdlud.host.kho import KhoState
+    from vtdlud.host.records import PreservedRecords
     from vtdlud.model.dmar import DmarTable
     from vtdlud.model.walk import WalkResult
     from vtdlud.parse.debugfs import Regset, TranslationStruct
@@ -130,3 +131,6 @@ class Snapshot:
     kcore_walks: dict[int, WalkResult] = field(default_factory=dict)
     # Every physical page read (for `collect --memory`); None when kcore was not open.
     kcore_pages: dict[int, bytes] | None = None
+    # The kernel's IOMMU live-update records (after kexec through the LUO FLB, before it by
+    # signature through KHO's preserved-memory map).
+    preserved: PreservedRecords | None = None  # None: kcore or KHO not visible

@@ -47,7 +47,21 @@ def unit_json(u: UnitReport) -> JSON:
         "devices": list(u.devices),
         "context_tables": None if u.context_tables is None else list(u.context_tables),
         "context_tables_source": u.context_tables_source,
-        "preserved": None,
+        "preserved": preserved_json(u),
+    }
+
+
+def preserved_json(u: UnitReport) -> JSON | None:
+    p = u.preserved
+    if p is None:
+        return None
+    return {
+        "ref_count": p.record.hdr.ref_count,
+        "restored": bool(p.record.intel.restored),
+        "root_table": f"{p.record.intel.root_table:#x}",
+        "bitmap": list(p.bitmap),
+        "required_bitmap": None if u.required_bitmap is None else list(u.required_bitmap),
+        "located_by": p.located_by,
     }
 
 

@@ -53,6 +53,17 @@ def _ctx(u: UnitReport) -> str:
     return f"{len(u.context_tables)} ({u.context_tables_source})"
 
 
+def _preserved(u: UnitReport) -> str:
+    p = u.preserved
+    if p is None:
+        return "-"
+    restored = ", restored" if p.record.intel.restored else ""
+    return (
+        f"ref {p.record.hdr.ref_count}, {len(p.devices)} dev, {len(p.bitmap)} bits"
+        f"{restored} ({p.located_by})"
+    )
+
+
 def _check_line(name: str, result: str, reason: str, colour: bool, width: int) -> str:
     return f"  {name.ljust(width)} : {paint(result, colour)} ({reason})"
 
@@ -83,7 +94,19 @@ def format_status(report: Report, root_label: str, colour: bool) -> str:
         )
     out.append("")
     if report.units:
-        rows = [["UNIT", "ADDRESS", "VER", "MODE", "TE", "ROOT TABLE", "DEVICES", "CONTEXT TABLES"]]
+        rows = [
+            [
+                "UNIT",
+                "ADDRESS",
+                "VER",
+                "MODE",
+                "TE",
+                "ROOT TABLE",
+                "DEVICES",
+                "CONTEXT TABLES",
+                "PRESERVED",
+            ]
+        ]
         rows += [
             [
                 u.name,
@@ -94,6 +117,7 @@ def format_status(report: Report, root_label: str, colour: bool) -> str:
                 _hex(u.root_table),
                 str(len(u.devices)),
                 _ctx(u),
+                _preserved(u),
             ]
             for u in report.units
         ]

@@ -1,0 +1,58 @@
+"""Find the kernel's IOMMU live-update records in physical memory (through kcore).
+
+After a live-update kexec the incoming LUO FLB names ``iommu_flb_ser`` (``located_by="flb"``).
+Before the kexec the FLB list does not exist yet (LUO writes it at kexec): the outgoing records
+are found by signature among KHO's preserved order-0 pages (``located_by="signature"``,
+DESIGN.md §2), and the same map says which pages are preserved (VTD013).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vtdlud.host.kcore import PhysMem
+from vtdlud.host.kho import KhoState
+from vtdlud.model.abi import AbiVariant
+from vtdlud.model.khomem import MapState, PreservedMemory, walk_preserved_memory
+from vtdlud.model.records import PreservedState, walk_records
+from vtdlud.model.signature import SignatureScan, find_hw_records
+from vtdlud.parse.kho import KhoRoot
+from vtdlud.parse.luo import IommuFlb
+
+
+@dataclass(frozen=True)
+class PreservedRecords:
+    """Where the records were looked for and what was found (all None: not looked for)."""
+
+    state: PreservedState | None = None
+    memory_map: PreservedMemory | None = None  # before kexec: KHO's preserved pages
+    scan: SignatureScan | None = None
+    notes: tuple[str, ...] = field(default=())
+
+
+def find_preserved(mem: PhysMem, kho: KhoState, units: set[int]) -> PreservedRecords:
+    incoming = kho.incoming
+    luo = incoming.luo_state if incoming is not None else None
+    if (
+        luo is not None
+        and isinstance(luo.iommu, IommuFlb)
+        and isinstance(luo.iommu.variant, AbiVariant)
+    ):
+        state = walk_records(mem.read, luo.iommu.flb_ser_phys, luo.iommu.variant)
+        return PreservedRecords(
+            state=state, notes=("records located through the incoming LUO FLB",)
+        )
+    outgoing = kho.outgoing
+    if outgoing is None or not isinstance(outgoing.root, KhoRoot):
+        return PreservedRecords(notes=("no outgoing KHO tree: nothing is being preserved",))
+    pm = walk_preserved_memory(
+        mem.read, outgoing.root.compatible, outgoing.root.preserved_memory_map
+    )
+    if pm.state is not MapState.COMPLETE:
+        return PreservedRecords(
+            memory_map=pm, notes=(pm.note or f"preserved-memory map {pm.state.value}",)
+        )
+    scan = find_hw_records(
+        mem.read, pm.order0_pages(), units, probe=mem.peek, is_preserved=pm.contains
+    )
+    return PreservedRecords(state=scan.state, memory_map=pm, scan=scan, notes=scan.notes)
