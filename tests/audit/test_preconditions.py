@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import copy_tree
+from tests.cli.helpers import copy_tree, run_cli, status_json
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.policy import Policy, parse_policy
 from vtdlud.audit.report import Finding
@@ -143,3 +143,29 @@ def test_pri_enabled(host: Path) -> None:
         "VTD026",
         "0000:00:05.0 cannot be preserved: page requests (PRI) are enabled",
     )
+
+
+def test_status_reports_the_devices_to_preserve_and_their_holders(host: Path) -> None:
+    _run(host, (_holder(),))  # writes the process facts, the armed command line
+    doc = status_json("--root", str(host))
+    assert doc["preserve"] == [
+        {
+            "bdf": VFIO_DEV,
+            "unit": "0xfed90000",
+            "driver": "vfio-pci",
+            "by_policy": False,
+            "holders": [
+                {
+                    "pid": 4242,
+                    "name": "qemu-system-x86",
+                    "cmdline": ["qemu-system-x86_64"],
+                    "vfio_cdevs": ["vfio0"],
+                    "vfio_groups": [],
+                    "iommufd": True,
+                }
+            ],
+        }
+    ]
+    rc, out, _ = run_cli("status", "--root", str(host))
+    assert rc == 0
+    assert "  0000:00:05.0  vfio-pci  vmm-held  qemu-system-x86[4242] qemu-system-x86_64" in out

@@ -12,7 +12,7 @@ from vtdlud.audit.handover import handover_findings
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import check_preconditions, pci_nodes
 from vtdlud.audit.preserved import preserved_units, required_bits
-from vtdlud.audit.report import Finding, Report, UnitReport, finding
+from vtdlud.audit.report import Finding, Report, UnitReport, Wanted, finding
 from vtdlud.model.alias import PciNode
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode
@@ -161,8 +161,16 @@ def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     nodes = pci_nodes(snapshot)
     units = tuple(unit_report(snapshot, u, nodes) for u in snapshot.units)
     findings = _visibility_findings(snapshot, policy) + _translation_findings(units)
+    wanted: list[Wanted] = []
     if snapshot.tiers[Tier.SYSFS].available:
-        findings += check_preconditions(snapshot, policy)
+        wanted, pre = check_preconditions(snapshot, policy)
+        findings += pre
     findings += handover_findings(snapshot)
     findings += _kcore_findings(snapshot)
-    return Report(snapshot=snapshot, policy=policy, units=units, findings=tuple(findings))
+    return Report(
+        snapshot=snapshot,
+        policy=policy,
+        units=units,
+        findings=tuple(findings),
+        wanted=tuple(wanted),
+    )

@@ -9,25 +9,14 @@ old kernel clears the alias's context entry at kexec.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from vtdlud.audit.catalog import Severity
 from vtdlud.audit.policy import Policy, policy_wants
-from vtdlud.audit.report import Finding, finding
+from vtdlud.audit.report import Finding, Wanted, finding
 from vtdlud.model.alias import PciNode, Rid, dma_aliases
 from vtdlud.model.snapshot import PciDevice, Snapshot, VfioHolder
 from vtdlud.parse.sysfs import cmdline_value, kstrtobool, parse_bdf
 
 VFIO_PCI = "vfio-pci"
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """A device to preserve, why, and who holds it."""
-
-    bdf: str
-    by_policy: bool  # named by preserve.devices / preserve.ids
-    holders: tuple[VfioHolder, ...]  # processes holding its VFIO cdev or its group
 
 
 def pci_nodes(snapshot: Snapshot) -> dict[str, PciNode]:
@@ -110,7 +99,8 @@ def _cannot_preserve(w: Wanted, d: PciDevice, snapshot: Snapshot) -> list[str]:
     return why
 
 
-def check_preconditions(snapshot: Snapshot, policy: Policy) -> list[Finding]:
+def check_preconditions(snapshot: Snapshot, policy: Policy) -> tuple[list[Wanted], list[Finding]]:
+    """The devices to preserve and what stops the kernel from preserving them."""
     wanted, findings = wanted_devices(snapshot, policy)
     nodes = pci_nodes(snapshot)
     names = {w.bdf for w in wanted}
@@ -162,7 +152,7 @@ def check_preconditions(snapshot: Snapshot, policy: Policy) -> list[Finding]:
                 )
     if wanted:
         findings += _armed(snapshot, len(wanted))
-    return findings
+    return wanted, findings
 
 
 def _armed(snapshot: Snapshot, count: int) -> list[Finding]:

@@ -8,7 +8,7 @@ from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preserved import PreservedUnit
 from vtdlud.model.abi import IommuDeviceSerV1
-from vtdlud.model.snapshot import Snapshot
+from vtdlud.model.snapshot import Snapshot, VfioHolder
 from vtdlud.model.tables import Mode
 from vtdlud.service.ledger import LedgerDevice, LedgerUnit
 
@@ -43,6 +43,15 @@ def finding(
     severity: Severity | None = None,
 ) -> Finding:
     return Finding(code, severity or CATALOG[code].severity, unit, bdf, message, required)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A device the policy says must be preserved, why, and who holds it."""
+
+    bdf: str
+    by_policy: bool  # named by preserve.devices / preserve.ids
+    holders: tuple[VfioHolder, ...]  # processes holding its VFIO cdev or its group
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ class Report:
     policy: Policy
     units: tuple[UnitReport, ...]
     findings: tuple[Finding, ...] = field(default=())
+    wanted: tuple[Wanted, ...] = field(default=())  # the devices to preserve
 
     @property
     def verdict(self) -> Severity:

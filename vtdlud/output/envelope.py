@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vtdlud import __version__
-from vtdlud.audit.report import Finding, Report, UnitReport
+from vtdlud.audit.report import Finding, Report, UnitReport, Wanted
 from vtdlud.model.registers import decode_cap, decode_ecap
 from vtdlud.model.snapshot import Snapshot, Tier
 
@@ -65,6 +65,28 @@ def preserved_json(u: UnitReport) -> JSON | None:
     }
 
 
+def wanted_json(w: Wanted, report: Report) -> JSON:
+    dev = report.snapshot.pci_devices.get(w.bdf)
+    unit = next((u.address for u in report.units if w.bdf in u.devices), None)
+    return {
+        "bdf": w.bdf,
+        "unit": hex_or_none(unit),
+        "driver": dev.driver if dev is not None else None,
+        "by_policy": w.by_policy,
+        "holders": [
+            {
+                "pid": h.pid,
+                "name": h.name,
+                "cmdline": list(h.cmdline),
+                "vfio_cdevs": list(h.vfio_cdevs),
+                "vfio_groups": list(h.vfio_groups),
+                "iommufd": h.iommufd,
+            }
+            for h in w.holders
+        ],
+    }
+
+
 def finding_json(f: Finding) -> JSON:
     return {
         "code": f.code,
@@ -113,6 +135,7 @@ def envelope(
         "host": host_json(report.snapshot, root_label),
         "units": [unit_json(u) for u in report.units],
         "findings": [finding_json(f) for f in sorted(report.findings, key=order)],
+        "preserve": [wanted_json(w, report) for w in report.wanted],
         "verdict": report.verdict.value,
     }
 

@@ -138,6 +138,18 @@ def format_status(report: Report, root_label: str, colour: bool) -> str:
         out += ["Devices", *_table(devrows), ""]
     else:
         out += ["DMAR units: none", ""]
+    if report.wanted:
+        prows = [["TO PRESERVE", "DRIVER", "WHY", "HELD BY"]]
+        for w in report.wanted:
+            d = snap.pci_devices.get(w.bdf)
+            why = ",".join(
+                x for x, on in (("policy", w.by_policy), ("vmm-held", bool(w.holders))) if on
+            )
+            held = "; ".join(
+                f"{h.name}[{h.pid}] {' '.join(h.cmdline)[:60]}".rstrip() for h in w.holders
+            )
+            prows.append([w.bdf, (d.driver if d else None) or "-", why, held or "-"])
+        out += ["Devices to preserve", *_table(prows), ""]
     shown = [f for f in report.findings if f.severity is not Severity.PASS]
     if shown:
         out += ["Findings", *format_findings(shown, colour), ""]
