@@ -104,6 +104,12 @@ def check_preconditions(snapshot: Snapshot, policy: Policy) -> tuple[list[Wanted
     wanted, findings = wanted_devices(snapshot, policy)
     nodes = pci_nodes(snapshot)
     names = {w.bdf for w in wanted}
+    # Every device's requester IDs, computed once, and which devices use each RID.
+    aliases = {bdf: dma_aliases(bdf, nodes) for bdf in snapshot.pci_devices} if wanted else {}
+    users: dict[Rid, list[str]] = {}
+    for bdf, rids in sorted(aliases.items()):
+        for rid in rids or ():
+            users.setdefault(rid, []).append(bdf)
     for w in wanted:
         d = snapshot.pci_devices[w.bdf]
         why = _cannot_preserve(w, d, snapshot)
@@ -111,48 +117,60 @@ def check_preconditions(snapshot: Snapshot, policy: Policy) -> tuple[list[Wanted
             findings.append(
                 finding("VTD026", f"{w.bdf} cannot be preserved: " + "; ".join(why), bdf=w.bdf)
             )
-        mine = dma_aliases(w.bdf, nodes)
-        if mine is None:
-            findings.append(
-                finding(
-                    "VTD025",
-                    f"{w.bdf}: DMA aliases not visible (an upstream bridge's config space "
-                    "could not be read)",
-                    bdf=w.bdf,
-                    severity=Severity.UNKNOWN,
-                )
-            )
-            continue
-        above = _bridges_above(snapshot, w.bdf)
-        for other in sorted(snapshot.pci_devices):
-            if other == w.bdf or other in names:
-                continue
-            theirs = dma_aliases(other, nodes)
-            if theirs is None:
-                if above & (_bridges_above(snapshot, other) | {other}):
-                    findings.append(
-                        finding(
-                            "VTD025",
-                            f"{w.bdf}: whether it shares a DMA alias with {other} is not visible "
-                            f"({other}'s config space or a bridge's could not be read)",
-                            bdf=w.bdf,
-                            severity=Severity.UNKNOWN,
-                        )
-                    )
-                continue
-            common = [str(r) for r in theirs if r in mine]
-            if common:
-                findings.append(
-                    finding(
-                        "VTD025",
-                        f"{w.bdf} shares DMA alias {', '.join(common)} with {other}, which is not "
-                        "preserved: its context entry is cleared at kexec",
-                        bdf=w.bdf,
-                    )
-                )
+        findings += _alias_findings(w.bdf, names, aliases, users, snapshot)
     if wanted:
         findings += _armed(snapshot, len(wanted))
     return wanted, findings
+
+
+def _alias_findings(
+    bdf: str,
+    names: set[str],
+    aliases: dict[str, tuple[Rid, ...] | None],
+    users: dict[Rid, list[str]],
+    snapshot: Snapshot,
+) -> list[Finding]:
+    """VTD025: a device to preserve shares a requester ID with one that will not be."""
+    mine = aliases.get(bdf)
+    if mine is None:
+        return [
+            finding(
+                "VTD025",
+                f"{bdf}: DMA aliases not visible (an upstream bridge's config space "
+                "could not be read)",
+                bdf=bdf,
+                severity=Severity.UNKNOWN,
+            )
+        ]
+    out = []
+    shared: dict[str, list[str]] = {}
+    for rid in mine:
+        for other in users.get(rid, ()):
+            if other != bdf and other not in names:
+                shared.setdefault(other, []).append(str(rid))
+    for other in sorted(shared):
+        out.append(
+            finding(
+                "VTD025",
+                f"{bdf} shares DMA alias {', '.join(shared[other])} with {other}, which is not "
+                "preserved: its context entry is cleared at kexec",
+                bdf=bdf,
+            )
+        )
+    # Devices whose aliases are not visible, below one of the same bridges: cannot tell.
+    above = _bridges_above(snapshot, bdf)
+    for other in sorted(b for b, r in aliases.items() if r is None and b not in names):
+        if above & (_bridges_above(snapshot, other) | {other}):
+            out.append(
+                finding(
+                    "VTD025",
+                    f"{bdf}: whether it shares a DMA alias with {other} is not visible "
+                    f"({other}'s config space or a bridge's could not be read)",
+                    bdf=bdf,
+                    severity=Severity.UNKNOWN,
+                )
+            )
+    return out
 
 
 def _armed(snapshot: Snapshot, count: int) -> list[Finding]:

@@ -69,6 +69,8 @@ class HostRoot:
 
     def __init__(self, root: str | Path = "/", *, faults: FaultPlan | None = None) -> None:
         self.root = Path(root)
+        self._prefix = str(self.root).rstrip("/") + "/"
+        self._live = self.root.resolve() == Path("/")
         self.faults = faults or FaultPlan()
         self._dir_cache: dict[str, str] = {"": ""}
         # What was touched, for `collect`: resolved files read, dirs listed, links with targets.
@@ -81,11 +83,11 @@ class HostRoot:
 
     @property
     def is_live(self) -> bool:
-        return self.root.resolve() == Path("/")
+        return self._live
 
     # -- resolution ------------------------------------------------------------------------
-    def _abs(self, rel: str) -> Path:
-        return self.root / rel if rel else self.root
+    def _abs(self, rel: str) -> str:
+        return self._prefix + rel if rel else self._prefix
 
     def resolve(self, rel: str, *, follow_last: bool = True) -> str:
         """Resolve ``rel`` inside the root; returns the resolved root-relative path."""

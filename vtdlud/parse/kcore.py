@@ -27,6 +27,7 @@ import bisect
 import io
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 from elftools.elf.elffile import ELFFile
 
@@ -89,13 +90,17 @@ class KcoreLayout:
 
     segments: tuple[Segment, ...]
 
+    @cached_property
+    def _starts(self) -> list[int]:
+        return [s.paddr for s in self.segments]
+
     @property
     def ram_bytes(self) -> int:
         return sum(s.memsz for s in self.segments)
 
     def find(self, paddr: int) -> Segment | None:
         """The segment holding physical byte ``paddr``, or None."""
-        i = bisect.bisect_right([s.paddr for s in self.segments], paddr) - 1
+        i = bisect.bisect_right(self._starts, paddr) - 1
         if i >= 0 and paddr < self.segments[i].end:
             return self.segments[i]
         return None
@@ -115,10 +120,9 @@ class KcoreLayout:
         """
         if size <= 0 or paddr < 0 or paddr + size > U64_LIMIT:
             raise PhysReadError(paddr, size, "not a valid physical range", outside_ram=True)
-        starts = [s.paddr for s in self.segments]
         out: list[FileRange] = []
         cur, end = paddr, paddr + size
-        i = bisect.bisect_right(starts, cur) - 1
+        i = bisect.bisect_right(self._starts, cur) - 1
         while cur < end:
             if (
                 i < 0
@@ -192,7 +196,8 @@ def _ranges_minus(start: int, end: int, taken: list[tuple[int, int]]) -> list[tu
     """``[start, end)`` minus the sorted, disjoint ``taken`` ranges."""
     out: list[tuple[int, int]] = []
     cur = start
-    for t0, t1 in taken:
+    first = max(bisect.bisect_right(taken, (start, U64_LIMIT)) - 1, 0)
+    for t0, t1 in taken[first:]:
         if t1 <= cur:
             continue
         if t0 >= end:
@@ -214,15 +219,7 @@ def _normalise(raw: list[Segment]) -> tuple[Segment, ...]:
     for seg in sorted(raw, key=lambda s: (not s.direct_map, s.paddr, s.offset)):
         for a, b in _ranges_minus(seg.paddr, seg.end, taken):
             kept.append(seg.piece(a, b))
-            bisect.insort(taken, (a, b))
-        # merge touching ranges so the scan stays short
-        merged: list[tuple[int, int]] = []
-        for a, b in taken:
-            if merged and a <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        taken = merged
+            bisect.insort(taken, (a, b))  # disjoint, so _ranges_minus can bisect into it
     return tuple(sorted(kept, key=lambda s: s.paddr))
 
 
