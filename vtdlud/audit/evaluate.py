@@ -7,16 +7,17 @@ VTD051, VTD052), never FAIL.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from vtdlud.audit.handover import handover_findings
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import check_preconditions, pci_nodes
-from vtdlud.audit.preserved import preserved_units, required_bits
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted, finding
 from vtdlud.model.alias import PciNode
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode
-from vtdlud.model.walk import ProblemKind, compare_with_debugfs
+
+if TYPE_CHECKING:
+    from vtdlud.audit.preserved import PreservedUnit
 from vtdlud.parse.debugfs import LiveTables, RegsetUnit, TranslationUnit, derive_unit_tables
 
 
@@ -56,13 +57,15 @@ def unit_report(
     preserved = None
     state = snapshot.preserved.state if snapshot.preserved is not None else None
     if state is not None and unit.address is not None:
+        from vtdlud.audit.preserved import preserved_units  # noqa: PLC0415
+
         found = preserved_units(
             state, unit.address, nodes if nodes is not None else pci_nodes(snapshot)
         )
         preserved = found[0] if found else None
     return UnitReport(
         preserved=preserved,
-        required_bitmap=required_bits(preserved, mode) if preserved is not None else None,
+        required_bitmap=_required_bits(preserved, mode),
         name=unit.name,
         address=unit.address,
         version=unit.version,
@@ -114,23 +117,35 @@ def _translation_findings(units: tuple[UnitReport, ...]) -> list[Finding]:
     ]
 
 
+def _required_bits(preserved: PreservedUnit | None, mode: Mode) -> tuple[int, ...] | None:
+    if preserved is None:
+        return None
+    from vtdlud.audit.preserved import required_bits  # noqa: PLC0415
+
+    return required_bits(preserved, mode)
+
+
 def _bdf_on_unit(unit: SysfsUnit, bus: int, devfn: int) -> str:
     """debugfs and the tables carry no PCI segment: take it from the unit's devices."""
     tail = f"{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
     return next((d for d in unit.devices if d.endswith(tail)), f"0000:{tail}")
 
 
-_WALK_CODES = {
-    ProblemKind.OUTSIDE_RAM: "VTD041",
-    ProblemKind.ALIAS: "VTD041",
-    ProblemKind.UNREADABLE: "VTD051",
-    ProblemKind.LIMIT: "VTD051",
+_WALK_CODES = {  # walk ProblemKind values -> codes
+    "outside_ram": "VTD041",
+    "alias": "VTD041",
+    "unreadable": "VTD051",
+    "limit": "VTD051",
 }
 
 
 def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
     """Walk problems (VTD041/VTD051) and kcore-vs-debugfs disagreements (VTD015)."""
-    out = []
+    out: list[Finding] = []
+    if not snapshot.kcore_walks:
+        return out
+    from vtdlud.model.walk import compare_with_debugfs  # noqa: PLC0415
+
     for unit in snapshot.units:
         walk = snapshot.kcore_walks.get(unit.address) if unit.address is not None else None
         if walk is None:
@@ -138,7 +153,7 @@ def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
         for p in walk.problems:
             out.append(
                 finding(
-                    _WALK_CODES[p.kind],
+                    _WALK_CODES[p.kind.value],
                     f"{unit.name}: kcore: {p.what} at {p.addr:#x}: {p.message}",
                     unit=unit.address,
                 )
@@ -165,7 +180,10 @@ def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     if snapshot.tiers[Tier.SYSFS].available:
         wanted, pre = check_preconditions(snapshot, policy)
         findings += pre
-    findings += handover_findings(snapshot)
+    if snapshot.kho is not None:
+        from vtdlud.audit.handover import handover_findings  # noqa: PLC0415
+
+        findings += handover_findings(snapshot)
     findings += _kcore_findings(snapshot)
     return Report(
         snapshot=snapshot,

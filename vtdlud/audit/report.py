@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.policy import Policy
-from vtdlud.audit.preserved import PreservedUnit
-from vtdlud.model.abi import IommuDeviceSerV1
 from vtdlud.model.snapshot import Snapshot, VfioHolder
 from vtdlud.model.tables import Mode
-from vtdlud.service.ledger import LedgerDevice, LedgerUnit
+
+if TYPE_CHECKING:  # imported when used: the live-update modules are not on status's hot path
+    from vtdlud.audit.preserved import PreservedUnit
+    from vtdlud.service.ledger import LedgerUnit
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class UnitReport:
         p = self.preserved
         if p is None or self.address is None:
             return None
+        from vtdlud.model.abi import IommuDeviceSerV1  # noqa: PLC0415
+        from vtdlud.service.ledger import LedgerDevice, LedgerUnit  # noqa: PLC0415
+
         return LedgerUnit(
             address=self.address,
             root_table=p.record.intel.root_table,

@@ -31,7 +31,7 @@ from types import MappingProxyType, TracebackType
 from vtdlud.errors import ParseError
 from vtdlud.host.root import FaultPlan, HostRoot, describe_oserror
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
-from vtdlud.model.snapshot import TierStatus
+from vtdlud.model.snapshot import KCORE_MISSING_LIVE, KCORE_MISSING_ROOT, TierStatus
 from vtdlud.model.walk import PhysReadError
 from vtdlud.parse.kcore import (
     EHDR_SIZE,
@@ -75,11 +75,7 @@ def kcore_open_reason(exc: OSError, lockdown: str | None, *, is_live: bool) -> K
     """The tier status and reason for an OSError from opening ``/proc/kcore``."""
     match exc.errno:
         case errno.ENOENT:
-            reason = (
-                "no /proc/kcore (CONFIG_PROC_KCORE=n)"
-                if is_live
-                else "no proc/kcore under this root (bundles carry no physical memory)"
-            )
+            reason = KCORE_MISSING_LIVE if is_live else KCORE_MISSING_ROOT
             return KcoreOpenError(TierStatus.UNAVAILABLE, reason, exc.errno)
         case errno.EPERM if lockdown not in (None, "none"):
             reason = f"kernel lockdown ({lockdown}) blocks /proc/kcore"

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from vtdlud.errors import ParseError, UnsupportedFormat
-from vtdlud.host.kcore import KcoreOpenError, PhysMem
-from vtdlud.host.kho import read_kho
 from vtdlud.host.procs import process_facts
-from vtdlud.host.records import PreservedRecords, find_preserved
 from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.dmar import DmarTable, parse_dmar
 from vtdlud.model.snapshot import (
+    KCORE_MISSING_LIVE,
+    KCORE_MISSING_ROOT,
     InputProblem,
     IommuGroup,
     PciDevice,
@@ -29,7 +28,6 @@ from vtdlud.model.snapshot import (
     TierStatus,
 )
 from vtdlud.model.tables import Mode
-from vtdlud.model.walk import WalkResult, walk_unit_tables
 from vtdlud.parse.debugfs import (
     Regset,
     TranslationStruct,
@@ -50,6 +48,11 @@ from vtdlud.parse.sysfs import (
     parse_version,
     parse_word,
 )
+
+if TYPE_CHECKING:  # the live-update readers are imported only when their tier is there
+    from vtdlud.host.kcore import PhysMem
+    from vtdlud.host.records import PreservedRecords
+    from vtdlud.model.walk import WalkResult
 
 T = TypeVar("T")
 
@@ -185,6 +188,11 @@ class SnapshotBuilder:
 
     def open_kcore(self, lockdown: str | None) -> tuple[TierState, PhysMem | None]:
         """Open /proc/kcore (physical memory); the file itself is never packed by collect."""
+        if not self.root.exists(PROC_KCORE):  # the common case of a bundle: no ELF code needed
+            reason = KCORE_MISSING_LIVE if self.root.is_live else KCORE_MISSING_ROOT
+            return TierState(Tier.KCORE, TierStatus.UNAVAILABLE, reason), None
+        from vtdlud.host.kcore import KcoreOpenError, PhysMem  # noqa: PLC0415 - ELF parsing
+
         try:
             mem = PhysMem.open(self.root, lockdown=lockdown)
         except KcoreOpenError as exc:
@@ -208,6 +216,8 @@ class SnapshotBuilder:
         The root table and the mode come from the live registers (RTADDR_REG in iommu_regset;
         registers are MMIO, not in kcore) or what dmar_translation_struct proves; a unit with
         neither is not walked."""
+        from vtdlud.model.walk import walk_unit_tables  # noqa: PLC0415
+
         walks: dict[int, WalkResult] = {}
         for unit in units:
             if unit.address is None:
@@ -374,9 +384,13 @@ class SnapshotBuilder:
             if mem is not None:
                 walks = self.walk_tables(mem, units, regset, translation)
             if tiers[Tier.KHO_DEBUGFS].available:
+                from vtdlud.host.kho import read_kho  # noqa: PLC0415 - FDT parsing
+
                 kho = read_kho(self.root, mem.read if mem is not None else None)
                 self.problems.extend(kho.problems)
             if mem is not None and kho is not None:
+                from vtdlud.host.records import find_preserved  # noqa: PLC0415
+
                 preserved = find_preserved(mem, kho, {u.address for u in units if u.address})
             if mem is not None:
                 pages = dict(mem.captured_pages())

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from vtdlud.parse.debugfs import Regset, TranslationStruct
 
 
+# Why the kcore tier is unavailable when there is no /proc/kcore (shared by host/ modules).
+KCORE_MISSING_LIVE = "no /proc/kcore (CONFIG_PROC_KCORE=n)"
+KCORE_MISSING_ROOT = "no proc/kcore under this root (bundles carry no physical memory)"
+
+
 class Tier(Enum):
     """Tiers of visibility (DESIGN.md §2), in the order they are reported."""
 

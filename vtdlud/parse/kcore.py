@@ -29,8 +29,6 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
-from elftools.elf.elffile import ELFFile
-
 from vtdlud.errors import ParseError
 from vtdlud.model.walk import PhysReadError
 
@@ -225,6 +223,8 @@ def _normalise(raw: list[Segment]) -> tuple[Segment, ...]:
 
 def _load_segments(data: bytes) -> list[Segment]:
     """Every PT_LOAD with a physical address, through pyelftools."""
+    from elftools.elf.elffile import ELFFile  # noqa: PLC0415 - only when a kcore is there
+
     try:
         elf = ELFFile(io.BytesIO(data))
         count = elf.num_segments()
