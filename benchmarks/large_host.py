@@ -30,9 +30,26 @@ def build(*, preserve_first: int = 200, preserve_others: int = 8, seed: int = 7)
     for u in range(UNITS):
         bus = 0x10 * (u + 1)
         unit = f"dmar{u}"
-        host.add_device(0, 0, u + 1, 0, pcie_type=PCI_EXP_TYPE_ROOT_PORT, secondary_bus=bus, unit=unit, driver="pcieport")
+        host.add_device(
+            0,
+            0,
+            u + 1,
+            0,
+            pcie_type=PCI_EXP_TYPE_ROOT_PORT,
+            secondary_bus=bus,
+            unit=unit,
+            driver="pcieport",
+        )
         for devfn in range(FUNCS_PER_UNIT):
-            host.add_device(0, bus, devfn >> 3, devfn & 7, pcie_type=PCI_EXP_TYPE_ENDPOINT, unit=unit, driver="ixgbevf")
+            host.add_device(
+                0,
+                bus,
+                devfn >> 3,
+                devfn & 7,
+                pcie_type=PCI_EXP_TYPE_ENDPOINT,
+                unit=unit,
+                driver="ixgbevf",
+            )
     host.boot()
     for u in range(UNITS):
         bus = 0x10 * (u + 1)
