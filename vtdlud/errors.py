@@ -49,6 +49,26 @@ class UnsupportedFormat(ParseError):
     """Input in a format this version knows but does not decode (e.g. pre-5.2 debugfs)."""
 
 
+class PhysReadError(ParseError):
+    """Physical memory ``[addr, addr + size)`` cannot be read.
+
+    ``outside_ram``: some byte lies in no RAM segment (a pointer to nowhere); otherwise the read
+    itself failed (I/O error, truncated core, read budget spent).  It is a :class:`ParseError`
+    (``reason`` is the short cause) so that every walker that takes a ``read_phys`` and treats
+    an unreadable pointer as corrupt input (the table walk, :mod:`vtdlud.parse.luo`) can be given
+    ``PhysMem.read`` as is.
+    """
+
+    def __init__(self, addr: int, size: int, reason: str, *, outside_ram: bool = False) -> None:
+        super().__init__(reason)
+        self.addr = addr
+        self.size = size
+        self.outside_ram = outside_ram
+
+    def __str__(self) -> str:
+        return f"physical {self.addr:#x}+{self.size:#x}: {self.reason}"
+
+
 class VtdludError(Exception):
     """An error that ends the command with one line on stderr and ``exit_code``."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from vtdlud.model.walk import PhysReadError
+from vtdlud.errors import PhysReadError
 from vtdlud.parse.translation import TranslationUnit
 
 PAGE = 4096

@@ -17,9 +17,8 @@ from elftools.elf.elffile import ELFFile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vtdlud.errors import ParseError
+from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.corewriter import DIRECT_MAP_BASE, ExtraSegment, build_core, page_runs
-from vtdlud.model.walk import PhysReadError
 from vtdlud.parse.kcore import (
     EHDR_SIZE,
     KERNEL_TEXT_VADDR,

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from vtdlud.errors import ParseError
+from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.corewriter import ExtraSegment, build_core, write_core
 from vtdlud.host.kcore import PROC_KCORE, KcoreLimits, KcoreOpenError, PhysMem
 from vtdlud.host.root import Fault, FaultPlan, HostRoot
 from vtdlud.model.snapshot import TierStatus
-from vtdlud.model.walk import PhysReadError
 
 PAGE = 4096
 

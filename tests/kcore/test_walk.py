@@ -20,13 +20,12 @@ from hypothesis import strategies as st
 
 from tests.conftest import capture_file
 from tests.kcore import MASK, Memory, lay_out
-from vtdlud.errors import ParseError
+from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.corewriter import write_core
 from vtdlud.host.kcore import PhysMem
 from vtdlud.model.tables import Mode, PasidEntry
 from vtdlud.model.walk import (
     DisagreementKind,
-    PhysReadError,
     ProblemKind,
     WalkLimits,
     WalkResult,

@@ -43,7 +43,8 @@ def _side_findings(side: KhoSide) -> list[Finding]:
                 )
             )
         elif isinstance(value, LuoCorrupt):
-            out.append(finding("VTD041", f"{where}: LUO {part}: {value.what}: {value.reason}"))
+            code = "VTD051" if value.unreadable else "VTD041"
+            out.append(finding(code, f"{where}: LUO {part}: {value.what}: {value.reason}"))
     iommu = state.iommu
     if (
         iommu is not None

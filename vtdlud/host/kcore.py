@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 
-from vtdlud.errors import ParseError
+from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.root import FaultPlan, HostRoot, describe_oserror
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
 from vtdlud.model.snapshot import KCORE_MISSING_LIVE, KCORE_MISSING_ROOT, TierStatus
-from vtdlud.model.walk import PhysReadError
 from vtdlud.parse.kcore import (
     EHDR_SIZE,
     MAX_HEADER_BYTES,

@@ -139,8 +139,10 @@ class _Reader:
         if side == "out":
             finalized = self._finalize(f"{base}/finalize")
             scratch = self._scratch(base)
-        # Older debugfs: out/fdt exists only once finalized.  in/ always has its fdt.
-        fdt_required = side == "in" or finalized is True
+        # Older debugfs: out/fdt exists only once finalized.  The newer one (no finalize file)
+        # publishes the root FDT when KHO starts, and in/ always has its fdt: a missing one
+        # there means the records cannot be looked for, which must not read as "none".
+        fdt_required = side == "in" or finalized is not False
         raw = self.read(f"{base}/fdt", required=fdt_required)
         root = None if raw is None else self.parse(f"{base}/fdt", raw, parse_kho_root)
 

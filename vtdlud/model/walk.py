@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 
-from vtdlud.errors import ParseError
+from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
 from vtdlud.model.tables import (
     PASID_PDE_SHIFT,
@@ -62,26 +62,6 @@ PASID_TABLE_ENTRIES = 1 << PASID_PDE_SHIFT
 PASID_TABLE_SIZE = PASID_TABLE_ENTRIES * PASID_ENTRY
 MAX_PASID_DIR_ENTRIES = 1 << 14  # PDTS = 7: 2**20 PASIDs / 64 per table
 RID_PASID = 0
-
-
-class PhysReadError(ParseError):
-    """Physical memory ``[addr, addr + size)`` cannot be read.
-
-    ``outside_ram``: some byte lies in no RAM segment (a pointer to nowhere); otherwise the read
-    itself failed (I/O error, truncated core, read budget spent).  It is a :class:`ParseError`
-    (``reason`` is the short cause) so that every walker that takes a ``read_phys`` and treats
-    an unreadable pointer as corrupt input (this module, :mod:`vtdlud.parse.luo`) can be given
-    ``PhysMem.read`` as is.
-    """
-
-    def __init__(self, addr: int, size: int, reason: str, *, outside_ram: bool = False) -> None:
-        super().__init__(reason)
-        self.addr = addr
-        self.size = size
-        self.outside_ram = outside_ram
-
-    def __str__(self) -> str:
-        return f"physical {self.addr:#x}+{self.size:#x}: {self.reason}"
 
 
 @dataclass(frozen=True)

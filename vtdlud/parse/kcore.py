@@ -29,8 +29,7 @@ import struct
 from dataclasses import dataclass
 from functools import cached_property
 
-from vtdlud.errors import ParseError
-from vtdlud.model.walk import PhysReadError
+from vtdlud.errors import ParseError, PhysReadError
 
 EHDR_SIZE = 64  # sizeof(Elf64_Ehdr)
 PHDR_SIZE = 56  # sizeof(Elf64_Phdr)

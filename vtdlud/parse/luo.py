@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from vtdlud.errors import ParseError
+from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.model.abi import (
     PAGE_SIZE,
     AbiVariant,
@@ -195,10 +195,17 @@ class LuoFlb:
 
 @dataclass(frozen=True)
 class LuoCorrupt:
-    """A structure behind a physical address is corrupt or unreadable (VTD041)."""
+    """A structure behind a physical address is corrupt (VTD041), or could not be read at all
+    (``unreadable``: an I/O error, not a bad pointer; VTD051)."""
 
     what: str
     reason: str
+    unreadable: bool = False
+
+
+def _corrupt(what: str, exc: ParseError) -> LuoCorrupt:
+    unreadable = isinstance(exc, PhysReadError) and not exc.outside_ram
+    return LuoCorrupt(what, exc.reason, unreadable)
 
 
 @dataclass(frozen=True)
@@ -348,6 +355,10 @@ def _read(read_phys: ReadPhys, addr: int, size: int, what: str) -> bytes:
         return b""
     try:
         data = read_phys(addr, size)
+    except PhysReadError as exc:  # keep "unreadable" apart from "points nowhere"
+        raise PhysReadError(
+            addr, size, f"{what} at {addr:#x}: {exc.reason}", outside_ram=exc.outside_ram
+        ) from exc
     except ParseError as exc:
         raise ParseError(f"{what} at {addr:#x}: {exc.reason}") from exc
     if len(data) != size:
@@ -492,7 +503,7 @@ def find_iommu_flb(flbs: tuple[LuoFlb, ...], read_phys: ReadPhys) -> IommuFlb | 
         try:
             (version,) = _U64.unpack(_read(read_phys, flb.data, 8, "iommu_flb_ser.version"))
         except ParseError as exc:
-            return LuoCorrupt("IOMMU FLB", exc.reason)
+            return _corrupt("IOMMU FLB", exc)
     return IommuFlb(flb.name, flb.data, flb.count, version, select_variant(flb.name, version))
 
 
@@ -504,7 +515,7 @@ def walk_luo(blob: LuoBlob, read_phys: ReadPhys) -> LuoState:
         try:
             sessions = read_sessions(blob.sessions, read_phys)
         except ParseError as exc:
-            sessions = LuoCorrupt("sessions", exc.reason)
+            sessions = _corrupt("sessions", exc)
     else:
         sessions = blob.sessions
     flbs: tuple[LuoFlb, ...] | UnknownLuo | LuoCorrupt | None
@@ -512,7 +523,7 @@ def walk_luo(blob: LuoBlob, read_phys: ReadPhys) -> LuoState:
         try:
             flbs = read_flbs(blob.flbs, read_phys)
         except ParseError as exc:
-            flbs = LuoCorrupt("FLBs", exc.reason)
+            flbs = _corrupt("FLBs", exc)
     else:
         flbs = blob.flbs
     iommu = find_iommu_flb(flbs, read_phys) if isinstance(flbs, tuple) else None
