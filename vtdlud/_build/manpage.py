@@ -275,7 +275,8 @@ class TableDoc:
 
 
 _TABLE = re.compile(r"^\[\s*([A-Za-z0-9_-]+)\s*\]\s*(?:#.*)?$")
-_ASSIGN = re.compile(r"^#?\s*([A-Za-z0-9_-]+)\s*=\s*(.+?)\s*$")
+# A key's line, commented out ("#key = value", no space after '#', unlike the prose) or not.
+_ASSIGN = re.compile(r"^#?([A-Za-z0-9_-]+)\s*=\s*(.+?)\s*$")
 
 
 def _paragraphs(lines: list[str]) -> list[str]:

@@ -64,6 +64,7 @@ def sentence(s: str) -> str:
 
 
 def header(name: str, section: int, date: str, source: str, manual: str) -> list[str]:
-    return [
-        f".TH {quoted(name.upper())} {section} {quoted(date)} {quoted(source)} {quoted(manual)}",
-    ]
+    def q(s: str) -> str:  # .TH fields are printed as they are: no minus signs
+        return '"' + s.replace("\\", r"\e").replace('"', r"\(dq") + '"'
+
+    return [f".TH {q(name.upper())} {section} {q(date)} {q(source)} {q(manual)}"]
