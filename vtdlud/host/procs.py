@@ -97,6 +97,8 @@ def facts_to_json(facts: ProcessFacts) -> bytes:
 def facts_from_json(data: bytes) -> ProcessFacts:
     """Raises ValueError (incl. json.JSONDecodeError) or KeyError/TypeError on a bad file."""
     doc = json.loads(data)
+    if not isinstance(doc, dict):
+        raise ValueError(f"a JSON {type(doc).__name__}, expected an object")
     if doc.get("format") != PROCESSES_FORMAT:
         raise ValueError(f"format {doc.get('format')!r}, expected {PROCESSES_FORMAT}")
     holders = tuple(
