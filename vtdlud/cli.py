@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="policy file (default: /etc/vtdlud/vtdlud.toml and vtdlud.conf.d/*.toml)",
     )
+    st.add_argument(
+        "--live",
+        action="store_true",
+        help="evaluate directly even when the daemon's status.json is fresh",
+    )
+    st.add_argument(
+        "--runtime-dir",
+        default="/run/vtdlud",
+        metavar="DIR",
+        help="where `vtdlud run` keeps status.json (default: /run/vtdlud); it is served when "
+        "the daemon runs and the file is fresh, unless --live or --config is given",
+    )
 
     ch = sub.add_parser(
         "check",
@@ -119,6 +131,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     de.add_argument("--json", action="store_true", help="print JSON")
 
+    rn = sub.add_parser(
+        "run",
+        parents=[root],
+        help="the daemon: re-evaluate on uevents, write status.json, metrics and journald events",
+        description="Event-driven daemon for systemd (Type=notify, watchdog, SIGHUP reloads the "
+        "config).  Sandboxed: it never reads /proc/kcore nor other users' descriptors, and "
+        "picks up the privileged oneshots' reports (gate.json, post-kexec.json) instead.",
+    )
+    rn.add_argument("--config", metavar="FILE", help="policy file (default: /etc/vtdlud/...)")
+    rn.add_argument(
+        "--runtime-dir",
+        default="/run/vtdlud",
+        metavar="DIR",
+        help="status.json and daemon.json are written here, gate.json and post-kexec.json "
+        "read from here (default: /run/vtdlud)",
+    )
+    rn.add_argument(
+        "--metrics",
+        default="/var/lib/prometheus/node-exporter/vtdlud.prom",
+        metavar="FILE",
+        help="node_exporter textfile (default: /var/lib/prometheus/node-exporter/vtdlud.prom; "
+        "not written when its directory does not exist; '' disables it)",
+    )
+    rn.add_argument(
+        "--backstop",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="rescan at least this often, for changes no uevent announces (default: 600)",
+    )
+    rn.add_argument(
+        "--debounce",
+        type=float,
+        default=0.2,
+        metavar="SECONDS",
+        help="evaluate this long after the last relevant uevent of a burst (default: 0.2)",
+    )
+    rn.add_argument(
+        "--debounce-max",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="but no later than this after the burst's first uevent (default: 2)",
+    )
+    rn.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="stderr log level (default: $SYSTEMD_LOG_LEVEL, else info)",
+    )
+
     ab = sub.add_parser(
         "abi", parents=[root], help="print the live-update ABI struct layouts (like pahole)"
     )
@@ -131,7 +193,34 @@ def _write(text: str) -> None:
     sys.stdout.write(text)
 
 
+def _cached_status(ns: argparse.Namespace, argv: list[str]) -> str | None:
+    """The daemon's fresh status.json, rendered; None when it must be evaluated directly."""
+    if ns.live or ns.config is not None:
+        return None
+    from vtdlud.service.state import fresh_status
+
+    doc = fresh_status(Path(ns.runtime_dir), ns.root)
+    if doc is None:
+        return None
+    try:
+        if ns.json:
+            from vtdlud.output.envelope import dumps
+            from vtdlud.service.state import serve
+
+            return dumps(serve(doc, argv, ExitCode.OK))
+        from vtdlud.output.text import use_colour
+        from vtdlud.service.state import format_cached
+
+        return format_cached(doc, ns.root, use_colour(sys.stdout))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # a malformed file: evaluate instead
+
+
 def cmd_status(ns: argparse.Namespace, argv: list[str]) -> int:
+    cached = _cached_status(ns, argv)
+    if cached is not None:
+        _write(cached)
+        return ExitCode.OK
     from vtdlud.audit.evaluate import evaluate
     from vtdlud.host.bundle import open_root
     from vtdlud.host.config import load_policy
@@ -313,6 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return cmd_decode(ns)
             case "abi":
                 return cmd_abi(ns)
+            case "run":
+                from vtdlud.service.daemon import run_daemon
+
+                return run_daemon(ns, full_argv)
         raise UsageError(f"unknown command {ns.command!r}")  # pragma: no cover
     except VtdludError as exc:
         _error(exc.message, exc.hint)

@@ -1,0 +1,1 @@
+"""Tests of `vtdlud run`: the daemon, its events, metrics and runtime files."""

@@ -1,0 +1,83 @@
+"""The privileged oneshots' reports the daemon picks up from the runtime directory.
+
+``gate.json`` (``vtdlud check --report /run/vtdlud/gate.json``, the pre-kexec gate, run as
+root with CAP_SYS_RAWIO and CAP_SYS_PTRACE) and ``post-kexec.json`` (the post-kexec
+verification at boot) are JSON envelopes (DESIGN.md §4).  They see what the sandboxed daemon
+does not — physical memory through kcore, which VMM holds which VFIO device — and the daemon
+turns them into journald events and metrics (source ``gate`` / ``post_kexec``).
+
+A report is identified by its inode, size, mtime and ``generated_at``; the daemon acts only when
+that changes.  A file that is not a version-1 envelope is "unreadable" with a reason; it never
+stops the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vtdlud.service.state import GATE_JSON, POST_KEXEC_JSON
+
+SOURCES = {"gate": GATE_JSON, "post_kexec": POST_KEXEC_JSON}
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+_VERDICTS = {"PASS", "NOTE", "WARN", "FAIL", "UNKNOWN"}
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    source: str
+    path: Path
+    ident: tuple[int, int, int, str] | None  # (inode, size, mtime_ns, generated_at); None: absent
+    doc: JSON | None
+    error: str | None
+
+
+def check_envelope(doc: object) -> str | None:
+    """Why ``doc`` is not a version-1 envelope the daemon can use; None when it is."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    version = doc.get("json_format_version")
+    if not (isinstance(version, list) and version[:1] == [1]):
+        return f"json_format_version {version!r}, expected [1, x]"
+    if doc.get("verdict") not in _VERDICTS:
+        return f"verdict {doc.get('verdict')!r} is not one of {', '.join(sorted(_VERDICTS))}"
+    findings = doc.get("findings")
+    if not isinstance(findings, list) or not all(
+        isinstance(f, dict)
+        and isinstance(f.get("code"), str)
+        and isinstance(f.get("severity"), str)
+        for f in findings
+    ):
+        return "findings is not a list of {code, severity, ...} objects"
+    if not isinstance(doc.get("units"), list):
+        return "units is not a list"
+    if not isinstance(doc.get("generated_at"), str):
+        return "generated_at is missing"
+    return None
+
+
+def read_report(source: str, path: Path) -> ReportFile:
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read(MAX_REPORT_BYTES + 1)
+    except FileNotFoundError:
+        return ReportFile(source, path, None, None, None)
+    except OSError as exc:
+        return ReportFile(source, path, (0, 0, 0, ""), None, f"cannot read: {exc.strerror or exc}")
+    base = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if len(data) > MAX_REPORT_BYTES:
+        return ReportFile(source, path, (*base, ""), None, f"larger than {MAX_REPORT_BYTES} bytes")
+    try:
+        doc = json.loads(data)
+    except ValueError as exc:
+        return ReportFile(source, path, (*base, ""), None, f"not JSON: {exc}")
+    problem = check_envelope(doc)
+    if problem is not None:
+        return ReportFile(source, path, (*base, ""), None, f"not a vtdlud report: {problem}")
+    return ReportFile(source, path, (*base, str(doc["generated_at"])), doc, None)
