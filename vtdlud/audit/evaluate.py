@@ -185,6 +185,10 @@ def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
 
         findings += handover_findings(snapshot)
     findings += _kcore_findings(snapshot)
+    if snapshot.preserved is not None or wanted:
+        from vtdlud.audit.records import record_findings  # noqa: PLC0415
+
+        findings += record_findings(snapshot, units, policy, wanted)
     return Report(
         snapshot=snapshot,
         policy=policy,

@@ -1,0 +1,684 @@
+"""The record audit: the mirror of what the kernel should have written, diffed with its records.
+
+For each unit it preserves, ``drivers/iommu/intel/liveupdate.c`` writes one ``iommu_hw_ser`` and,
+per preserved device, one ``iommu_device_ser`` pointing at it and at an ``iommu_domain_ser``
+(reference/kernel-interfaces.md §1.3-§1.5).  :func:`mirror_hw`, :func:`mirror_device` and
+:func:`mirror_domain` build, with the ABI mirror's own record classes, the records the kernel
+should have written from what is live: the unit's register base and root table (RTADDR), the
+number of device records of the unit, the DID of each device's live context entry (legacy) or
+RID_PASID PASID entry (scalable), its PASID directory, the domain's top page table and level.
+:func:`field_diffs` compares them with the kernel's records field by field, and each field
+belongs to one code (:data:`HW_FIELDS`, :data:`DEVICE_FIELDS`, :data:`DOMAIN_FIELDS`); a field
+whose live value is not visible is copied from the kernel's record (not judged) and reported
+UNKNOWN.  The bitmap is judged against bounds, not one value: it must hold the halves of the
+preserved devices and of their DMA aliases (VTD011), only tables that exist and are KHO-preserved
+(VTD013, with the root table page the hardware walks), and no odd bit in legacy mode (VTD014); a
+present table outside it that holds no preserved device was allocated after the last
+preservation (VTD012, a NOTE).
+
+The unit a device record belongs to is the one sysfs says (its ``iommu`` link); a record whose
+``iommu_phys`` names another unit's record is VTD022 and still counts for its own unit's
+``ref_count`` (the kernel counts a device on the unit it preserved it on), so one wrong pointer is
+one finding.  Device records whose hw record is VTD001/VTD003 are not judged again.
+
+Phases.  ``located_by == "signature"``: the outgoing records of a kernel about to kexec, and every
+check runs (the gate).  ``"flb"``: the incoming records a live update handed to this kernel.  Then
+the record-internal checks run (VTD001-003, 011, 014, 020-022, 027, 040, 041) but the comparisons
+with the live root table, table presence, DIDs and PASID directories are the post-kexec
+verification's, against the ledger (VTD061, VTD062: :mod:`vtdlud.audit.postkexec`); tables the new
+kernel allocated are no NOTE, and the policy codes (VTD030/VTD031) belong to the gate.
+
+Visibility.  Live tables come from the unit's kcore walk (exact) or else ``dmar_translation_struct``
+(a lower bound: what it does not show proves nothing).  A check whose input is not visible
+reports its code with severity UNKNOWN, never FAIL; it blocks the gate (``required``) when a tier
+the policy requires is the missing one, or when no tier is missing and the input still is not
+(fail closed).  When the kcore or kho_debugfs tier is missing no record is visible, and
+VTD050 stands for every check here.  Tested on the simulator (vtdlud.sim) only: no real capture of the records exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vtdlud.audit.catalog import Severity
+from vtdlud.audit.policy import Policy
+from vtdlud.audit.preconditions import pci_nodes
+from vtdlud.audit.preserved import PreservedDevice, PreservedUnit, device_bdf, required_bits
+from vtdlud.audit.report import Finding, UnitReport, Wanted, finding
+from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1, IommuTypeSer
+from vtdlud.model.alias import Rid, dma_aliases
+from vtdlud.model.bitfield import field_named
+from vtdlud.model.khomem import MapState, MemMapProblemKind
+from vtdlud.model.records import Chain, DeviceSlot, HwSlot, PreservedState, RefStatus
+from vtdlud.model.records import ProblemKind as ChainKind
+from vtdlud.model.registers import ECAP_FIELDS
+from vtdlud.model.snapshot import Snapshot, Tier
+from vtdlud.model.tables import (
+    CONTEXT_HI_FIELDS,
+    CONTEXT_LO_FIELDS,
+    PASID_VAL0_FIELDS,
+    PASID_VAL2_FIELDS,
+    Mode,
+    context_table_bit,
+)
+from vtdlud.parse.debugfs import ContextInfo, derive_unit_tables
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    from vtdlud.host.records import PreservedRecords
+
+DevKey = tuple[int, int]  # (bus, devfn)
+LIVE_TIERS = (Tier.IOMMU_DEBUGFS, Tier.KCORE)  # a kcore walk starts from RTADDR (debugfs)
+RECORD_TIERS = (Tier.KHO_DEBUGFS, Tier.KCORE)
+INTEL = int(IommuTypeSer.IOMMU_INTEL)
+HW_FIELDS = {
+    "intel.phys_addr": ("VTD003", "the token, the register base"),
+    "intel.root_table": ("VTD010", "the live root table, RTADDR"),
+    "hdr.ref_count": ("VTD020", "the unit's live device records"),
+}
+DEVICE_FIELDS = {
+    "domain_iommu_ser.attachment_id": ("VTD023", "live DID"),
+    "intel.pasid_table": ("VTD024", "live PASID directory"),
+}
+DOMAIN_FIELDS = {
+    "top_table_phys": ("VTD027", "the live entry's top page table"),
+    "top_level": ("VTD027", "the live entry's AW + 1 [I]"),
+}
+DECIMAL = ("ref_count", "attachment_id", "top_level")  # counts, DIDs, levels; the rest addresses
+REF_TEXT = {
+    RefStatus.NULL: "is 0",
+    RefStatus.DELETED: "points at a DELETED {} record",
+    RefStatus.NOT_A_SLOT: "points at no {} record",
+}
+_SMTS = field_named(ECAP_FIELDS, "smts")
+_CTX_TT = field_named(CONTEXT_LO_FIELDS, "tt")
+_CTX_SLPTPTR = field_named(CONTEXT_LO_FIELDS, "slptptr")
+_CTX_AW = field_named(CONTEXT_HI_FIELDS, "aw")
+_PE_PGTT = field_named(PASID_VAL0_FIELDS, "pgtt")
+_PE_AW = field_named(PASID_VAL0_FIELDS, "aw")
+_PE_SLPTPTR = field_named(PASID_VAL0_FIELDS, "slptptr")
+_PE_FLPTPTR = field_named(PASID_VAL2_FIELDS, "flptptr")
+TT_PASS_THROUGH = 2
+PGTT_FIRST_LEVEL, PGTT_SECOND_LEVEL, PGTT_PASS_THROUGH = 1, 2, 4
+
+
+# --- the live side ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """One unit's live tables: ``exact`` from a kcore walk, else debugfs rows (a lower bound)."""
+
+    exact: bool
+    bits: frozenset[int]  # present context-table halves
+    tables: Mapping[int, int]  # bit -> table address (kcore only)
+    devices: Mapping[DevKey, ContextInfo]
+    unwalked: frozenset[int] = frozenset()
+    incomplete: frozenset[DevKey] = frozenset()
+
+    @property
+    def source(self) -> str:
+        return "kcore" if self.exact else "dmar_translation_struct"
+
+
+def live_view(snapshot: Snapshot, unit: UnitReport) -> LiveView | None:
+    """The unit's kcore walk when there is one, else what debugfs shows, else None."""
+    walk = snapshot.kcore_walks.get(unit.address) if unit.address is not None else None
+    if walk is not None and walk.root_entries:
+        bits, tables = walk.context_table_bits, walk.context_tables
+        return LiveView(
+            True, bits, tables, walk.devices, walk.unwalked_tables, walk.incomplete_devices
+        )
+    trans = snapshot.translation.unit(unit.name) if snapshot.translation else None
+    if trans is None or not trans.enabled:
+        return None
+    regs = snapshot.regset.unit(unit.name) if snapshot.regset else None
+    if regs is not None and regs.reg_base_addr != unit.address:
+        regs = None
+    live = derive_unit_tables(regs, trans)
+    return LiveView(False, live.context_table_bits, {}, live.devices)
+
+
+def unit_mode(unit: UnitReport) -> Mode:
+    """RTADDR's mode (or what the rows prove); a unit whose ECAP lacks SMTS can only be legacy."""
+    if unit.mode is Mode.UNKNOWN and unit.ecap is not None and not _SMTS.raw(unit.ecap):
+        return Mode.LEGACY
+    return unit.mode
+
+
+def live_top_table(info: ContextInfo) -> tuple[int | None, int | None] | str:
+    """(top page-table page, record ``top_level``) the live entry translates with, or why it
+    translates through none.  ``top_level`` = the table's levels - 1 = AW + 1 [I: the generic
+    page table's 0-based level of its top table]; a first-level table's levels are not judged."""
+    if info.mode is Mode.LEGACY:
+        if _CTX_TT.raw(info.context_lo) == TT_PASS_THROUGH:
+            return "the live context entry is pass-through (TT 2)"
+        return int(_CTX_SLPTPTR.decode(info.context_lo)), _CTX_AW.raw(info.context_hi) + 1
+    pe = info.pasid_entries.get(0)
+    pgtt = _PE_PGTT.raw(pe.val0) if pe is not None else None
+    if pe is None or pgtt not in (PGTT_FIRST_LEVEL, PGTT_SECOND_LEVEL, PGTT_PASS_THROUGH):
+        return None, None  # no RID_PASID entry, or nested: the top table is the guest's
+    if pgtt == PGTT_PASS_THROUGH:
+        return "the live RID_PASID entry is pass-through (PGTT 4)"
+    if pgtt == PGTT_FIRST_LEVEL:
+        return int(_PE_FLPTPTR.decode(pe.val2)), None
+    return int(_PE_SLPTPTR.decode(pe.val0)), _PE_AW.raw(pe.val0) + 1
+
+
+# --- the mirror -------------------------------------------------------------------------------
+
+
+def mirror_hw(
+    actual: IommuHwSerV1, address: int, *, root_table: int | None, ref_count: int | None
+) -> IommuHwSerV1:
+    """``intel_iommu_preserve()``: token = phys_addr = the register base, type IOMMU_INTEL,
+    root_table = the live root table; ``hdr.ref_count`` = the unit's device records.  A None
+    argument is not known: that field is copied from ``actual`` (not judged)."""
+    root = actual.intel.root_table if root_table is None else root_table
+    intel = dataclasses.replace(actual.intel, phys_addr=address, root_table=root)
+    hdr = actual.hdr if ref_count is None else dataclasses.replace(actual.hdr, ref_count=ref_count)
+    return dataclasses.replace(actual, hdr=hdr, token=address, type=INTEL, intel=intel)
+
+
+def mirror_device(
+    actual: IommuDeviceSerV1, *, did: int | None, pasid_dir: int | None
+) -> IommuDeviceSerV1:
+    """``intel_iommu_preserve_device()``: attachment_id = the DID on the unit; in scalable mode
+    intel.pasid_table = the PASID directory of its context entry (None: not known)."""
+    dev_map, intel = actual.domain_iommu_ser, actual.intel
+    if did is not None:
+        dev_map = dataclasses.replace(dev_map, attachment_id=did)
+    if pasid_dir is not None:
+        intel = dataclasses.replace(intel, pasid_table=pasid_dir)
+    return dataclasses.replace(actual, domain_iommu_ser=dev_map, intel=intel)
+
+
+def mirror_domain(
+    actual: IommuDomainSer, *, top_table: int | None, top_level: int | None
+) -> IommuDomainSer:
+    """The domain record of the page table the device's live entry points at."""
+    return dataclasses.replace(
+        actual,
+        top_table_phys=actual.top_table_phys if top_table is None else top_table,
+        top_level=actual.top_level if top_level is None else top_level,
+    )
+
+
+def field_diffs(
+    actual: DataclassInstance, expected: DataclassInstance, prefix: str = ""
+) -> Iterator[tuple[str, object, object]]:
+    """(dotted field path, actual, expected) for every leaf field that differs."""
+    for f in dataclasses.fields(actual):
+        a, e = getattr(actual, f.name), getattr(expected, f.name)
+        if dataclasses.is_dataclass(a) and not isinstance(a, type):
+            yield from field_diffs(a, e, f"{prefix}{f.name}.")
+        elif a != e:
+            yield f"{prefix}{f.name}", a, e
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _x(value: object, path: str = "") -> str:
+    if isinstance(value, int) and not path.endswith(DECIMAL):
+        return f"{value:#x}"
+    return str(value)
+
+
+def _half(bit: int) -> str:
+    return f"bit {bit} (bus {bit >> 1:02x} {'upper' if bit & 1 else 'lower'})"
+
+
+def _bits(bits: set[int] | frozenset[int]) -> str:
+    return ", ".join(_half(b) for b in sorted(bits))
+
+
+def required_for(snapshot: Snapshot, policy: Policy, tiers: Sequence[Tier]) -> bool:
+    """Whether an UNKNOWN blocks: a missing tier the policy requires, or no tier missing at all
+    (the tiers are there and the input still is not: fail closed)."""
+    missing = [t for t in tiers if not snapshot.tiers[t].available]
+    return not missing or any(t in policy.required_tiers for t in missing)
+
+
+# What PhysReadError(outside_ram=True) and the record walker say of a pointer to nowhere; other
+# unreadable ranges are I/O errors (VTD051, not VTD041).  ChainProblem and MemMapProblem keep only
+# the reason text, so the distinction is made on it.
+_NOWHERE = ("is not in RAM", "not a valid physical range", "outside the 64-bit space")
+
+
+def points_nowhere(reason: str) -> bool:
+    """An unreadable range that is a bad pointer (corruption), not an I/O error."""
+    return any(text in reason for text in _NOWHERE)
+
+
+def _key(slot: DeviceSlot) -> DevKey:
+    return slot.record.devid >> 8 & 0xFF, slot.record.devid & 0xFF
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One unit with a live hw record, and what the audit of it needs."""
+
+    state: PreservedState
+    view: UnitReport
+    address: int
+    hw: HwSlot
+    rec: IommuHwSerV1
+    members: list[PreservedDevice]
+    mode: Mode
+    live: LiveView | None
+    before: bool  # outgoing records (the gate); False: incoming, after a live update
+    complete: bool  # the device chain was read to its end
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+
+# --- the audit --------------------------------------------------------------------------------
+
+
+class _Audit:
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        units: Sequence[UnitReport],
+        policy: Policy,
+        wanted: Sequence[Wanted],
+    ) -> None:
+        self.snap, self.policy, self.wanted = snapshot, policy, wanted
+        self.units = {u.address: u for u in units if u.address is not None}
+        self.by_name = {u.name: u.address for u in units if u.address is not None}
+        self.records: PreservedRecords | None = snapshot.preserved
+        self.nodes = pci_nodes(snapshot)
+        self.out: list[Finding] = []
+
+    def add(
+        self,
+        code: str,
+        message: str,
+        *,
+        unit: int | None = None,
+        bdf: str | None = None,
+        unknown: Sequence[Tier] | None = None,
+    ) -> None:
+        """A finding; ``unknown`` makes it UNKNOWN, its inputs coming from those tiers."""
+        if unknown is None:
+            self.out.append(finding(code, message, unit=unit, bdf=bdf))
+        else:
+            req = required_for(self.snap, self.policy, unknown)
+            sev = Severity.UNKNOWN
+            self.out.append(finding(code, message, unit=unit, bdf=bdf, severity=sev, required=req))
+
+    def name(self, address: int | None) -> str:
+        u = self.units.get(address) if address is not None else None
+        return u.name if u is not None else f"unit {_x(address)}"
+
+    def sysfs_unit(self, bdf: str) -> int | None:
+        """The unit sysfs puts the device on (its ``iommu`` link, else the unit's devices/)."""
+        dev = self.snap.pci_devices.get(bdf)
+        if dev is not None and dev.iommu in self.by_name:
+            return self.by_name[dev.iommu]
+        return next((a for a, u in self.units.items() if bdf in u.devices), None)
+
+    # -- entry ------------------------------------------------------------------------------
+    def run(self) -> list[Finding]:
+        if not self.snap.tiers[Tier.SYSFS].available:
+            return []  # no unit to key anything on; VTD050 says why
+        recs = self.records
+        state = recs.state if recs is not None else None
+        before = state is None or state.located_by != "flb"
+        if before:
+            self.memory_map()
+        if state is None:
+            self.no_records()
+            return self.out
+        if state.unknown is not None:
+            self.add("VTD040", f"IOMMU records ({state.located_by}): {state.unknown.reason}")
+            if before:
+                self.no_records(f"their ABI is unknown ({state.unknown.reason})")
+            return self.out
+        scan = recs.scan if recs is not None else None
+        if before and scan is not None and scan.flb_phys is None:
+            self.add(
+                "VTD040",
+                "records found by signature, but no preserved page has the shape of their "
+                "iommu_flb_ser (v1: three array addresses; v2: version 1, then three): its format "
+                "or version may be one the next kernel refuses",
+                unknown=(),
+            )
+        for p in state.problems:
+            where = f" (linked from {p.linked_from:#x})" if p.linked_from is not None else ""
+            io = p.kind is ChainKind.UNREADABLE and not points_nowhere(p.reason)
+            if io:
+                msg = f"{p.chain.value} chain unreadable at {p.page_phys:#x}{where}: {p.reason}"
+                self.add("VTD051", msg)
+                continue
+            self.add(
+                "VTD041", f"{p.chain.value} chain broken at {p.page_phys:#x}{where}: {p.reason}"
+            )
+        good = self.hw_records(state)
+        members = self.devices(state, good)
+        complete = not any(p.chain in (Chain.FLB, Chain.DEVICE) for p in state.problems)
+        for address, hw in good.items():
+            rec, view = hw.record, self.units[address]
+            assert isinstance(rec, IommuHwSerV1)  # hw_records keeps only those
+            mine = members.get(address, [])
+            live, mode = live_view(self.snap, view), unit_mode(view)
+            self.unit(_Unit(state, view, address, hw, rec, mine, mode, live, before, complete))
+        if before:
+            self.policy_codes(state, complete)
+        return self.out
+
+    # -- visibility of the records ----------------------------------------------------------
+    def memory_map(self) -> None:
+        """Problems of KHO's preserved-memory map, and record pages it lacks (before kexec)."""
+        recs = self.records
+        pm = recs.memory_map if recs is not None else None
+        for p in pm.problems if pm is not None and pm.state is MapState.INCOMPLETE else ():
+            if p.kind is MemMapProblemKind.LIMIT or (
+                p.kind is MemMapProblemKind.UNREADABLE and not points_nowhere(p.reason)
+            ):
+                self.add("VTD051", f"KHO preserved-memory map at {p.phys:#x}: {p.reason}")
+            else:
+                self.add("VTD041", f"KHO preserved-memory map broken at {p.phys:#x}: {p.reason}")
+        scan = recs.scan if recs is not None else None
+        for page in scan.not_preserved if scan is not None else ():
+            self.add(
+                "VTD041",
+                f"IOMMU record page {page:#x} is not in KHO's preserved-memory map: the next "
+                "kernel cannot follow the record chain through it",
+            )
+
+    def no_records(self, reason: str | None = None) -> None:
+        """VTD030 for the devices to preserve when no record could be decoded: FAIL only when
+        KHO's whole preserved memory was scanned and holds none."""
+        recs = self.records
+        unknown: Sequence[Tier] | None = ()
+        if reason is not None:
+            pass
+        elif recs is None:
+            return  # the kho_debugfs or kcore tier is missing: VTD050 stands for every check
+        elif (
+            recs.scan is not None
+            and recs.memory_map is not None
+            and recs.memory_map.state is MapState.COMPLETE
+            and recs.scan.unreadable == 0
+            and all(u.address is not None for u in self.snap.units)  # the signatures sought
+        ):
+            reason, unknown = "KHO's preserved memory holds no IOMMU live-update record", None
+        else:
+            reason = "; ".join(recs.notes) or "the IOMMU records could not be located"
+        for w in self.wanted:
+            self.add(
+                "VTD030",
+                f"{w.bdf}: the policy requires it preserved; {reason}",
+                unit=self.sysfs_unit(w.bdf),
+                bdf=w.bdf,
+                unknown=unknown,
+            )
+
+    # -- hw and device records --------------------------------------------------------------
+    def hw_records(self, state: PreservedState) -> dict[int, HwSlot]:
+        """VTD001/VTD003 on every live hw record; the record per unit the kernel would use."""
+        good: dict[int, HwSlot] = {}
+        for hw in state.live_hw():
+            rec, at = hw.record, f"hw record at {hw.phys:#x}"
+            known = rec.token in self.units
+            if rec.type != INTEL:
+                msg = f"{at}: type {rec.type} is not IOMMU_INTEL ({INTEL}); token {rec.token:#x}"
+                self.add("VTD003", msg, unit=rec.token if known else None)
+            elif not known:
+                units = ", ".join(f"{a:#x}" for a in sorted(self.units)) or "none"
+                msg = f"{at}: token {rec.token:#x} matches no DMAR unit (units: {units})"
+                self.add("VTD001", msg, unit=rec.token)
+            elif not isinstance(rec, IommuHwSerV1):
+                self.add("VTD003", f"{at}: no Intel part in this record layout", unit=rec.token)
+            elif rec.token in good:
+                first = good[rec.token].phys
+                msg = f"{at}: a second live record for token {rec.token:#x} (the kernel uses the "
+                self.add("VTD003", msg + f"first, at {first:#x})", unit=rec.token)
+            else:
+                good[rec.token] = hw
+        return good
+
+    def devices(
+        self, state: PreservedState, good: Mapping[int, HwSlot]
+    ) -> dict[int, list[PreservedDevice]]:
+        """VTD002, VTD021, VTD022; each live device record under the unit it belongs to."""
+        members: dict[int, list[PreservedDevice]] = {}
+        good_slots = {hw.phys for hw in good.values()}
+        for dev in state.live_devices():
+            bdf, ref = device_bdf(dev), state.iommu_ref(dev)
+            at = f"{bdf}: device record at {dev.phys:#x}"
+            mine = self.sysfs_unit(bdf)
+            target = ref.slot.record.token if ref.slot is not None else None
+            owner = mine if mine is not None else target
+            if bdf not in self.snap.pci_devices:
+                msg = f"{at} names a device that is not in sysfs (removed after preservation?)"
+                self.add("VTD021", msg, unit=owner, bdf=bdf)
+            if ref.status is not RefStatus.OK:
+                what = REF_TEXT[ref.status].format("hw")
+                hw = good.get(owner) if owner is not None else None
+                have = f"; the unit's live record is at {hw.phys:#x}" if hw is not None else ""
+                self.add(
+                    "VTD002",
+                    f"{at}: domain_iommu_ser.iommu_phys {ref.phys:#x} {what} (token "
+                    f"{_x(target)}){have}",
+                    unit=owner,
+                    bdf=bdf,
+                )
+            elif ref.phys not in good_slots:
+                owner = None  # its hw record is VTD001/VTD003 already
+            elif mine is not None and target != mine:
+                theirs = f"its record is at {good[mine].phys:#x}" if mine in good else "no record"
+                self.add(
+                    "VTD022",
+                    f"{at}: domain_iommu_ser.iommu_phys {ref.phys:#x} is the hw record of "
+                    f"{self.name(target)} ({_x(target)}); sysfs puts the device on "
+                    f"{self.name(mine)} ({mine:#x}), {theirs}",
+                    unit=mine,
+                    bdf=bdf,
+                )
+            if owner is None:
+                continue
+            own = (Rid(dev.record.pci_domain_nr, *_key(dev)),)
+            rids = dma_aliases(bdf, self.nodes) if bdf in self.nodes else own
+            members.setdefault(owner, []).append(PreservedDevice(bdf, dev, rids))
+        return members
+
+    # -- one unit -----------------------------------------------------------------------------
+    def unit(self, u: _Unit) -> None:
+        at = f"{u.name}: hw record at {u.hw.phys:#x}"
+        root = u.view.root_table if u.before else None
+        count = len(u.members) if u.complete else None
+        expected = mirror_hw(u.rec, u.address, root_table=root, ref_count=count)
+        for path, a, e in field_diffs(u.rec, expected):
+            if path in HW_FIELDS:
+                code, why = HW_FIELDS[path]
+                msg = f"{at}: iommu_hw_ser.{path} {_x(a, path)}, expected {_x(e, path)} ({why})"
+                self.add(code, msg, unit=u.address)
+        if u.before and u.view.root_table is None:
+            msg = f"{at}: intel.root_table {u.rec.intel.root_table:#x} not checked: the live root "
+            msg += "table (RTADDR in iommu_regset) is not visible"
+            self.add("VTD010", msg, unit=u.address, unknown=(Tier.IOMMU_DEBUGFS,))
+        if not u.complete:
+            msg = f"{at}: hdr.ref_count {u.rec.hdr.ref_count} not checked: the device chain is "
+            self.add("VTD020", msg + "incomplete", unit=u.address, unknown=())
+        bits = set(u.rec.intel.context_table_bits)
+        occupied = self.bitmap(u, bits)
+        if u.before:
+            self.late_tables(u, bits, occupied)
+            self.tables(u, bits - {b for b in bits if b & 1} if u.mode is Mode.LEGACY else bits)
+            if u.live is None and u.members:
+                msg = f"{u.name}: the DIDs of {len(u.members)} preserved device(s) not checked: "
+                msg += "no kcore walk and no dmar_translation_struct rows for this unit"
+                self.add("VTD023", msg, unit=u.address, unknown=LIVE_TIERS)
+        for dev in u.members:
+            if dev.bdf in self.snap.pci_devices:
+                self.device(u, dev)
+
+    def bitmap(self, u: _Unit, bits: set[int]) -> set[int]:
+        """VTD014, VTD011; returns the halves the preserved devices' entries occupy."""
+        field = f"{u.name}: intel.context_tables_bitmap"
+        odd = {b for b in bits if b & 1}
+        if odd and u.mode is Mode.LEGACY:
+            msg = f"{field} has upper-table {_bits(odd)} set on a legacy-mode unit"
+            self.add("VTD014", msg, unit=u.address)
+        elif odd and u.mode is Mode.UNKNOWN:
+            msg = f"{field} has {_bits(odd)} set; the unit's mode is not visible"
+            self.add("VTD014", msg, unit=u.address, unknown=(Tier.IOMMU_DEBUGFS,))
+        occupied: set[int] = set()
+        for dev in u.members:
+            one = PreservedUnit(u.hw, u.state.located_by, u.state.assumed, (dev,))
+            need = required_bits(one, u.mode)
+            at = f"{u.name}: {dev.bdf}"
+            if dev.rids is None or need is None:
+                msg = f"{at}: its DMA aliases are not visible (a bridge's config space could not "
+                msg += "be read): the halves its entries need are not known"
+                self.add("VTD011", msg, unit=u.address, bdf=dev.bdf, unknown=())
+                continue
+            if u.mode is Mode.UNKNOWN and need != required_bits(one, Mode.SCALABLE):
+                msg = f"{at}: which half holds its entry depends on the mode, which is not visible"
+                self.add("VTD011", msg, unit=u.address, bdf=dev.bdf, unknown=(Tier.IOMMU_DEBUGFS,))
+                continue
+            occupied.update(need)
+            missing = set(need) - bits
+            if missing:
+                rids = ", ".join(str(r) for r in dev.rids)
+                msg = f"{field} lacks {_bits(missing)}, the table of {dev.bdf}'s context entries "
+                msg += f"(RIDs {rids}): that half is zeroed at kexec"
+                self.add("VTD011", msg, unit=u.address, bdf=dev.bdf)
+        return occupied
+
+    def late_tables(self, u: _Unit, bits: set[int], occupied: set[int]) -> None:
+        """VTD012: present tables outside the bitmap that hold no preserved device."""
+        if u.live is None:
+            return
+        for bit in sorted(u.live.bits - bits - occupied):
+            msg = f"{u.name}: the context table of {_half(bit)} exists (per {u.live.source}) but "
+            msg += "its bit is clear and it holds no preserved device: it is dropped at kexec"
+            self.add("VTD012", msg, unit=u.address)
+
+    def tables(self, u: _Unit, bits: set[int]) -> None:
+        """VTD013: every table a bit claims exists and, like the root table the hardware walks,
+        is a KHO-preserved page."""
+        live = u.live
+        if live is not None and live.exact:
+            for bit in sorted(bits - live.bits):
+                msg = f"{u.name}: intel.context_tables_bitmap has {_half(bit)} set but no such "
+                msg += "context table exists (its root entry half is not present, per kcore)"
+                self.add("VTD013", msg, unit=u.address)
+        elif bits:
+            src = f"{live.source}, a lower bound" if live is not None else "no live tables"
+            unproven = len(bits - (live.bits if live is not None else frozenset()))
+            msg = f"{u.name}: the {len(bits)} context table(s) of the bitmap are not verified (no "
+            msg += f"kcore walk; {src}): {unproven} not shown present, page addresses not known"
+            self.add("VTD013", msg, unit=u.address, unknown=LIVE_TIERS)
+        pm = self.records.memory_map if self.records is not None else None
+        if pm is None or pm.state is not MapState.COMPLETE:
+            why = "no" if pm is None else f"an {pm.state.value}"
+            msg = f"{u.name}: whether the root and context tables are KHO-preserved is not known "
+            self.add("VTD013", msg + f"({why} preserved-memory map)", unit=u.address, unknown=())
+            return
+        root = u.view.root_table if u.view.root_table is not None else u.rec.intel.root_table
+        if not pm.contains(root & ~0xFFF):
+            msg = f"{u.name}: the root table page {root:#x} is not KHO-preserved"
+            self.add("VTD013", msg, unit=u.address)
+        tables = live.tables if live is not None else {}
+        for bit in sorted(bits & set(tables)):
+            if not pm.contains(tables[bit]):
+                msg = f"{u.name}: context table {tables[bit]:#x} of {_half(bit)} is not "
+                self.add("VTD013", msg + "KHO-preserved", unit=u.address)
+
+    def device(self, u: _Unit, dev: PreservedDevice) -> None:
+        """VTD023/VTD024 (before kexec) and VTD027 for one device record of the unit."""
+        slot, bdf, live = dev.slot, dev.bdf, u.live
+        at = f"{u.name}: {bdf}: device record at {slot.phys:#x}"
+        dom = u.state.domain_ref(slot)
+        if dom.status is not RefStatus.OK:
+            what = REF_TEXT[dom.status].format("domain")
+            msg = f"{at}: domain_iommu_ser.domain_phys {dom.phys:#x} {what}"
+            self.add("VTD027", msg, unit=u.address, bdf=bdf)
+        if live is None:
+            return
+        key = _key(slot)
+        info = live.devices.get(key)
+        if info is None or info.did is None:
+            if u.before:
+                what = "context entry" if info is None else "RID_PASID (PASID 0) entry"
+                bit = context_table_bit(key[0], key[1] if u.mode is Mode.SCALABLE else 0)
+                if live.exact and bit not in live.unwalked and key not in live.incomplete:
+                    attach = slot.record.domain_iommu_ser.attachment_id
+                    msg = f"{at}: attachment_id {attach} but no live {what} is present (kcore)"
+                    self.add("VTD023", msg, unit=u.address, bdf=bdf)
+                else:
+                    msg = f"{at}: its live {what} is not visible ({live.source})"
+                    self.add("VTD023", msg, unit=u.address, bdf=bdf, unknown=LIVE_TIERS)
+            return
+        rec = slot.record
+        if u.before and isinstance(rec, IommuDeviceSerV1):
+            pasid_dir = info.pasid_dir if u.mode is Mode.SCALABLE else None
+            for path, a, e in field_diffs(
+                rec, mirror_device(rec, did=info.did, pasid_dir=pasid_dir)
+            ):
+                code, what = DEVICE_FIELDS[path]
+                msg = f"{at}: iommu_device_ser.{path} {_x(a, path)}, {what} {_x(e, path)} "
+                self.add(code, msg + f"(per {live.source})", unit=u.address, bdf=bdf)
+        elif u.before and rec.domain_iommu_ser.attachment_id != info.did:
+            msg = f"{at}: attachment_id {rec.domain_iommu_ser.attachment_id}, live DID {info.did}"
+            self.add("VTD023", msg + f" (per {live.source})", unit=u.address, bdf=bdf)
+        if dom.slot is not None and dom.status is RefStatus.OK:
+            self.domain(u, bdf, dom.slot.phys, dom.slot.record, info)
+
+    def domain(self, u: _Unit, bdf: str, phys: int, rec: IommuDomainSer, info: ContextInfo) -> None:
+        """VTD027: the domain record against the page table the device's live entry uses."""
+        at = f"{u.name}: {bdf}: domain record at {phys:#x}"
+        top = live_top_table(info)
+        if isinstance(top, str):
+            msg = f"{at}: top_table_phys {rec.top_table_phys:#x}, but {top}"
+            self.add("VTD027", msg, unit=u.address, bdf=bdf)
+            return
+        source = u.live.source if u.live is not None else "?"
+        for path, a, e in field_diffs(rec, mirror_domain(rec, top_table=top[0], top_level=top[1])):
+            code, what = DOMAIN_FIELDS[path]
+            msg = f"{at}: iommu_domain_ser.{path} {_x(a, path)}, {what} {_x(e, path)} "
+            self.add(code, msg + f"(per {source})", unit=u.address, bdf=bdf)
+
+    # -- policy -------------------------------------------------------------------------------
+    def policy_codes(self, state: PreservedState, complete: bool) -> None:
+        """VTD030: a device the policy requires has no record; VTD031: a preserved device the
+        policy does not expect (not judged while the VMM scan is unknown: VTD050 says so)."""
+        recorded = {device_bdf(d): d for d in state.live_devices()}
+        for w in self.wanted:
+            if w.bdf in recorded:
+                continue
+            why = "named by the policy" if w.by_policy else "held by a VMM"
+            msg = f"{w.bdf}: to be preserved ({why}) but no live iommu_device_ser names it"
+            unit = self.sysfs_unit(w.bdf)
+            if complete:
+                self.add("VTD030", msg, unit=unit, bdf=w.bdf)
+            else:
+                msg += " (the device record chain is incomplete)"
+                self.add("VTD030", msg, unit=unit, bdf=w.bdf, unknown=())
+        procs = self.snap.processes
+        if self.policy.vmm_held and (procs is None or not procs.complete):
+            return
+        expected = {w.bdf for w in self.wanted}
+        for bdf, dev in sorted(recorded.items()):
+            if bdf not in expected and bdf in self.snap.pci_devices:
+                msg = f"{bdf}: preserved (device record at {dev.phys:#x}) but the policy does not "
+                msg += "expect it (not named by it, not held by a VMM)"
+                self.add("VTD031", msg, unit=self.sysfs_unit(bdf), bdf=bdf)
+
+
+def record_findings(
+    snapshot: Snapshot, units: Sequence[UnitReport], policy: Policy, wanted: Sequence[Wanted]
+) -> list[Finding]:
+    """The record audit (see the module docstring): pure, from the snapshot and the unit views
+    ``evaluate`` built; ``wanted`` are the devices the policy says must be preserved."""
+    return _Audit(snapshot, units, policy, wanted).run()
