@@ -375,6 +375,13 @@ class DaemonProc:
         doc: JSON = json.loads((self.runtime / "daemon.json").read_text())
         return doc
 
+    def status_devices(self) -> int:
+        """Devices behind all units in status.json (0 while it cannot be read)."""
+        try:
+            return sum(len(u["devices"]) for u in self.status()["units"])
+        except (OSError, ValueError):
+            return 0
+
     def codes(self) -> set[str]:
         return {f["code"] for f in self.status()["findings"]}
 
