@@ -44,14 +44,16 @@ class Drained:
 class UeventSource:
     """A started ``pyudev.Monitor`` on kernel uevents, filtered to :data:`SUBSYSTEMS`."""
 
-    def __init__(self) -> None:
-        import pyudev  # noqa: PLC0415 - the daemon path only
+    def __init__(self, monitor: Any = None) -> None:
+        """``monitor``: an already started monitor-like object (tests); default: a new one."""
+        if monitor is None:
+            import pyudev  # noqa: PLC0415 - the daemon path only
 
-        self._context = pyudev.Context()
-        self._monitor: Any = pyudev.Monitor.from_netlink(self._context, source="kernel")
-        for subsystem in SUBSYSTEMS:
-            self._monitor.filter_by(subsystem)
-        self._monitor.start()  # non-blocking fd from here on
+            monitor = pyudev.Monitor.from_netlink(pyudev.Context(), source="kernel")
+            for subsystem in SUBSYSTEMS:
+                monitor.filter_by(subsystem)
+            monitor.start()  # non-blocking fd from here on
+        self._monitor: Any = monitor
 
     def fileno(self) -> int:
         fd: int = self._monitor.fileno()
