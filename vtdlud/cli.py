@@ -72,7 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         default="/var/lib/vtdlud",
         metavar="DIR",
-        help="where the ledger is written when the gate passes (default: /var/lib/vtdlud)",
+        help="where the ledger is written when the gate passes, and read (then marked "
+        "consumed) by --post-kexec (default: /var/lib/vtdlud)",
+    )
+    ch.add_argument(
+        "--post-kexec",
+        action="store_true",
+        help="the first check after a live update (vtdlud-post-kexec.service): compare this "
+        "kernel with the ledger the gate wrote (VTD060-VTD065) and mark it consumed; never "
+        "writes a ledger",
     )
     ch.add_argument(
         "--no-ledger", action="store_true", help="do not write the ledger even when the gate passes"
@@ -253,6 +261,10 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     with open_root(ns.root) as root:
         report = evaluate(take_snapshot(root), policy)
         live = root.is_live
+        if ns.post_kexec:
+            from vtdlud.audit.postkexec import post_kexec
+
+            report = post_kexec(report, root, Path(ns.state_dir), consume=live)
     code = gate_exit(report)
     doc = envelope(report, argv=argv, exit_status=code, root_label=ns.root)
     if ns.report:
@@ -262,7 +274,7 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
             write_atomic(Path(ns.report), dumps(doc).encode())
         except OSError as exc:
             raise UsageError(f"--report {ns.report}: cannot write ({exc.strerror or exc})") from exc
-    if code is ExitCode.OK and live and not ns.no_ledger:
+    if code is ExitCode.OK and live and not ns.no_ledger and not ns.post_kexec:
         from vtdlud.service.ledger import ledger_from_report, write_ledger
 
         try:

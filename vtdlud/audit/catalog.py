@@ -262,6 +262,14 @@ CATALOG: dict[str, CatalogEntry] = {
             "The ledger is from another boot or live update; it was not used.",
         ),
         _e(
+            "VTD065",
+            S.UNKNOWN,
+            "e643f2ccba4b42f7a0a44992e80ca877",
+            "after kexec: no ledger to verify the preserved state against",
+            "Run the gate (`vtdlud check`, vtdlud-gate.service) before every live update: it "
+            "writes the ledger when it passes.",
+        ),
+        _e(
             "VTD070",
             S.WARN,
             "febc1d0c341c47968a54ab98ba6c88ee",

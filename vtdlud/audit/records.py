@@ -32,8 +32,9 @@ Visibility.  Live tables come from the unit's kcore walk (exact) or else ``dmar_
 (a lower bound: what it does not show proves nothing).  A check whose input is not visible
 reports its code with severity UNKNOWN, never FAIL; it blocks the gate (``required``) when a tier
 the policy requires is the missing one, or when no tier is missing and the input still is not
-(fail closed).  When the kcore or kho_debugfs tier is missing no record is visible, and
-VTD050 stands for every check here.  Tested on the simulator (vtdlud.sim) only: no real capture of the records exists.
+(fail closed).  When the kcore or kho_debugfs tier is missing no record is visible, and VTD050
+stands for every check here.  Tested on the simulator (vtdlud.sim) only: no real capture of the
+records exists.
 """
 
 from __future__ import annotations

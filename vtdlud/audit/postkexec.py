@@ -1,0 +1,439 @@
+"""Post-kexec verification (``vtdlud check --post-kexec``): the new kernel against the ledger.
+
+The gate that passed before the live update wrote the ledger (``/var/lib/vtdlud/ledger.json``,
+:mod:`vtdlud.service.ledger`): per unit the register base, the root table, the bitmap bits and
+the preserved devices with their DIDs and PASID directories, plus the boot id and the live-update
+count.  The first evaluation after the kexec compares this kernel with it and marks it consumed:
+
+- VTD064 (WARN): the ledger does not belong to this boot chain: it was written in this very boot
+  (no kexec happened since the gate), this boot is not a live update (no ``kho/in``), or the
+  live-update count is not the ledger's + 1.  Nothing is compared then.
+- VTD060: a unit of the ledger has no incoming hw record, or its ``intel.restored`` is 0 (read
+  from the incoming records, through the LUO FLB and kcore), or the unit is gone.
+- VTD061: the live root table (RTADDR) or the incoming record's ``intel.root_table`` is not the
+  ledger's.
+- VTD062: a context table a ledger bit names is absent, or a preserved device's live context
+  entry is gone or carries another DID or PASID directory, or its incoming record does.  Tables
+  the new kernel allocated for other devices are not a finding.
+- VTD063: DMAR faults on a unit with preserved devices: FSTS.PPF/PFO in ``iommu_regset`` (the
+  fault record naming the source is not printed there, so the finding names the unit), and the
+  kernel log's ``DMAR: [DMA Read|Write ...] Request device [bb:dd.f]`` lines (format of
+  ``dmar_fault_do_one()`` in drivers/iommu/intel/dmar.c) naming a preserved device.
+- VTD065: there is no ledger for this boot (NOTE on a boot that is not a live update; UNKNOWN on
+  one that is: the preserved state cannot be verified against what the gate saw).
+
+The kernel log is read from ``/dev/kmsg`` (non-blocking, this boot's records only; needs
+CAP_SYSLOG when ``kernel.dmesg_restrict`` is set).  Under ``--root`` a regular file ``dev/kmsg``
+in the same record format is read instead; bundles carry none, so there only FSTS is looked at.
+
+The post-kexec report is the evaluation of this kernel without the gate's own codes (VTD025,
+VTD026, VTD029-VTD031: they are about the next update, and devices are not held by their VMMs yet
+this early in the boot), plus these findings.  A check whose inputs are not visible is UNKNOWN,
+never FAIL.  :func:`post_kexec_findings` and :func:`parse_dmar_faults` are pure; the readers at
+the end do the I/O.  Tested on the simulator (vtdlud.sim) only: no real capture of a live update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vtdlud.audit.catalog import Severity
+from vtdlud.audit.records import live_view, required_for, unit_mode
+from vtdlud.audit.report import Finding, Report, UnitReport, finding
+from vtdlud.errors import ParseError
+from vtdlud.host.root import HostRoot, describe_oserror
+from vtdlud.model.bitfield import field_named
+from vtdlud.model.registers import FSTS_FIELDS
+from vtdlud.model.snapshot import Tier
+from vtdlud.model.tables import Mode, context_table_bit
+from vtdlud.parse.sysfs import parse_bdf
+from vtdlud.service.ledger import (
+    LEDGER_NAME,
+    Ledger,
+    LedgerUnit,
+    liveupdate_count,
+    mark_consumed,
+    read_ledger,
+)
+
+GATE_ONLY = frozenset({"VTD025", "VTD026", "VTD029", "VTD030", "VTD031"})
+LIVE_TIERS = (Tier.IOMMU_DEBUGFS, Tier.KCORE)
+RECORD_TIERS = (Tier.KHO_DEBUGFS, Tier.KCORE)
+_PPF = field_named(FSTS_FIELDS, "ppf")
+_PFO = field_named(FSTS_FIELDS, "pfo")
+# "DMAR: [DMA Read NO_PASID] Request device [03:00.0] fault addr 0x... [fault reason 0x..] ..."
+# (older kernels: "[DMA Write] Request device [...] fault addr ...").  INTR-REMAP is no DMA.
+_FAULT = re.compile(
+    r"DMAR: \[(DMA Read|DMA Write)[^\]]*\] Request device "
+    r"\[([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])\]"
+)
+
+
+@dataclass(frozen=True)
+class LedgerInput:
+    """The ledger as found in the state directory (``error``: it exists but cannot be used)."""
+
+    path: str
+    ledger: Ledger | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class KernelLog:
+    """This boot's kernel log lines (the text after ``;`` of each record), None: not readable."""
+
+    source: str
+    lines: tuple[str, ...] | None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DmarFault:
+    bus: int
+    devfn: int
+    line: str
+
+
+def parse_dmar_faults(lines: Sequence[str]) -> list[DmarFault]:
+    """The DMA remapping fault lines of a kernel log."""
+    out = []
+    for line in lines:
+        m = _FAULT.search(line)
+        if m is not None:
+            bus, dev, fn = int(m.group(2), 16), int(m.group(3), 16), int(m.group(4))
+            out.append(DmarFault(bus, dev << 3 | fn, line.strip()))
+    return out
+
+
+@dataclass(frozen=True)
+class PostKexec:
+    findings: tuple[Finding, ...]
+    consume: bool  # mark the ledger consumed by this boot
+    compared: bool  # the ledger applied and the kernel was compared with it
+
+
+class _Check:
+    def __init__(self, report: Report, ledger: Ledger, log: KernelLog) -> None:
+        self.report, self.snap, self.ledger, self.log = report, report.snapshot, ledger, log
+        self.out: list[Finding] = []
+        recs = self.snap.preserved
+        state = recs.state if recs is not None else None
+        self.state = state if state is not None and state.located_by == "flb" else None
+
+    def add(
+        self,
+        code: str,
+        message: str,
+        *,
+        unit: int | None = None,
+        bdf: str | None = None,
+        unknown: Sequence[Tier] | None = None,
+    ) -> None:
+        if unknown is None:
+            self.out.append(finding(code, message, unit=unit, bdf=bdf))
+        else:
+            req = required_for(self.snap, self.report.policy, unknown)
+            sev = Severity.UNKNOWN
+            self.out.append(finding(code, message, unit=unit, bdf=bdf, severity=sev, required=req))
+
+    def run(self) -> list[Finding]:
+        units = {u.address: u for u in self.report.units if u.address is not None}
+        for lu in self.ledger.units:
+            u = units.get(lu.address)
+            if u is None:
+                msg = f"unit {lu.address:#x} of the ledger is not in this kernel (sysfs)"
+                self.add("VTD060", msg, unit=lu.address)
+                continue
+            self.restored(u, lu)
+            self.root_table(u, lu)
+            self.tables(u, lu)
+        self.faults(units)
+        return self.out
+
+    # -- VTD060 -----------------------------------------------------------------------------
+    def restored(self, u: UnitReport, lu: LedgerUnit) -> None:
+        state = self.state
+        if state is None:
+            self.no_incoming(u)
+            return
+        hw = state.find_hw(lu.address)
+        if not hw:
+            msg = f"{u.name}: no live incoming hw record for {lu.address:#x}"
+            if state.complete:
+                self.add("VTD060", msg + ": the unit was not handed over", unit=lu.address)
+            else:
+                msg += " (the record chain is incomplete)"
+                self.add("VTD060", msg, unit=lu.address, unknown=())
+            return
+        rec = hw[0].record
+        restored = getattr(getattr(rec, "intel", None), "restored", None)
+        if restored == 0:
+            msg = f"{u.name}: incoming hw record at {hw[0].phys:#x}: intel.restored 0 (the "
+            self.add("VTD060", msg + "kernel did not reclaim the preserved tables)", unit=u.address)
+        root = getattr(getattr(rec, "intel", None), "root_table", None)
+        if root is not None and root != lu.root_table:
+            msg = f"{u.name}: incoming hw record: intel.root_table {root:#x}, the ledger's "
+            self.add("VTD061", msg + f"{lu.root_table:#x}", unit=u.address)
+
+    def no_incoming(self, u: UnitReport) -> None:
+        """VTD060 when the incoming records were not decoded: FAIL only when the incoming LUO
+        was read and carries no IOMMU FLB at all."""
+        kho = self.snap.kho
+        inc = kho.incoming if kho is not None else None
+        luo = inc.luo_state if inc is not None else None
+        if luo is not None and luo.iommu is None:
+            msg = f"{u.name}: the incoming LUO state holds no IOMMU FLB: nothing was handed over"
+            self.add("VTD060", msg, unit=u.address)
+        else:
+            msg = f"{u.name}: intel.restored not checked: the incoming IOMMU records are not "
+            self.add("VTD060", msg + "visible", unit=u.address, unknown=RECORD_TIERS)
+
+    # -- VTD061 -----------------------------------------------------------------------------
+    def root_table(self, u: UnitReport, lu: LedgerUnit) -> None:
+        if u.root_table is None:
+            msg = f"{u.name}: the live root table (RTADDR) is not visible; the ledger's is "
+            msg += f"{lu.root_table:#x}"
+            self.add("VTD061", msg, unit=u.address, unknown=(Tier.IOMMU_DEBUGFS,))
+        elif u.root_table != lu.root_table:
+            msg = f"{u.name}: live root table {u.root_table:#x} (RTADDR), the ledger's "
+            self.add("VTD061", msg + f"{lu.root_table:#x}", unit=u.address)
+
+    # -- VTD062 -----------------------------------------------------------------------------
+    def tables(self, u: UnitReport, lu: LedgerUnit) -> None:
+        live, mode = live_view(self.snap, u), unit_mode(u)
+        if live is None:
+            msg = f"{u.name}: the {len(lu.bits)} context table(s) and {len(lu.devices)} device "
+            msg += "entries of the ledger not checked: no kcore walk, no dmar_translation_struct"
+            self.add("VTD062", msg, unit=u.address, unknown=LIVE_TIERS)
+        else:
+            absent = sorted(set(lu.bits) - live.bits)
+            for bit in absent if live.exact else ():
+                msg = f"{u.name}: the ledger's context table of bit {bit} (bus {bit >> 1:02x} "
+                msg += f"{'upper' if bit & 1 else 'lower'}) is absent (root entry half not present)"
+                self.add("VTD062", msg, unit=u.address)
+            if absent and not live.exact:
+                msg = f"{u.name}: ledger bits {absent} not shown present by {live.source} "
+                self.add("VTD062", msg + "(a lower bound)", unit=u.address, unknown=LIVE_TIERS)
+        records = {}
+        if self.state is not None:
+            for d in self.state.live_devices():
+                bus, devfn = d.record.devid >> 8 & 0xFF, d.record.devid & 0xFF
+                bdf = f"{d.record.pci_domain_nr:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
+                records[bdf] = d.record
+        for ld in lu.devices:
+            at = f"{u.name}: {ld.bdf}"
+            rec = records.get(ld.bdf)
+            if rec is not None and rec.domain_iommu_ser.attachment_id != ld.did:
+                msg = f"{at}: incoming record's attachment_id {rec.domain_iommu_ser.attachment_id},"
+                self.add("VTD062", msg + f" the ledger's DID {ld.did}", unit=u.address, bdf=ld.bdf)
+            pasid = getattr(getattr(rec, "intel", None), "pasid_table", None)
+            if ld.pasid_table is not None and pasid is not None and pasid != ld.pasid_table:
+                msg = f"{at}: incoming record's intel.pasid_table {pasid:#x}, the ledger's "
+                self.add("VTD062", msg + f"{ld.pasid_table:#x}", unit=u.address, bdf=ld.bdf)
+            if live is None:
+                continue
+            try:
+                b = parse_bdf(ld.bdf)
+            except ParseError:
+                continue
+            key = (b.bus, b.devfn)
+            info = live.devices.get(key)
+            bit = context_table_bit(b.bus, b.devfn if mode is Mode.SCALABLE else 0)
+            walked = live.exact and bit not in live.unwalked and key not in live.incomplete
+            if info is None or info.did is None:
+                what = "context entry" if info is None else "RID_PASID (PASID 0) entry"
+                if walked:
+                    msg = f"{at}: its live {what} is gone (per kcore); the ledger's DID {ld.did}"
+                    self.add("VTD062", msg, unit=u.address, bdf=ld.bdf)
+                else:
+                    msg = f"{at}: its live {what} is not visible ({live.source})"
+                    self.add("VTD062", msg, unit=u.address, bdf=ld.bdf, unknown=LIVE_TIERS)
+                continue
+            if info.did != ld.did:
+                msg = f"{at}: live DID {info.did} (per {live.source}), the ledger's DID {ld.did}"
+                self.add("VTD062", msg, unit=u.address, bdf=ld.bdf)
+            if (
+                mode is Mode.SCALABLE
+                and ld.pasid_table is not None
+                and info.pasid_dir != ld.pasid_table
+            ):
+                msg = f"{at}: live PASID directory {info.pasid_dir:#x}, the ledger's "
+                self.add("VTD062", msg + f"{ld.pasid_table:#x}", unit=u.address, bdf=ld.bdf)
+
+    # -- VTD063 -----------------------------------------------------------------------------
+    def faults(self, units: dict[int, UnitReport]) -> None:
+        regset = self.snap.regset
+        owners: dict[tuple[int, int], tuple[int, str]] = {}
+        for lu in self.ledger.units:
+            for ld in lu.devices:
+                try:
+                    b = parse_bdf(ld.bdf)
+                except ParseError:
+                    continue
+                owners[(b.bus, b.devfn)] = (lu.address, ld.bdf)
+            regs = (
+                next((r for r in regset.units if r.reg_base_addr == lu.address), None)
+                if regset
+                else None
+            )
+            fsts = regs.get("FSTS") if regs is not None else None
+            if fsts is not None and (_PPF.raw(fsts) or _PFO.raw(fsts)):
+                name = units[lu.address].name if lu.address in units else f"{lu.address:#x}"
+                what = "primary fault overflow" if _PFO.raw(fsts) else "primary fault pending"
+                msg = f"{name}: FSTS {fsts:#x}: {what} on a unit with {len(lu.devices)} "
+                msg += "preserved device(s); the fault record "
+                self.add("VTD063", msg + "(its source) is not in iommu_regset", unit=lu.address)
+        lines = self.log.lines
+        if lines is None and regset is None and self.ledger.units:
+            msg = f"DMAR faults not checked: no iommu_regset (FSTS), kernel log {self.log.source}: "
+            self.add("VTD063", msg + self.log.reason, unknown=(Tier.IOMMU_DEBUGFS,))
+        seen: dict[tuple[int, int], list[DmarFault]] = {}
+        for fault in parse_dmar_faults(lines or ()):
+            if (fault.bus, fault.devfn) in owners:
+                seen.setdefault((fault.bus, fault.devfn), []).append(fault)
+        for key, faults in sorted(seen.items()):
+            address, bdf = owners[key]
+            msg = f"{bdf}: {len(faults)} DMAR fault line(s) in {self.log.source}, first: "
+            self.add("VTD063", msg + repr(faults[0].line[:160]), unit=address, bdf=bdf)
+
+
+def _boot_chain(report: Report, ledger: Ledger) -> Finding | None:
+    """VTD064 when the ledger is not the one this boot continues from (None: it is, or that
+    cannot be told, which is UNKNOWN only for the live-update count)."""
+    snap = report.snapshot
+    kho_seen = snap.tiers[Tier.KHO_DEBUGFS].available and snap.kho is not None
+    if snap.boot_id is not None and ledger.boot_id == snap.boot_id:
+        return finding(
+            "VTD064",
+            f"the ledger was written in this boot (boot id {ledger.boot_id}): no kexec since "
+            "the gate passed",
+        )
+    if kho_seen and snap.kho is not None and snap.kho.incoming is None:
+        return finding(
+            "VTD064",
+            f"this boot is not a live update (no kho/in); the ledger is from boot "
+            f"{ledger.boot_id} (live-update count {ledger.liveupdate_count})",
+        )
+    now, then = liveupdate_count(snap), ledger.liveupdate_count
+    if now is not None and then is not None and now != then + 1:
+        return finding(
+            "VTD064",
+            f"live-update count {now}, the ledger's {then}: this boot is not the live update "
+            f"that followed the gate (boot {ledger.boot_id})",
+        )
+    return None
+
+
+def _no_ledger(report: Report, why: str) -> Finding:
+    """VTD065: NOTE on a boot that is not a live update, else UNKNOWN."""
+    snap = report.snapshot
+    kho = snap.kho if snap.tiers[Tier.KHO_DEBUGFS].available else None
+    if kho is not None and kho.incoming is None:
+        msg = f"this boot is not a live update (no kho/in) and {why}: nothing to verify"
+        return finding("VTD065", msg, severity=Severity.NOTE, required=False)
+    what = "this boot is a live update" if kho is not None else "whether this boot is a live "
+    what += "" if kho is not None else "update is not visible (kho_debugfs)"
+    req = required_for(snap, report.policy, (Tier.KHO_DEBUGFS,))
+    msg = f"{what}, but {why}: its preserved state is not verified against the gate's"
+    return finding("VTD065", msg, severity=Severity.UNKNOWN, required=req)
+
+
+def post_kexec_findings(report: Report, found: LedgerInput, log: KernelLog) -> PostKexec:
+    """The VTD06x findings of ``report``'s snapshot against the ledger (pure)."""
+    snap = report.snapshot
+    if found.error is not None:
+        msg = f"{found.path}: {found.error}"
+        return PostKexec(
+            (finding("VTD051", msg), _no_ledger(report, "the ledger is unusable")), False, False
+        )
+    ledger = found.ledger
+    if ledger is None:
+        return PostKexec((_no_ledger(report, f"there is no ledger ({found.path})"),), False, False)
+    if ledger.consumed and ledger.consumed_by_boot_id != snap.boot_id:
+        why = f"the ledger was already used by boot {ledger.consumed_by_boot_id}"
+        return PostKexec((_no_ledger(report, why),), False, False)
+    chain = _boot_chain(report, ledger)
+    fresh = snap.boot_id is not None and ledger.boot_id != snap.boot_id and not ledger.consumed
+    if chain is not None:
+        return PostKexec((chain,), fresh, False)
+    out: list[Finding] = []
+    if snap.boot_id is None or ledger.boot_id is None:
+        msg = "the boot ids are not known: the boot chain is judged by the live-update count only"
+        out.append(finding("VTD064", msg, severity=Severity.UNKNOWN, required=False))
+    out += _Check(report, ledger, log).run()
+    return PostKexec(tuple(out), fresh, True)
+
+
+def post_kexec_report(report: Report, result: PostKexec) -> Report:
+    kept = tuple(f for f in report.findings if f.code not in GATE_ONLY)
+    return dataclasses.replace(report, findings=kept + result.findings)
+
+
+# --- I/O ----------------------------------------------------------------------------------------
+
+KMSG = "dev/kmsg"
+MAX_LOG_BYTES = 16 << 20
+MAX_READS = 1 << 20
+
+
+def read_kernel_log(root: HostRoot) -> KernelLog:
+    """This boot's kernel log from ``/dev/kmsg``, non-blocking (EAGAIN ends it; EPIPE, records
+    overwritten while reading, is skipped), bounded by :data:`MAX_LOG_BYTES`."""
+    source = f"/{KMSG}"
+    try:
+        path = Path(root.root) / root.resolve(KMSG)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return KernelLog(source, None, describe_oserror(exc))
+    data = bytearray()
+    try:
+        for _ in range(MAX_READS):
+            try:
+                chunk = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    continue
+                return KernelLog(source, None, describe_oserror(exc))
+            if not chunk or len(data) + len(chunk) > MAX_LOG_BYTES:
+                break
+            data += chunk if chunk.endswith(b"\n") else chunk + b"\n"
+    finally:
+        os.close(fd)
+    lines = []
+    for record in data.decode("utf-8", "replace").split("\n"):
+        if record and not record.startswith(" "):  # " KEY=value": a record's dictionary
+            lines.append(record.partition(";")[2] if ";" in record else record)
+    return KernelLog(source, tuple(lines))
+
+
+def read_ledger_input(state_dir: Path) -> LedgerInput:
+    path = str(state_dir / LEDGER_NAME)
+    try:
+        return LedgerInput(path, read_ledger(state_dir))
+    except ParseError as exc:
+        return LedgerInput(path, None, str(exc))
+    except OSError as exc:
+        return LedgerInput(path, None, describe_oserror(exc))
+
+
+def post_kexec(report: Report, root: HostRoot, state_dir: Path, *, consume: bool) -> Report:
+    """The post-kexec report; the ledger is marked consumed by this boot when ``consume`` (the
+    root is this host) and it was this boot's to consume."""
+    result = post_kexec_findings(report, read_ledger_input(state_dir), read_kernel_log(root))
+    boot_id = report.snapshot.boot_id
+    if consume and result.consume and boot_id is not None:
+        try:
+            mark_consumed(state_dir, boot_id)
+        except OSError as exc:
+            msg = f"{state_dir / LEDGER_NAME}: cannot mark it consumed ({describe_oserror(exc)})"
+            extra = finding("VTD051", msg, required=False)
+            result = dataclasses.replace(result, findings=(*result.findings, extra))
+    return post_kexec_report(report, result)
