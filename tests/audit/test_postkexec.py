@@ -27,6 +27,7 @@ from vtdlud.audit.postkexec import (
     post_kexec_findings,
     read_kernel_log,
 )
+from vtdlud.cli import build_parser
 from vtdlud.host import snapshot as host_snapshot
 from vtdlud.host.procs import PROCESSES_JSON, facts_from_json
 from vtdlud.host.root import HostRoot
@@ -327,3 +328,24 @@ def test_read_kernel_log(tmp_path: Path) -> None:
     assert (log.source, log.lines) == ("/dev/kmsg", ("first", "second; with ;"))
     missing = read_kernel_log(HostRoot(tmp_path / "nowhere"))
     assert missing.lines is None and missing.reason == "no such file or directory"
+
+
+def test_the_boot_unit_runs_this_check_early() -> None:
+    """systemd/vtdlud-post-kexec.service (verified by tests/systemd): the command line is this
+    check with its report for the daemon, ordered after the file systems that hold the ledger."""
+    unit = Path(__file__).parents[2] / "systemd" / "vtdlud-post-kexec.service"
+    keys: dict[str, list[str]] = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            keys.setdefault(key, []).append(value)
+    [exec_start] = keys["ExecStart"]
+    prog, *args = exec_start.split()
+    ns = build_parser().parse_args(args)
+    assert prog == "/usr/bin/vtdlud" and ns.command == "check" and ns.post_kexec
+    assert (ns.report, ns.state_dir) == ("/run/vtdlud/post-kexec.json", "/var/lib/vtdlud")
+    assert keys["Type"] == ["oneshot"] and keys["DefaultDependencies"] == ["no"]
+    assert keys["RequiresMountsFor"] == ["/var/lib/vtdlud"]
+    assert "local-fs.target" in keys["After"][0].split()
+    assert "sysinit.target" in keys["Before"][0].split() and keys["WantedBy"] == ["sysinit.target"]
+    assert "CAP_SYS_RAWIO" in keys["CapabilityBoundingSet"][0].split()
