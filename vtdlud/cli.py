@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         metavar="SECONDS",
-        help="but no later than this after the burst's first uevent (default: 2)",
+        help="but no later than this after the burst's first uevent; the limit doubles (up "
+        "to 32 s) while a storm goes on and resets once it is over (default: 2)",
     )
     rn.add_argument(
         "--log-level",

@@ -87,6 +87,6 @@ def test_an_overflow_schedules_a_rescan(tmp_path: Path) -> None:
     assert d.stats.uevent_overflows == 1 and d.debounce.pending
     assert d.debounce.deadline() == pytest.approx(100.0 + d.opts.debounce)
     d.uevents = UeventSource(FakeMonitor([Dev("usb", "add")]))
-    d.debounce.take()
+    d.debounce.take(100.0)
     d._on_uevents()
     assert not d.debounce.pending and d.stats.uevents_ignored == 1

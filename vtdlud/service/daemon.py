@@ -334,7 +334,7 @@ class Daemon:
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, trigger: str) -> None:
-        covered = self.debounce.take()
+        covered = self.debounce.take(self.clock())
         t0 = self.clock()
         wall = time.time()
         try:
