@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vtdlud.audit.catalog import Severity
-from vtdlud.audit.records import live_view, required_for, unit_mode
+from vtdlud.audit.records import Sink, live_view, required_for, unit_mode
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.errors import ParseError
 from vtdlud.host.root import HostRoot, describe_oserror
@@ -118,29 +118,13 @@ class PostKexec:
     compared: bool  # the ledger applied and the kernel was compared with it
 
 
-class _Check:
+class _Check(Sink):
     def __init__(self, report: Report, ledger: Ledger, log: KernelLog) -> None:
-        self.report, self.snap, self.ledger, self.log = report, report.snapshot, ledger, log
-        self.out: list[Finding] = []
+        super().__init__(report.snapshot, report.policy)
+        self.report, self.ledger, self.log = report, ledger, log
         recs = self.snap.preserved
         state = recs.state if recs is not None else None
         self.state = state if state is not None and state.located_by == "flb" else None
-
-    def add(
-        self,
-        code: str,
-        message: str,
-        *,
-        unit: int | None = None,
-        bdf: str | None = None,
-        unknown: Sequence[Tier] | None = None,
-    ) -> None:
-        if unknown is None:
-            self.out.append(finding(code, message, unit=unit, bdf=bdf))
-        else:
-            req = required_for(self.snap, self.report.policy, unknown)
-            sev = Severity.UNKNOWN
-            self.out.append(finding(code, message, unit=unit, bdf=bdf, severity=sev, required=req))
 
     def run(self) -> list[Finding]:
         units = {u.address: u for u in self.report.units if u.address is not None}

@@ -1,40 +1,37 @@
 """The record audit: the mirror of what the kernel should have written, diffed with its records.
 
-For each unit it preserves, ``drivers/iommu/intel/liveupdate.c`` writes one ``iommu_hw_ser`` and,
-per preserved device, one ``iommu_device_ser`` pointing at it and at an ``iommu_domain_ser``
-(reference/kernel-interfaces.md §1.3-§1.5).  :func:`mirror_hw`, :func:`mirror_device` and
-:func:`mirror_domain` build, with the ABI mirror's own record classes, the records the kernel
-should have written from what is live: the unit's register base and root table (RTADDR), the
-number of device records of the unit, the DID of each device's live context entry (legacy) or
-RID_PASID PASID entry (scalable), its PASID directory, the domain's top page table and level.
-:func:`field_diffs` compares them with the kernel's records field by field, and each field
-belongs to one code (:data:`HW_FIELDS`, :data:`DEVICE_FIELDS`, :data:`DOMAIN_FIELDS`); a field
-whose live value is not visible is copied from the kernel's record (not judged) and reported
-UNKNOWN.  The bitmap is judged against bounds, not one value: it must hold the halves of the
-preserved devices and of their DMA aliases (VTD011), only tables that exist and are KHO-preserved
-(VTD013, with the root table page the hardware walks), and no odd bit in legacy mode (VTD014); a
-present table outside it that holds no preserved device was allocated after the last
-preservation (VTD012, a NOTE).
+Per preserved unit ``drivers/iommu/intel/liveupdate.c`` writes an ``iommu_hw_ser``, and per
+preserved device an ``iommu_device_ser`` pointing at it and at an ``iommu_domain_ser`` (reference
+§1.3-§1.5).  :func:`mirror_hw`, :func:`mirror_device` and :func:`mirror_domain` build, with the ABI
+mirror's own record classes, the records the kernel should have written from what is live (the
+register base, the root table from RTADDR, the unit's device records, each device's DID from its
+context entry (legacy) or RID_PASID PASID entry (scalable), its PASID directory, the domain's top
+page table and level); :func:`field_diffs` compares them with the kernel's records field by field,
+each field belonging to one code (``HW_FIELDS``, ``DEVICE_FIELDS``, ``DOMAIN_FIELDS``).  A field
+whose live value is not visible is copied from the record (not judged) and reported UNKNOWN.  The
+bitmap is judged against bounds: it must hold the halves of the preserved devices and their DMA
+aliases (VTD011), only tables that exist and are KHO-preserved (VTD013, with the root table page
+the hardware walks), no odd bit in legacy mode (VTD014); a present table outside it holding no
+preserved device was allocated after the last preservation (VTD012, NOTE).
 
-The unit a device record belongs to is the one sysfs says (its ``iommu`` link); a record whose
-``iommu_phys`` names another unit's record is VTD022 and still counts for its own unit's
-``ref_count`` (the kernel counts a device on the unit it preserved it on), so one wrong pointer is
-one finding.  Device records whose hw record is VTD001/VTD003 are not judged again.
+A device record belongs to the unit sysfs says (its ``iommu`` link): one whose ``iommu_phys`` names
+another unit's record is VTD022 and still counts for its own unit's ``ref_count`` (the kernel
+counted it there), so one wrong pointer is one finding; device records of a VTD001/VTD003 hw
+record are not judged again.
 
-Phases.  ``located_by == "signature"``: the outgoing records of a kernel about to kexec, and every
-check runs (the gate).  ``"flb"``: the incoming records a live update handed to this kernel.  Then
-the record-internal checks run (VTD001-003, 011, 014, 020-022, 027, 040, 041) but the comparisons
-with the live root table, table presence, DIDs and PASID directories are the post-kexec
-verification's, against the ledger (VTD061, VTD062: :mod:`vtdlud.audit.postkexec`); tables the new
-kernel allocated are no NOTE, and the policy codes (VTD030/VTD031) belong to the gate.
+Phases.  ``located_by == "signature"``: the outgoing records before a kexec, every check runs (the
+gate).  ``"flb"``: the incoming records of a live update.  Then the record-internal checks run
+(VTD001-003, 011, 014, 020-022, 027, 040, 041); comparing the live root table, tables, DIDs and
+PASID directories is the post-kexec verification's, against the ledger (VTD061/VTD062,
+:mod:`vtdlud.audit.postkexec`); tables the new kernel allocated are no NOTE, and VTD030/VTD031
+belong to the gate.
 
-Visibility.  Live tables come from the unit's kcore walk (exact) or else ``dmar_translation_struct``
-(a lower bound: what it does not show proves nothing).  A check whose input is not visible
-reports its code with severity UNKNOWN, never FAIL; it blocks the gate (``required``) when a tier
-the policy requires is the missing one, or when no tier is missing and the input still is not
-(fail closed).  When the kcore or kho_debugfs tier is missing no record is visible, and VTD050
-stands for every check here.  Tested on the simulator (vtdlud.sim) only: no real capture of the
-records exists.
+Visibility.  Live tables come from the unit's kcore walk (exact), else ``dmar_translation_struct``
+(a lower bound: what it does not show proves nothing).  A check whose input is not visible reports
+its code as UNKNOWN, never FAIL, blocking the gate (``required``) when a tier the policy requires
+is the one missing, or when none is and the input still is not (fail closed).  Without the kcore
+or kho_debugfs tier no record is visible and VTD050 stands for every check here.  Tested on the
+simulator (vtdlud.sim) only: no real capture of the records exists.
 """
 
 from __future__ import annotations
@@ -90,18 +87,13 @@ DOMAIN_FIELDS = {
     "top_level": ("VTD027", "the live entry's AW + 1 [I]"),
 }
 DECIMAL = ("ref_count", "attachment_id", "top_level")  # counts, DIDs, levels; the rest addresses
-REF_TEXT = {
-    RefStatus.NULL: "is 0",
-    RefStatus.DELETED: "points at a DELETED {} record",
-    RefStatus.NOT_A_SLOT: "points at no {} record",
-}
-_SMTS = field_named(ECAP_FIELDS, "smts")
-_CTX_TT = field_named(CONTEXT_LO_FIELDS, "tt")
-_CTX_SLPTPTR = field_named(CONTEXT_LO_FIELDS, "slptptr")
-_CTX_AW = field_named(CONTEXT_HI_FIELDS, "aw")
-_PE_PGTT = field_named(PASID_VAL0_FIELDS, "pgtt")
-_PE_AW = field_named(PASID_VAL0_FIELDS, "aw")
-_PE_SLPTPTR = field_named(PASID_VAL0_FIELDS, "slptptr")
+REF_TEXT = {RefStatus.NULL: "is 0", RefStatus.DELETED: "points at a DELETED {} record"}
+REF_TEXT[RefStatus.NOT_A_SLOT] = "points at no {} record"
+_SMTS, _CTX_AW = field_named(ECAP_FIELDS, "smts"), field_named(CONTEXT_HI_FIELDS, "aw")
+_CTX_TT, _CTX_SLPTPTR = (field_named(CONTEXT_LO_FIELDS, n) for n in ("tt", "slptptr"))
+_PE_PGTT, _PE_AW, _PE_SLPTPTR = (
+    field_named(PASID_VAL0_FIELDS, n) for n in ("pgtt", "aw", "slptptr")
+)
 _PE_FLPTPTR = field_named(PASID_VAL2_FIELDS, "flptptr")
 TT_PASS_THROUGH = 2
 PGTT_FIRST_LEVEL, PGTT_SECOND_LEVEL, PGTT_PASS_THROUGH = 1, 2, 4
@@ -191,10 +183,8 @@ def mirror_device(
     """``intel_iommu_preserve_device()``: attachment_id = the DID on the unit; in scalable mode
     intel.pasid_table = the PASID directory of its context entry (None: not known)."""
     dev_map, intel = actual.domain_iommu_ser, actual.intel
-    if did is not None:
-        dev_map = dataclasses.replace(dev_map, attachment_id=did)
-    if pasid_dir is not None:
-        intel = dataclasses.replace(intel, pasid_table=pasid_dir)
+    dev_map = dev_map if did is None else dataclasses.replace(dev_map, attachment_id=did)
+    intel = intel if pasid_dir is None else dataclasses.replace(intel, pasid_table=pasid_dir)
     return dataclasses.replace(actual, domain_iommu_ser=dev_map, intel=intel)
 
 
@@ -202,11 +192,9 @@ def mirror_domain(
     actual: IommuDomainSer, *, top_table: int | None, top_level: int | None
 ) -> IommuDomainSer:
     """The domain record of the page table the device's live entry points at."""
-    return dataclasses.replace(
-        actual,
-        top_table_phys=actual.top_table_phys if top_table is None else top_table,
-        top_level=actual.top_level if top_level is None else top_level,
-    )
+    top = actual.top_table_phys if top_table is None else top_table
+    level = actual.top_level if top_level is None else top_level
+    return dataclasses.replace(actual, top_table_phys=top, top_level=level)
 
 
 def field_diffs(
@@ -230,12 +218,8 @@ def _x(value: object, path: str = "") -> str:
     return str(value)
 
 
-def _half(bit: int) -> str:
-    return f"bit {bit} (bus {bit >> 1:02x} {'upper' if bit & 1 else 'lower'})"
-
-
-def _bits(bits: set[int] | frozenset[int]) -> str:
-    return ", ".join(_half(b) for b in sorted(bits))
+def _half(*bits: int) -> str:
+    return ", ".join(f"bit {b} (bus {b >> 1:02x} {'upper' if b & 1 else 'lower'})" for b in bits)
 
 
 def required_for(snapshot: Snapshot, policy: Policy, tiers: Sequence[Tier]) -> bool:
@@ -274,28 +258,17 @@ class _Unit:
     live: LiveView | None
     before: bool  # outgoing records (the gate); False: incoming, after a live update
     complete: bool  # the device chain was read to its end
-
-    @property
-    def name(self) -> str:
-        return self.view.name
+    name: str
 
 
 # --- the audit --------------------------------------------------------------------------------
 
 
-class _Audit:
-    def __init__(
-        self,
-        snapshot: Snapshot,
-        units: Sequence[UnitReport],
-        policy: Policy,
-        wanted: Sequence[Wanted],
-    ) -> None:
-        self.snap, self.policy, self.wanted = snapshot, policy, wanted
-        self.units = {u.address: u for u in units if u.address is not None}
-        self.by_name = {u.name: u.address for u in units if u.address is not None}
-        self.records: PreservedRecords | None = snapshot.preserved
-        self.nodes = pci_nodes(snapshot)
+class Sink:
+    """Collects findings; an UNKNOWN one blocks per :func:`required_for`."""
+
+    def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
+        self.snap, self.policy = snapshot, policy
         self.out: list[Finding] = []
 
     def add(
@@ -314,6 +287,22 @@ class _Audit:
             req = required_for(self.snap, self.policy, unknown)
             sev = Severity.UNKNOWN
             self.out.append(finding(code, message, unit=unit, bdf=bdf, severity=sev, required=req))
+
+
+class _Audit(Sink):
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        units: Sequence[UnitReport],
+        policy: Policy,
+        wanted: Sequence[Wanted],
+    ) -> None:
+        super().__init__(snapshot, policy)
+        self.wanted = wanted
+        self.units = {u.address: u for u in units if u.address is not None}
+        self.by_name = {u.name: u.address for u in units if u.address is not None}
+        self.records: PreservedRecords | None = snapshot.preserved
+        self.nodes = pci_nodes(snapshot)
 
     def name(self, address: int | None) -> str:
         u = self.units.get(address) if address is not None else None
@@ -345,23 +334,16 @@ class _Audit:
             return self.out
         scan = recs.scan if recs is not None else None
         if before and scan is not None and scan.flb_phys is None:
+            msg = "records found by signature, but no preserved page has the shape of their "
+            msg += "iommu_flb_ser (v1: three array addresses; v2: version 1, then three): its "
             self.add(
-                "VTD040",
-                "records found by signature, but no preserved page has the shape of their "
-                "iommu_flb_ser (v1: three array addresses; v2: version 1, then three): its format "
-                "or version may be one the next kernel refuses",
-                unknown=(),
+                "VTD040", msg + "format or version may be one the next kernel refuses", unknown=()
             )
         for p in state.problems:
             where = f" (linked from {p.linked_from:#x})" if p.linked_from is not None else ""
             io = p.kind is ChainKind.UNREADABLE and not points_nowhere(p.reason)
-            if io:
-                msg = f"{p.chain.value} chain unreadable at {p.page_phys:#x}{where}: {p.reason}"
-                self.add("VTD051", msg)
-                continue
-            self.add(
-                "VTD041", f"{p.chain.value} chain broken at {p.page_phys:#x}{where}: {p.reason}"
-            )
+            msg = f"{p.chain.value} chain {'unreadable' if io else 'broken'} at {p.page_phys:#x}"
+            self.add("VTD051" if io else "VTD041", f"{msg}{where}: {p.reason}")
         good = self.hw_records(state)
         members = self.devices(state, good)
         complete = not any(p.chain in (Chain.FLB, Chain.DEVICE) for p in state.problems)
@@ -370,7 +352,8 @@ class _Audit:
             assert isinstance(rec, IommuHwSerV1)  # hw_records keeps only those
             mine = members.get(address, [])
             live, mode = live_view(self.snap, view), unit_mode(view)
-            self.unit(_Unit(state, view, address, hw, rec, mine, mode, live, before, complete))
+            u = _Unit(state, view, address, hw, rec, mine, mode, live, before, complete, view.name)
+            self.unit(u)
         if before:
             self.policy_codes(state, complete)
         return self.out
@@ -389,11 +372,8 @@ class _Audit:
                 self.add("VTD041", f"KHO preserved-memory map broken at {p.phys:#x}: {p.reason}")
         scan = recs.scan if recs is not None else None
         for page in scan.not_preserved if scan is not None else ():
-            self.add(
-                "VTD041",
-                f"IOMMU record page {page:#x} is not in KHO's preserved-memory map: the next "
-                "kernel cannot follow the record chain through it",
-            )
+            msg = f"IOMMU record page {page:#x} is not in KHO's preserved-memory map: the next "
+            self.add("VTD041", msg + "kernel cannot follow the record chain through it")
 
     def no_records(self, reason: str | None = None) -> None:
         """VTD030 for the devices to preserve when no record could be decoded: FAIL only when
@@ -415,13 +395,11 @@ class _Audit:
         else:
             reason = "; ".join(recs.notes) or "the IOMMU records could not be located"
         for w in self.wanted:
-            self.add(
-                "VTD030",
+            msg, unit = (
                 f"{w.bdf}: the policy requires it preserved; {reason}",
-                unit=self.sysfs_unit(w.bdf),
-                bdf=w.bdf,
-                unknown=unknown,
+                self.sysfs_unit(w.bdf),
             )
+            self.add("VTD030", msg, unit=unit, bdf=w.bdf, unknown=unknown)
 
     # -- hw and device records --------------------------------------------------------------
     def hw_records(self, state: PreservedState) -> dict[int, HwSlot]:
@@ -466,24 +444,16 @@ class _Audit:
                 what = REF_TEXT[ref.status].format("hw")
                 hw = good.get(owner) if owner is not None else None
                 have = f"; the unit's live record is at {hw.phys:#x}" if hw is not None else ""
-                self.add(
-                    "VTD002",
-                    f"{at}: domain_iommu_ser.iommu_phys {ref.phys:#x} {what} (token "
-                    f"{_x(target)}){have}",
-                    unit=owner,
-                    bdf=bdf,
-                )
+                msg = f"{at}: domain_iommu_ser.iommu_phys {ref.phys:#x} {what} (token {_x(target)})"
+                self.add("VTD002", msg + have, unit=owner, bdf=bdf)
             elif ref.phys not in good_slots:
                 owner = None  # its hw record is VTD001/VTD003 already
             elif mine is not None and target != mine:
                 theirs = f"its record is at {good[mine].phys:#x}" if mine in good else "no record"
+                msg = f"{at}: domain_iommu_ser.iommu_phys {ref.phys:#x} is the hw record of "
+                msg += f"{self.name(target)} ({_x(target)}); sysfs puts the device on "
                 self.add(
-                    "VTD022",
-                    f"{at}: domain_iommu_ser.iommu_phys {ref.phys:#x} is the hw record of "
-                    f"{self.name(target)} ({_x(target)}); sysfs puts the device on "
-                    f"{self.name(mine)} ({mine:#x}), {theirs}",
-                    unit=mine,
-                    bdf=bdf,
+                    "VTD022", msg + f"{self.name(mine)} ({mine:#x}), {theirs}", unit=mine, bdf=bdf
                 )
             if owner is None:
                 continue
@@ -528,10 +498,10 @@ class _Audit:
         field = f"{u.name}: intel.context_tables_bitmap"
         odd = {b for b in bits if b & 1}
         if odd and u.mode is Mode.LEGACY:
-            msg = f"{field} has upper-table {_bits(odd)} set on a legacy-mode unit"
+            msg = f"{field} has upper-table {_half(*sorted(odd))} set on a legacy-mode unit"
             self.add("VTD014", msg, unit=u.address)
         elif odd and u.mode is Mode.UNKNOWN:
-            msg = f"{field} has {_bits(odd)} set; the unit's mode is not visible"
+            msg = f"{field} has {_half(*sorted(odd))} set; the unit's mode is not visible"
             self.add("VTD014", msg, unit=u.address, unknown=(Tier.IOMMU_DEBUGFS,))
         occupied: set[int] = set()
         for dev in u.members:
@@ -551,7 +521,7 @@ class _Audit:
             missing = set(need) - bits
             if missing:
                 rids = ", ".join(str(r) for r in dev.rids)
-                msg = f"{field} lacks {_bits(missing)}, the table of {dev.bdf}'s context entries "
+                msg = f"{field} lacks {_half(*sorted(missing))}, the table of {dev.bdf}'s context entries "
                 msg += f"(RIDs {rids}): that half is zeroed at kexec"
                 self.add("VTD011", msg, unit=u.address, bdf=dev.bdf)
         return occupied
