@@ -136,6 +136,18 @@ def test_each_post_kexec_fault(
     assert ledger is not None and ledger.consumed_by_boot_id == host.boot_id
 
 
+def test_device_unpreserved_after_the_gate(tmp_path: Path) -> None:
+    """VTD060: the VMM dropped the device after the gate passed; the kexec handed no IOMMU FLB
+    over, so the unit of the ledger was not restored."""
+    host = _host()
+    state = _gate(host, tmp_path)
+    host.unpreserve(VFIO)
+    host.kexec()
+    rc, doc = _post(host, tmp_path, state)
+    assert rc == 1 and ("VTD060", "FAIL", DMAR0, None) in _keys(doc)
+    assert "holds no IOMMU FLB" in doc["findings"][0]["message"]
+
+
 def test_a_bit_whose_table_is_gone(tmp_path: Path) -> None:
     """VTD062: the new kernel lost a context table the ledger names (its root half zeroed)."""
     host = _host()

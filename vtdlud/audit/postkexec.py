@@ -44,10 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vtdlud.audit.catalog import Severity
+from vtdlud.audit.preserved import device_bdf
 from vtdlud.audit.records import Sink, live_view, required_for, unit_mode
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.errors import ParseError
 from vtdlud.host.root import HostRoot, describe_oserror
+from vtdlud.model.abi import IommuDeviceSerV1, IommuHwSerV1
 from vtdlud.model.bitfield import field_named
 from vtdlud.model.registers import FSTS_FIELDS
 from vtdlud.model.snapshot import Tier
@@ -156,12 +158,13 @@ class _Check(Sink):
                 self.add("VTD060", msg, unit=lu.address, unknown=())
             return
         rec = hw[0].record
-        restored = getattr(getattr(rec, "intel", None), "restored", None)
-        if restored == 0:
+        if not isinstance(rec, IommuHwSerV1):
+            return  # no Intel part in this layout (VTD003 says so)
+        if rec.intel.restored == 0:
             msg = f"{u.name}: incoming hw record at {hw[0].phys:#x}: intel.restored 0 (the "
             self.add("VTD060", msg + "kernel did not reclaim the preserved tables)", unit=u.address)
-        root = getattr(getattr(rec, "intel", None), "root_table", None)
-        if root is not None and root != lu.root_table:
+        root = rec.intel.root_table
+        if root != lu.root_table:
             msg = f"{u.name}: incoming hw record: intel.root_table {root:#x}, the ledger's "
             self.add("VTD061", msg + f"{lu.root_table:#x}", unit=u.address)
 
@@ -171,7 +174,7 @@ class _Check(Sink):
         kho = self.snap.kho
         inc = kho.incoming if kho is not None else None
         luo = inc.luo_state if inc is not None else None
-        if luo is not None and luo.iommu is None:
+        if luo is not None and isinstance(luo.flbs, tuple) and luo.iommu is None:
             msg = f"{u.name}: the incoming LUO state holds no IOMMU FLB: nothing was handed over"
             self.add("VTD060", msg, unit=u.address)
         else:
@@ -204,19 +207,15 @@ class _Check(Sink):
             if absent and not live.exact:
                 msg = f"{u.name}: ledger bits {absent} not shown present by {live.source} "
                 self.add("VTD062", msg + "(a lower bound)", unit=u.address, unknown=LIVE_TIERS)
-        records = {}
-        if self.state is not None:
-            for d in self.state.live_devices():
-                bus, devfn = d.record.devid >> 8 & 0xFF, d.record.devid & 0xFF
-                bdf = f"{d.record.pci_domain_nr:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
-                records[bdf] = d.record
+        state = self.state
+        records = {device_bdf(d): d.record for d in state.live_devices()} if state else {}
         for ld in lu.devices:
             at = f"{u.name}: {ld.bdf}"
             rec = records.get(ld.bdf)
             if rec is not None and rec.domain_iommu_ser.attachment_id != ld.did:
                 msg = f"{at}: incoming record's attachment_id {rec.domain_iommu_ser.attachment_id},"
                 self.add("VTD062", msg + f" the ledger's DID {ld.did}", unit=u.address, bdf=ld.bdf)
-            pasid = getattr(getattr(rec, "intel", None), "pasid_table", None)
+            pasid = rec.intel.pasid_table if isinstance(rec, IommuDeviceSerV1) else None
             if ld.pasid_table is not None and pasid is not None and pasid != ld.pasid_table:
                 msg = f"{at}: incoming record's intel.pasid_table {pasid:#x}, the ledger's "
                 self.add("VTD062", msg + f"{ld.pasid_table:#x}", unit=u.address, bdf=ld.bdf)
@@ -388,7 +387,7 @@ def read_kernel_log(root: HostRoot) -> KernelLog:
                 return KernelLog(source, None, describe_oserror(exc))
             if not chunk or len(data) + len(chunk) > MAX_LOG_BYTES:
                 break
-            data += chunk if chunk.endswith(b"\n") else chunk + b"\n"
+            data += chunk  # /dev/kmsg: one record ("...;text\n" + dictionary) per read
     finally:
         os.close(fd)
     lines = []
