@@ -379,12 +379,10 @@ class _Audit(Sink):
         """VTD030 for the devices to preserve when no record could be decoded: FAIL only when
         KHO's whole preserved memory was scanned and holds none."""
         recs = self.records
-        unknown: Sequence[Tier] | None = ()
-        if reason is not None:
-            pass
-        elif recs is None:
+        unknown: Sequence[Tier] | None = ()  # blocking UNKNOWN: the tiers are there
+        if recs is None:
             return  # the kho_debugfs or kcore tier is missing: VTD050 stands for every check
-        elif (
+        if reason is None and (
             recs.scan is not None
             and recs.memory_map is not None
             and recs.memory_map.state is MapState.COMPLETE
@@ -392,14 +390,11 @@ class _Audit(Sink):
             and all(u.address is not None for u in self.snap.units)  # the signatures sought
         ):
             reason, unknown = "KHO's preserved memory holds no IOMMU live-update record", None
-        else:
+        elif reason is None:
             reason = "; ".join(recs.notes) or "the IOMMU records could not be located"
         for w in self.wanted:
-            msg, unit = (
-                f"{w.bdf}: the policy requires it preserved; {reason}",
-                self.sysfs_unit(w.bdf),
-            )
-            self.add("VTD030", msg, unit=unit, bdf=w.bdf, unknown=unknown)
+            msg = f"{w.bdf}: the policy requires it preserved; {reason}"
+            self.add("VTD030", msg, unit=self.sysfs_unit(w.bdf), bdf=w.bdf, unknown=unknown)
 
     # -- hw and device records --------------------------------------------------------------
     def hw_records(self, state: PreservedState) -> dict[int, HwSlot]:
