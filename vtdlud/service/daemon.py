@@ -41,6 +41,7 @@ that raises is logged and retried at the next trigger, journald being away queue
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import selectors
@@ -127,6 +128,16 @@ def daemon_evaluate(root: Path, policy: Policy) -> Report:
         note = finding("VTD050", VMM_HELD_NOTE, required=False)
         report = replace(report, findings=(*report.findings, note))
     return report
+
+
+def release_memory() -> None:
+    """Give freed heap back to the kernel after an evaluation (glibc malloc_trim): a big host
+    or a storm of VFs would otherwise leave the idle daemon at its peak RSS."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 # -- logging -----------------------------------------------------------------------------------
@@ -377,9 +388,11 @@ class Daemon:
         if v is not None:
             out.append(v)
         self.doc = doc
+        del report
         self.sink.send_all(out)
         self.pick_up_reports(write=False)
         self.write_outputs()
+        release_memory()
         self.notifier.status(self.status_line())
         self.log.debug(
             "evaluated",
