@@ -213,10 +213,9 @@ def _cached_status(ns: argparse.Namespace, argv: list[str]) -> str | None:
         return None
     try:
         if ns.json:
-            from vtdlud.output.envelope import dumps
-            from vtdlud.service.state import serve
+            from vtdlud.service.state import serve_json
 
-            return dumps(serve(doc, argv, ExitCode.OK))
+            return serve_json(doc, argv, ExitCode.OK)
         from vtdlud.output.text import use_colour
         from vtdlud.service.state import format_cached
 

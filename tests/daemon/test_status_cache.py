@@ -11,6 +11,7 @@ import pytest
 
 from tests.cli.helpers import run_cli, validate
 from tests.daemon.conftest import VFIO_DEVICE, DaemonProc, HostBed
+from vtdlud.output.envelope import dumps
 from vtdlud.service import state
 
 
@@ -95,3 +96,11 @@ def test_malformed_files_are_not_fresh(tmp_path: Path) -> None:
     assert state.fresh_status(tmp_path, "/", now=now) is None
     (tmp_path / "daemon.json").write_text('{"format": 1, "pid": "1"}')
     assert state.fresh_status(tmp_path, "/", now=now) is None
+
+
+def test_served_json_is_printed_like_an_envelope(tmp_path: Path) -> None:
+    pid = os.getpid()
+    _fake_daemon_files(tmp_path, pid=pid, ticks=state.proc_start_ticks(pid))
+    doc = json.loads((tmp_path / "status.json").read_text())
+    argv = ["vtdlud", "status", "--json"]
+    assert state.serve_json(doc, argv, 0) == dumps(state.serve(doc, argv, 0))

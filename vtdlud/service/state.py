@@ -128,6 +128,12 @@ def serve(doc: JSON, argv: list[str], exit_status: int) -> JSON:
     return out
 
 
+def serve_json(doc: JSON, argv: list[str], exit_status: int) -> str:
+    """:func:`serve`, printed as ``output.envelope.dumps`` prints an envelope (without
+    importing the model: this is the fast path of ``vtdlud status --json``)."""
+    return json.dumps(serve(doc, argv, exit_status), indent=2) + "\n"
+
+
 def format_cached(doc: JSON, root_label: str, colour: bool) -> str:
     """Human output of a cached envelope, in the same layout as a direct ``status``.
 
