@@ -78,3 +78,26 @@ def test_text_shows_the_record(tmp_path: Path) -> None:
     rc, out, _ = run_cli("status", "--root", str(tmp_path / "t"))
     assert rc == 0
     assert "ref 1, 1 dev, 7 bits (signature)" in out
+
+
+def test_gate_after_a_live_update_judges_the_new_outgoing_records(tmp_path: Path) -> None:
+    """After a kexec the new kernel re-preserves the device for the next update: status (and so
+    the gate) judges those outgoing records, found by signature, not the incoming ones."""
+    host = q35_host(scalable=True, seed=4)
+    host.vfio_attach(VFIO)
+    host.preserve(VFIO)
+    host.kexec()
+    write_tree(host, tmp_path / "restored")
+    assert (
+        _unit(status_json("--root", str(tmp_path / "restored")), "0xfed90000")["preserved"][
+            "located_by"
+        ]
+        == "flb"
+    )
+    host.preserve(VFIO)
+    write_tree(host, tmp_path / "again")
+    doc = status_json("--root", str(tmp_path / "again"))
+    u = _unit(doc, "0xfed90000")
+    assert u["preserved"]["located_by"] == "signature"
+    assert u["preserved"]["restored"] is False
+    assert doc["verdict"] in ("PASS", "NOTE")

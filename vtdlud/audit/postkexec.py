@@ -125,8 +125,7 @@ class _Check(Sink):
         super().__init__(report.snapshot, report.policy)
         self.report, self.ledger, self.log = report, ledger, log
         recs = self.snap.preserved
-        state = recs.state if recs is not None else None
-        self.state = state if state is not None and state.located_by == "flb" else None
+        self.state = recs.incoming if recs is not None else None
 
     def run(self) -> list[Finding]:
         units = {u.address: u for u in self.report.units if u.address is not None}

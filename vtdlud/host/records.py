@@ -22,37 +22,52 @@ from vtdlud.parse.luo import IommuFlb
 
 @dataclass(frozen=True)
 class PreservedRecords:
-    """Where the records were looked for and what was found (all None: not looked for)."""
+    """Where the records were looked for and what was found (all None: not looked for).
+
+    ``state`` is what status and the gate judge: the outgoing records (found by signature) when
+    this kernel has preserved anything for the next update, else the incoming ones (read
+    through the LUO FLB after a live update).  ``incoming`` is always the latter, for the
+    post-kexec verification."""
 
     state: PreservedState | None = None
-    memory_map: PreservedMemory | None = None  # before kexec: KHO's preserved pages
+    memory_map: PreservedMemory | None = None  # KHO's outgoing preserved pages
     scan: SignatureScan | None = None
     notes: tuple[str, ...] = field(default=())
+    incoming: PreservedState | None = None
 
 
 def find_preserved(mem: PhysMem, kho: KhoState, units: set[int]) -> PreservedRecords:
-    incoming = kho.incoming
-    luo = incoming.luo_state if incoming is not None else None
+    incoming_state: PreservedState | None = None
+    notes: list[str] = []
+    side = kho.incoming
+    luo = side.luo_state if side is not None else None
     if (
         luo is not None
         and isinstance(luo.iommu, IommuFlb)
         and isinstance(luo.iommu.variant, AbiVariant)
     ):
-        state = walk_records(mem.read, luo.iommu.flb_ser_phys, luo.iommu.variant)
-        return PreservedRecords(
-            state=state, notes=("records located through the incoming LUO FLB",)
-        )
+        incoming_state = walk_records(mem.read, luo.iommu.flb_ser_phys, luo.iommu.variant)
+        notes.append("incoming records located through the LUO FLB")
     outgoing = kho.outgoing
     if outgoing is None or not isinstance(outgoing.root, KhoRoot):
-        return PreservedRecords(notes=("no outgoing KHO tree: nothing is being preserved",))
+        notes.append("no outgoing KHO tree: nothing is being preserved for the next update")
+        return PreservedRecords(state=incoming_state, notes=tuple(notes), incoming=incoming_state)
     pm = walk_preserved_memory(
         mem.read, outgoing.root.compatible, outgoing.root.preserved_memory_map
     )
     if pm.state is not MapState.COMPLETE:
+        notes.append(pm.note or f"preserved-memory map {pm.state.value}")
         return PreservedRecords(
-            memory_map=pm, notes=(pm.note or f"preserved-memory map {pm.state.value}",)
+            state=incoming_state, memory_map=pm, notes=tuple(notes), incoming=incoming_state
         )
     scan = find_hw_records(
         mem.read, pm.order0_pages(), units, probe=mem.peek, is_preserved=pm.contains
     )
-    return PreservedRecords(state=scan.state, memory_map=pm, scan=scan, notes=scan.notes)
+    state = scan.state if scan.state is not None else incoming_state
+    return PreservedRecords(
+        state=state,
+        memory_map=pm,
+        scan=scan,
+        notes=(*notes, *scan.notes),
+        incoming=incoming_state,
+    )
