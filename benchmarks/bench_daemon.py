@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.daemon.conftest import (  # noqa: E402 - after the path
+    JOURNALD_DROPIN,
     VFIO_DEVICE,
     DaemonProc,
     HostBed,
@@ -215,8 +216,10 @@ def main() -> int:
             d.close()
         tb.clear()
         shutil.rmtree(work, ignore_errors=True)
-        if journald.owned and journald.proc is not None:
-            journald.stop()
+        if journald.owned:
+            if journald.proc is not None:
+                journald.stop()
+            JOURNALD_DROPIN.unlink(missing_ok=True)
     return 0
 
 
