@@ -74,9 +74,11 @@ LOCKDOWN = "sys/kernel/security/lockdown"
 
 
 class SnapshotBuilder:
-    def __init__(self, root: HostRoot) -> None:
+    def __init__(self, root: HostRoot, *, kcore: str | None = None, processes: bool = True) -> None:
         self.root = root
         self.problems: list[InputProblem] = []
+        self.skip_kcore = kcore  # why /proc/kcore is not to be opened (None: open it)
+        self.scan_processes = processes
 
     # -- helpers ---------------------------------------------------------------------------
     def _problem(
@@ -188,6 +190,8 @@ class SnapshotBuilder:
 
     def open_kcore(self, lockdown: str | None) -> tuple[TierState, PhysMem | None]:
         """Open /proc/kcore (physical memory); the file itself is never packed by collect."""
+        if self.skip_kcore is not None:
+            return TierState(Tier.KCORE, TierStatus.UNAVAILABLE, self.skip_kcore), None
         if not self.root.exists(PROC_KCORE):  # the common case of a bundle: no ELF code needed
             reason = KCORE_MISSING_LIVE if self.root.is_live else KCORE_MISSING_ROOT
             return TierState(Tier.KCORE, TierStatus.UNAVAILABLE, reason), None
@@ -397,7 +401,7 @@ class SnapshotBuilder:
         finally:
             if mem is not None:
                 mem.close()
-        processes, problem = process_facts(self.root)
+        processes, problem = process_facts(self.root) if self.scan_processes else (None, None)
         if problem is not None:
             path, _, reason = problem.partition(": ")
             self._problem(path.lstrip("/"), reason, Tier.SYSFS)
@@ -429,5 +433,9 @@ class SnapshotBuilder:
         )
 
 
-def take_snapshot(root: HostRoot) -> Snapshot:
-    return SnapshotBuilder(root).build()
+def take_snapshot(
+    root: HostRoot, *, skip_kcore: str | None = None, processes: bool = True
+) -> Snapshot:
+    """Read the host.  ``skip_kcore``: never open /proc/kcore, and say why in the kcore tier
+    (the sandboxed daemon); ``processes=False``: do not scan other processes' descriptors."""
+    return SnapshotBuilder(root, kcore=skip_kcore, processes=processes).build()

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import selectors
 import signal
@@ -61,10 +60,9 @@ from vtdlud.audit.report import Report, finding
 from vtdlud.errors import ExitCode, UsageError, VtdludError
 from vtdlud.host.bundle import open_root
 from vtdlud.host.config import load_policy
-from vtdlud.host.kcore import PROC_KCORE
-from vtdlud.host.root import Fault, FaultPlan, HostRoot
+from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
-from vtdlud.model.snapshot import Snapshot, Tier, TierState, TierStatus
+from vtdlud.model.snapshot import Snapshot, Tier
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import DaemonStats, SourceState, render_metrics, write_metrics
@@ -116,10 +114,7 @@ def daemon_policy(policy: Policy) -> Policy:
 
 def daemon_snapshot(root: Path) -> Snapshot:
     """A snapshot without kcore and without process facts: never opens /proc/kcore."""
-    snap = take_snapshot(HostRoot(root, faults=FaultPlan([Fault(PROC_KCORE, errno.EPERM)])))
-    tiers = dict(snap.tiers)
-    tiers[Tier.KCORE] = TierState(Tier.KCORE, TierStatus.UNAVAILABLE, KCORE_REASON)
-    return replace(snap, tiers=tiers, processes=None, kcore_walks={}, kcore_pages=None)
+    return take_snapshot(HostRoot(root), skip_kcore=KCORE_REASON, processes=False)
 
 
 def daemon_evaluate(root: Path, policy: Policy) -> Report:
