@@ -210,7 +210,7 @@ CATALOG: dict[str, CatalogEntry] = {
             "19077719b9434b2798022a01d63c907e",
             "a tier of visibility is unavailable",
             "Make it visible (the reason says how; README 'Tiers of visibility'), "
-            "or drop the tier from gate.required_tiers.",
+            "or relax the policy (gate.required_tiers, preserve.vmm_held).",
         ),
         _e(
             "VTD051",
