@@ -50,8 +50,16 @@ def test_only_changes_are_logged() -> None:
     ]
     changed = dict(F070, message="dmar0: translation disabled (GSTS.TES clear) with 4 device(s)")
     out = events.finding_events([F070], [changed], source="gate", verdict="WARN")
-    assert [e["VTDLUD_STATE"] for e in out] == ["resolved", "new"]
+    assert [(e["VTDLUD_STATE"], e["MESSAGE_ID"], e["PRIORITY"]) for e in out] == [
+        ("changed", CATALOG["VTD070"].message_id, "4")
+    ]
+    assert out[0]["VTDLUD_PREVIOUS_MESSAGE"] == F070["message"]
     assert {e["VTDLUD_SOURCE"] for e in out} == {"gate"}
+    # the same change again is not an event; a change in the details alone is
+    assert events.finding_events([changed], [changed], source="gate", verdict="WARN") == []
+    moved = dict(changed, details={"expected": "0x1000", "actual": "0x2000"})
+    out = events.finding_events([changed], [moved], source="gate", verdict="WARN")
+    assert [(e["VTDLUD_STATE"], e["VTDLUD_ACTUAL"]) for e in out] == [("changed", "0x2000")]
 
 
 def test_verdict_event_only_on_change() -> None:

@@ -165,7 +165,8 @@ class _Check(Sink):
         root = rec.intel.root_table
         if root != lu.root_table:
             msg = f"{u.name}: incoming hw record: intel.root_table {root:#x}, the ledger's "
-            self.add("VTD061", msg + f"{lu.root_table:#x}", unit=u.address)
+            cmp = {"expected": f"{lu.root_table:#x}", "actual": f"{root:#x}"}
+            self.add("VTD061", msg + f"{lu.root_table:#x}", unit=u.address, details=cmp)
 
     def no_incoming(self, u: UnitReport) -> None:
         """VTD060 when the incoming records were not decoded: FAIL only when the incoming LUO
@@ -185,10 +186,12 @@ class _Check(Sink):
         if u.root_table is None:
             msg = f"{u.name}: the live root table (RTADDR) is not visible; the ledger's is "
             msg += f"{lu.root_table:#x}"
-            self.add("VTD061", msg, unit=u.address, unknown=(Tier.IOMMU_DEBUGFS,))
+            want = {"expected": f"{lu.root_table:#x}"}
+            self.add("VTD061", msg, unit=u.address, unknown=(Tier.IOMMU_DEBUGFS,), details=want)
         elif u.root_table != lu.root_table:
             msg = f"{u.name}: live root table {u.root_table:#x} (RTADDR), the ledger's "
-            self.add("VTD061", msg + f"{lu.root_table:#x}", unit=u.address)
+            cmp = {"expected": f"{lu.root_table:#x}", "actual": f"{u.root_table:#x}"}
+            self.add("VTD061", msg + f"{lu.root_table:#x}", unit=u.address, details=cmp)
 
     # -- VTD062 -----------------------------------------------------------------------------
     def tables(self, u: UnitReport, lu: LedgerUnit) -> None:
@@ -202,10 +205,12 @@ class _Check(Sink):
             for bit in absent if live.exact else ():
                 msg = f"{u.name}: the ledger's context table of bit {bit} (bus {bit >> 1:02x} "
                 msg += f"{'upper' if bit & 1 else 'lower'}) is absent (root entry half not present)"
-                self.add("VTD062", msg, unit=u.address)
+                self.add("VTD062", msg, unit=u.address, details={"bit": str(bit)})
             if absent and not live.exact:
                 msg = f"{u.name}: ledger bits {absent} not shown present by {live.source} "
-                self.add("VTD062", msg + "(a lower bound)", unit=u.address, unknown=LIVE_TIERS)
+                msg += "(a lower bound)"
+                bits = {"bit": ",".join(str(b) for b in absent)}
+                self.add("VTD062", msg, unit=u.address, unknown=LIVE_TIERS, details=bits)
         state = self.state
         records = {device_bdf(d): d.record for d in state.live_devices()} if state else {}
         for ld in lu.devices:
@@ -213,11 +218,15 @@ class _Check(Sink):
             rec = records.get(ld.bdf)
             if rec is not None and rec.domain_iommu_ser.attachment_id != ld.did:
                 msg = f"{at}: incoming record's attachment_id {rec.domain_iommu_ser.attachment_id},"
-                self.add("VTD062", msg + f" the ledger's DID {ld.did}", unit=u.address, bdf=ld.bdf)
+                msg += f" the ledger's DID {ld.did}"
+                cmp = {"expected": str(ld.did), "actual": str(rec.domain_iommu_ser.attachment_id)}
+                self.add("VTD062", msg, unit=u.address, bdf=ld.bdf, details=cmp)
             pasid = rec.intel.pasid_table if isinstance(rec, IommuDeviceSerV1) else None
             if ld.pasid_table is not None and pasid is not None and pasid != ld.pasid_table:
                 msg = f"{at}: incoming record's intel.pasid_table {pasid:#x}, the ledger's "
-                self.add("VTD062", msg + f"{ld.pasid_table:#x}", unit=u.address, bdf=ld.bdf)
+                msg += f"{ld.pasid_table:#x}"
+                cmp = {"expected": f"{ld.pasid_table:#x}", "actual": f"{pasid:#x}"}
+                self.add("VTD062", msg, unit=u.address, bdf=ld.bdf, details=cmp)
             if live is None:
                 continue
             try:
@@ -232,21 +241,25 @@ class _Check(Sink):
                 what = "context entry" if info is None else "RID_PASID (PASID 0) entry"
                 if walked:
                     msg = f"{at}: its live {what} is gone (per kcore); the ledger's DID {ld.did}"
-                    self.add("VTD062", msg, unit=u.address, bdf=ld.bdf)
+                    gone = {"bit": str(bit), "expected": str(ld.did), "actual": "none"}
+                    self.add("VTD062", msg, unit=u.address, bdf=ld.bdf, details=gone)
                 else:
                     msg = f"{at}: its live {what} is not visible ({live.source})"
                     self.add("VTD062", msg, unit=u.address, bdf=ld.bdf, unknown=LIVE_TIERS)
                 continue
             if info.did != ld.did:
                 msg = f"{at}: live DID {info.did} (per {live.source}), the ledger's DID {ld.did}"
-                self.add("VTD062", msg, unit=u.address, bdf=ld.bdf)
+                cmp = {"expected": str(ld.did), "actual": str(info.did)}
+                self.add("VTD062", msg, unit=u.address, bdf=ld.bdf, details=cmp)
             if (
                 mode is Mode.SCALABLE
                 and ld.pasid_table is not None
                 and info.pasid_dir != ld.pasid_table
             ):
                 msg = f"{at}: live PASID directory {info.pasid_dir:#x}, the ledger's "
-                self.add("VTD062", msg + f"{ld.pasid_table:#x}", unit=u.address, bdf=ld.bdf)
+                msg += f"{ld.pasid_table:#x}"
+                cmp = {"expected": f"{ld.pasid_table:#x}", "actual": f"{info.pasid_dir:#x}"}
+                self.add("VTD062", msg, unit=u.address, bdf=ld.bdf, details=cmp)
 
     # -- VTD063 -----------------------------------------------------------------------------
     def faults(self, units: dict[int, UnitReport]) -> None:

@@ -45,7 +45,7 @@ from vtdlud.audit.catalog import Severity
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import pci_nodes
 from vtdlud.audit.preserved import PreservedDevice, PreservedUnit, device_bdf, required_bits
-from vtdlud.audit.report import Finding, UnitReport, Wanted, finding
+from vtdlud.audit.report import Finding, UnitReport, Wanted, bits_detail, finding
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1, IommuTypeSer
 from vtdlud.model.alias import Rid, dma_aliases
 from vtdlud.model.bitfield import field_named
@@ -279,14 +279,26 @@ class Sink:
         unit: int | None = None,
         bdf: str | None = None,
         unknown: Sequence[Tier] | None = None,
+        details: Mapping[str, object] | None = None,
     ) -> None:
-        """A finding; ``unknown`` makes it UNKNOWN, its inputs coming from those tiers."""
+        """A finding; ``unknown`` makes it UNKNOWN, its inputs coming from those tiers;
+        ``details`` its structured details (see :data:`vtdlud.audit.report.DETAIL_KEYS`)."""
         if unknown is None:
-            self.out.append(finding(code, message, unit=unit, bdf=bdf))
+            self.out.append(finding(code, message, unit=unit, bdf=bdf, details=details))
         else:
             req = required_for(self.snap, self.policy, unknown)
             sev = Severity.UNKNOWN
-            self.out.append(finding(code, message, unit=unit, bdf=bdf, severity=sev, required=req))
+            self.out.append(
+                finding(
+                    code,
+                    message,
+                    unit=unit,
+                    bdf=bdf,
+                    severity=sev,
+                    required=req,
+                    details=details,
+                )
+            )
 
 
 class _Audit(Sink):
@@ -467,11 +479,18 @@ class _Audit(Sink):
             if path in HW_FIELDS:
                 code, why = HW_FIELDS[path]
                 msg = f"{at}: iommu_hw_ser.{path} {_x(a, path)}, expected {_x(e, path)} ({why})"
-                self.add(code, msg, unit=u.address)
+                cmp = {"expected": _x(e, path), "actual": _x(a, path)}
+                self.add(code, msg, unit=u.address, details=cmp)
         if u.before and u.view.root_table is None:
             msg = f"{at}: intel.root_table {u.rec.intel.root_table:#x} not checked: the live root "
             msg += "table (RTADDR in iommu_regset) is not visible"
-            self.add("VTD010", msg, unit=u.address, unknown=(Tier.IOMMU_DEBUGFS,))
+            self.add(
+                "VTD010",
+                msg,
+                unit=u.address,
+                unknown=(Tier.IOMMU_DEBUGFS,),
+                details={"actual": f"{u.rec.intel.root_table:#x}"},
+            )
         if not u.complete:
             msg = f"{at}: hdr.ref_count {u.rec.hdr.ref_count} not checked: the device chain is "
             self.add("VTD020", msg + "incomplete", unit=u.address, unknown=())
@@ -494,10 +513,12 @@ class _Audit(Sink):
         odd = {b for b in bits if b & 1}
         if odd and u.mode is Mode.LEGACY:
             msg = f"{field} has upper-table {_half(*sorted(odd))} set on a legacy-mode unit"
-            self.add("VTD014", msg, unit=u.address)
+            self.add("VTD014", msg, unit=u.address, details={"bit": bits_detail(*odd)})
         elif odd and u.mode is Mode.UNKNOWN:
             msg = f"{field} has {_half(*sorted(odd))} set; the unit's mode is not visible"
-            self.add("VTD014", msg, unit=u.address, unknown=(Tier.IOMMU_DEBUGFS,))
+            unknown = (Tier.IOMMU_DEBUGFS,)
+            bit = {"bit": bits_detail(*odd)}
+            self.add("VTD014", msg, unit=u.address, unknown=unknown, details=bit)
         occupied: set[int] = set()
         for dev in u.members:
             one = PreservedUnit(u.hw, u.state.located_by, u.state.assumed, (dev,))
@@ -518,7 +539,8 @@ class _Audit(Sink):
                 rids = ", ".join(str(r) for r in dev.rids)
                 msg = f"{field} lacks {_half(*sorted(missing))}, the table of {dev.bdf}'s context entries "
                 msg += f"(RIDs {rids}): that half is zeroed at kexec"
-                self.add("VTD011", msg, unit=u.address, bdf=dev.bdf)
+                bit = {"bit": bits_detail(*missing)}
+                self.add("VTD011", msg, unit=u.address, bdf=dev.bdf, details=bit)
         return occupied
 
     def late_tables(self, u: _Unit, bits: set[int], occupied: set[int]) -> None:
@@ -528,7 +550,7 @@ class _Audit(Sink):
         for bit in sorted(u.live.bits - bits - occupied):
             msg = f"{u.name}: the context table of {_half(bit)} exists (per {u.live.source}) but "
             msg += "its bit is clear and it holds no preserved device: it is dropped at kexec"
-            self.add("VTD012", msg, unit=u.address)
+            self.add("VTD012", msg, unit=u.address, details={"bit": str(bit)})
 
     def tables(self, u: _Unit, bits: set[int]) -> None:
         """VTD013: every table a bit claims exists and, like the root table the hardware walks,
@@ -538,7 +560,7 @@ class _Audit(Sink):
             for bit in sorted(bits - live.bits):
                 msg = f"{u.name}: intel.context_tables_bitmap has {_half(bit)} set but no such "
                 msg += "context table exists (its root entry half is not present, per kcore)"
-                self.add("VTD013", msg, unit=u.address)
+                self.add("VTD013", msg, unit=u.address, details={"bit": str(bit)})
         elif bits:
             src = f"{live.source}, a lower bound" if live is not None else "no live tables"
             unproven = len(bits - (live.bits if live is not None else frozenset()))
@@ -554,12 +576,13 @@ class _Audit(Sink):
         root = u.view.root_table if u.view.root_table is not None else u.rec.intel.root_table
         if not pm.contains(root & ~0xFFF):
             msg = f"{u.name}: the root table page {root:#x} is not KHO-preserved"
-            self.add("VTD013", msg, unit=u.address)
+            self.add("VTD013", msg, unit=u.address, details={"actual": f"{root:#x}"})
         tables = live.tables if live is not None else {}
         for bit in sorted(bits & set(tables)):
             if not pm.contains(tables[bit]):
                 msg = f"{u.name}: context table {tables[bit]:#x} of {_half(bit)} is not "
-                self.add("VTD013", msg + "KHO-preserved", unit=u.address)
+                at_bit = {"bit": str(bit), "actual": f"{tables[bit]:#x}"}
+                self.add("VTD013", msg + "KHO-preserved", unit=u.address, details=at_bit)
 
     def device(self, u: _Unit, dev: PreservedDevice) -> None:
         """VTD023/VTD024 (before kexec) and VTD027 for one device record of the unit."""
@@ -581,7 +604,8 @@ class _Audit(Sink):
                 if live.exact and bit not in live.unwalked and key not in live.incomplete:
                     attach = slot.record.domain_iommu_ser.attachment_id
                     msg = f"{at}: attachment_id {attach} but no live {what} is present (kcore)"
-                    self.add("VTD023", msg, unit=u.address, bdf=bdf)
+                    gone = {"bit": str(bit), "expected": str(attach), "actual": "none"}
+                    self.add("VTD023", msg, unit=u.address, bdf=bdf, details=gone)
                 else:
                     msg = f"{at}: its live {what} is not visible ({live.source})"
                     self.add("VTD023", msg, unit=u.address, bdf=bdf, unknown=LIVE_TIERS)
@@ -594,10 +618,12 @@ class _Audit(Sink):
             ):
                 code, what = DEVICE_FIELDS[path]
                 msg = f"{at}: iommu_device_ser.{path} {_x(a, path)}, {what} {_x(e, path)} "
-                self.add(code, msg + f"(per {live.source})", unit=u.address, bdf=bdf)
+                cmp = {"expected": _x(e, path), "actual": _x(a, path)}
+                self.add(code, msg + f"(per {live.source})", unit=u.address, bdf=bdf, details=cmp)
         elif u.before and rec.domain_iommu_ser.attachment_id != info.did:
             msg = f"{at}: attachment_id {rec.domain_iommu_ser.attachment_id}, live DID {info.did}"
-            self.add("VTD023", msg + f" (per {live.source})", unit=u.address, bdf=bdf)
+            cmp = {"expected": str(info.did), "actual": str(rec.domain_iommu_ser.attachment_id)}
+            self.add("VTD023", msg + f" (per {live.source})", unit=u.address, bdf=bdf, details=cmp)
         if dom.slot is not None and dom.status is RefStatus.OK:
             self.domain(u, bdf, dom.slot.phys, dom.slot.record, info)
 
@@ -613,7 +639,8 @@ class _Audit(Sink):
         for path, a, e in field_diffs(rec, mirror_domain(rec, top_table=top[0], top_level=top[1])):
             code, what = DOMAIN_FIELDS[path]
             msg = f"{at}: iommu_domain_ser.{path} {_x(a, path)}, {what} {_x(e, path)} "
-            self.add(code, msg + f"(per {source})", unit=u.address, bdf=bdf)
+            cmp = {"expected": _x(e, path), "actual": _x(a, path)}
+            self.add(code, msg + f"(per {source})", unit=u.address, bdf=bdf, details=cmp)
 
     # -- policy -------------------------------------------------------------------------------
     def policy_codes(self, state: PreservedState, complete: bool) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -15,6 +17,40 @@ if TYPE_CHECKING:  # imported when used: the live-update modules are not on stat
     from vtdlud.service.ledger import LedgerUnit
 
 
+# The structured details a finding may carry (JSON ``details``, journald ``VTDLUD_<KEY>``), in
+# this order: the device's bus and devfn (hex, from the BDF), the context-table bit(s) it is
+# about (decimal; several joined by ","), and the expected and actual value of a comparison.
+DETAIL_KEYS = ("bus", "devfn", "bit", "expected", "actual")
+Details = tuple[tuple[str, str], ...]
+_BDF = re.compile(r"^(?:[0-9a-fA-F]{4,}:)?([0-9a-fA-F]{2}):([0-9a-fA-F]{2})\.([0-7])$")
+
+
+def bdf_details(bdf: str | None) -> dict[str, str]:
+    """``bus`` and ``devfn`` of a BDF (``{}`` when there is none or it does not parse)."""
+    m = _BDF.match(bdf or "")
+    if m is None:
+        return {}
+    bus, dev, fn = (int(g, 16) for g in m.groups())
+    if dev > 0x1F:
+        return {}
+    return {"bus": f"{bus:#04x}", "devfn": f"{dev << 3 | fn:#04x}"}
+
+
+def bits_detail(*bits: int) -> str:
+    return ",".join(str(b) for b in sorted(bits))
+
+
+def make_details(bdf: str | None, given: Mapping[str, object] | None) -> Details:
+    """The details of a finding: bus/devfn from its BDF, then the ones given (which win)."""
+    d: dict[str, str] = bdf_details(bdf)
+    for k, v in (given or {}).items():
+        if k not in DETAIL_KEYS:
+            raise ValueError(f"unknown finding detail {k!r}")
+        if v is not None:
+            d[k] = v if isinstance(v, str) else str(v)
+    return tuple((k, d[k]) for k in DETAIL_KEYS if k in d)
+
+
 @dataclass(frozen=True)
 class Finding:
     code: str
@@ -25,6 +61,7 @@ class Finding:
     # A missing input that the policy requires: it makes the verdict UNKNOWN (and `check`
     # exit 3) when nothing FAILs.  Not part of the JSON.
     required: bool = True
+    details: Details = ()  # (key, value) pairs, keys among DETAIL_KEYS, in that order
 
     @property
     def hint(self) -> str:
@@ -43,8 +80,10 @@ def finding(
     bdf: str | None = None,
     required: bool = True,
     severity: Severity | None = None,
+    details: Mapping[str, object] | None = None,
 ) -> Finding:
-    return Finding(code, severity or CATALOG[code].severity, unit, bdf, message, required)
+    sev = severity or CATALOG[code].severity
+    return Finding(code, sev, unit, bdf, message, required, make_details(bdf, details))
 
 
 @dataclass(frozen=True)

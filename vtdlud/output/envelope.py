@@ -88,7 +88,7 @@ def wanted_json(w: Wanted, report: Report) -> JSON:
 
 
 def finding_json(f: Finding) -> JSON:
-    return {
+    out: JSON = {
         "code": f.code,
         "severity": f.severity.value,
         "unit": hex_or_none(f.unit),
@@ -97,6 +97,9 @@ def finding_json(f: Finding) -> JSON:
         "hint": f.hint,
         "message_id": f.message_id,
     }
+    if f.details:  # optional: bus/devfn/bit/expected/actual, only the ones that apply
+        out["details"] = dict(f.details)
+    return out
 
 
 def host_json(snapshot: Snapshot, root_label: str) -> JSON:

@@ -12,14 +12,18 @@ report) go through one path.  Nothing is logged per evaluation; an entry is sent
 - the verdict changes (:data:`VERDICT_CHANGED`, PRIORITY of the new verdict);
 - the configuration is reloaded or rejected, and a oneshot's report is picked up or unreadable.
 
-A finding is identified by (code, severity, unit, bdf, message): a finding whose message
-changes is reported as the old one resolved and the new one appearing.
+A finding is identified by (code, unit, bdf, context-table bit): when its severity, message or
+details differ from the previous report it gets a "changed" entry (its code's MESSAGE_ID and
+PRIORITY, ``VTDLUD_STATE=changed``, ``VTDLUD_PREVIOUS_MESSAGE``), once.
 
 Every entry carries ``SYSLOG_IDENTIFIER=vtdlud`` and ``VTDLUD_SOURCE`` (``daemon``, ``gate`` or
-``post_kexec``); finding entries carry ``VTDLUD_CODE``, ``VTDLUD_SEVERITY``, ``VTDLUD_UNIT``
-(register base address, ``none`` for host-wide findings), ``VTDLUD_BDF`` (``none`` when no device
-applies), ``VTDLUD_STATE`` (``new`` or ``resolved``) and ``VTDLUD_VERDICT``; the catalog text
-uses ``@VTDLUD_UNIT@``, ``@VTDLUD_BDF@`` and ``@MESSAGE@``.
+``post_kexec``); finding entries carry ``VTDLUD_CODE``, ``VTDLUD_SEVERITY``,
+``VTDLUD_UNIT_ADDRESS`` (register base address, ``none`` for host-wide findings; also as
+``VTDLUD_UNIT``, its earlier name), ``VTDLUD_BDF`` (``none`` when no device applies),
+``VTDLUD_STATE`` (``new``, ``changed`` or ``resolved``), ``VTDLUD_VERDICT`` and, when the finding
+has them, ``VTDLUD_BUS``, ``VTDLUD_DEVFN``, ``VTDLUD_BIT``, ``VTDLUD_EXPECTED`` and
+``VTDLUD_ACTUAL`` (the JSON finding's ``details``); the catalog text uses ``@VTDLUD_UNIT@``,
+``@VTDLUD_BDF@`` and ``@MESSAGE@``.
 
 :class:`JournalSink` sends through ``systemd.journal.sendv`` (imported on first use: the CLI
 never pays for it).  journald that is restarting leaves a stale socket behind and ``sendv``
@@ -63,22 +67,44 @@ def priority_of(severity: str) -> int:
 
 @dataclass(frozen=True, order=True)
 class FindingKey:
+    """What a finding is about: the same key in two reports is the same finding, whose
+    severity, message or details may have changed."""
+
     code: str
-    severity: str
     unit: str | None
     bdf: str | None
-    message: str
+    bit: str | None
 
     @classmethod
     def of(cls, f: Mapping[str, Any]) -> FindingKey:
         unit, bdf = f.get("unit"), f.get("bdf")
+        bit = _details(f).get("bit")
         return cls(
             code=str(f.get("code", "")),
-            severity=str(f.get("severity", "")),
             unit=None if unit is None else str(unit),
             bdf=None if bdf is None else str(bdf),
-            message=str(f.get("message", "")),
+            bit=bit,
         )
+
+
+def _details(f: Mapping[str, Any]) -> dict[str, str]:
+    """The finding's ``details`` (bus/devfn derived from the BDF when a foreign report has
+    none)."""
+    from vtdlud.audit.report import DETAIL_KEYS, bdf_details  # noqa: PLC0415
+
+    raw = f.get("details")
+    d = bdf_details(f.get("bdf")) if f.get("bdf") is not None else {}
+    if isinstance(raw, Mapping):
+        d.update({str(k): str(v) for k, v in raw.items() if k in DETAIL_KEYS and v is not None})
+    return d
+
+
+def _content(f: Mapping[str, Any]) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    return (
+        str(f.get("severity", "")),
+        str(f.get("message", "")),
+        tuple(sorted(_details(f).items())),
+    )
 
 
 def _event(message: str, message_id: str, priority: int, source: str, **fields: object) -> Event:
@@ -96,6 +122,68 @@ def _where(k: FindingKey) -> str:
     return k.bdf or k.unit or "host"
 
 
+def _finding_fields(k: FindingKey, f: Mapping[str, Any], state: str, verdict: str) -> JSON:
+    d = _details(f)
+    unit = k.unit or "none"
+    return {
+        "VTDLUD_CODE": k.code,
+        "VTDLUD_SEVERITY": str(f.get("severity", "")),
+        "VTDLUD_UNIT_ADDRESS": unit,
+        "VTDLUD_UNIT": unit,  # the field's name before VTDLUD_UNIT_ADDRESS; kept for matches
+        "VTDLUD_BDF": k.bdf or "none",
+        "VTDLUD_BUS": d.get("bus"),
+        "VTDLUD_DEVFN": d.get("devfn"),
+        "VTDLUD_BIT": d.get("bit"),
+        "VTDLUD_EXPECTED": d.get("expected"),
+        "VTDLUD_ACTUAL": d.get("actual"),
+        "VTDLUD_STATE": state,
+        "VTDLUD_VERDICT": verdict,
+    }
+
+
+def _message_id(code: str, f: Mapping[str, Any]) -> str:
+    message_id = str(f.get("message_id") or "")
+    if not _is_message_id(message_id):
+        from vtdlud.audit.catalog import CATALOG  # noqa: PLC0415 - only for foreign reports
+
+        entry = CATALOG.get(code)
+        message_id = entry.message_id if entry is not None else ""  # a code we do not know
+    return message_id
+
+
+def _pair(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
+) -> tuple[
+    list[tuple[FindingKey, Mapping[str, Any]]],
+    list[tuple[FindingKey, Mapping[str, Any], Mapping[str, Any]]],
+    list[tuple[FindingKey, Mapping[str, Any]]],
+]:
+    """(resolved, changed (key, old, new), appeared): findings of the same key that are equal
+    match first; the others of that key pair up in order as changed; the rest resolve or
+    appear."""
+    groups: dict[FindingKey, tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]] = {}
+    for f in old:
+        groups.setdefault(FindingKey.of(f), ([], []))[0].append(f)
+    for f in new:
+        groups.setdefault(FindingKey.of(f), ([], []))[1].append(f)
+    resolved, changed, appeared = [], [], []
+    for k in sorted(groups):
+        before, after = groups[k]
+        b_rest = sorted(before, key=_content)
+        a_rest = []
+        for f in sorted(after, key=_content):
+            same = next((i for i, o in enumerate(b_rest) if _content(o) == _content(f)), None)
+            if same is None:
+                a_rest.append(f)
+            else:
+                del b_rest[same]
+        n = min(len(b_rest), len(a_rest))
+        changed += [(k, o, f) for o, f in zip(b_rest[:n], a_rest[:n], strict=True)]
+        resolved += [(k, o) for o in b_rest[n:]]
+        appeared += [(k, f) for f in a_rest[n:]]
+    return resolved, changed, appeared
+
+
 def finding_events(
     old: Sequence[Mapping[str, Any]] | None,
     new: Sequence[Mapping[str, Any]],
@@ -103,47 +191,46 @@ def finding_events(
     source: str,
     verdict: str,
 ) -> list[Event]:
-    """One entry per finding that appeared in ``new`` or cleared since ``old`` (None: nothing
-    was known before, every finding is new).  Resolved entries come first, then new ones, each
-    group sorted, so the order is stable."""
-    before = {FindingKey.of(f): f for f in old or ()}
-    after = {FindingKey.of(f): f for f in new}
+    """One entry per finding that cleared since ``old``, changed (severity, message or
+    details) or appeared in ``new`` (``old`` None: nothing was known before, every finding is
+    new).  Resolved entries come first, then changed ones, then new ones, each group sorted,
+    so the order is stable."""
+    resolved, changed, appeared = _pair(old or (), new)
     out: list[Event] = []
-    for k in sorted(before.keys() - after.keys()):
+    for k, f in resolved:
+        msg = str(f.get("message", ""))
         out.append(
             _event(
-                f"{k.code} resolved ({_where(k)}): {k.message}",
+                f"{k.code} resolved ({_where(k)}): {msg}",
                 FINDING_RESOLVED,
                 INFO,
                 source,
-                VTDLUD_CODE=k.code,
-                VTDLUD_SEVERITY=k.severity,
-                VTDLUD_UNIT=k.unit or "none",
-                VTDLUD_BDF=k.bdf or "none",
-                VTDLUD_STATE="resolved",
-                VTDLUD_VERDICT=verdict,
+                **_finding_fields(k, f, "resolved", verdict),
             )
         )
-    for k in sorted(after.keys() - before.keys()):
-        f = after[k]
-        message_id = str(f.get("message_id") or "")
-        if not _is_message_id(message_id):
-            from vtdlud.audit.catalog import CATALOG  # noqa: PLC0415 - only for foreign reports
-
-            entry = CATALOG.get(k.code)
-            message_id = entry.message_id if entry is not None else ""  # a code we do not know
+    for k, was, f in changed:
+        sev, msg = str(f.get("severity", "")), str(f.get("message", ""))
         out.append(
             _event(
-                f"{k.code} {k.severity} ({_where(k)}): {k.message}",
-                message_id,
-                priority_of(k.severity),
+                f"{k.code} {sev} changed ({_where(k)}): {msg}",
+                _message_id(k.code, f),
+                priority_of(sev),
                 source,
-                VTDLUD_CODE=k.code,
-                VTDLUD_SEVERITY=k.severity,
-                VTDLUD_UNIT=k.unit or "none",
-                VTDLUD_BDF=k.bdf or "none",
-                VTDLUD_STATE="new",
-                VTDLUD_VERDICT=verdict,
+                **_finding_fields(k, f, "changed", verdict),
+                VTDLUD_PREVIOUS_SEVERITY=was.get("severity"),
+                VTDLUD_PREVIOUS_MESSAGE=was.get("message"),
+                VTDLUD_HINT=f.get("hint"),
+            )
+        )
+    for k, f in appeared:
+        sev, msg = str(f.get("severity", "")), str(f.get("message", ""))
+        out.append(
+            _event(
+                f"{k.code} {sev} ({_where(k)}): {msg}",
+                _message_id(k.code, f),
+                priority_of(sev),
+                source,
+                **_finding_fields(k, f, "new", verdict),
                 VTDLUD_HINT=f.get("hint"),
             )
         )

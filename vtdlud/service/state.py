@@ -141,7 +141,7 @@ def format_cached(doc: JSON, root_label: str, colour: bool) -> str:
     says where the report came from."""
     from vtdlud.audit.catalog import Severity  # noqa: PLC0415 - human output only
     from vtdlud.audit.policy import Policy  # noqa: PLC0415
-    from vtdlud.audit.report import Finding, Report, UnitReport  # noqa: PLC0415
+    from vtdlud.audit.report import DETAIL_KEYS, Finding, Report, UnitReport  # noqa: PLC0415
     from vtdlud.model.snapshot import Snapshot, Tier, TierState, TierStatus  # noqa: PLC0415
     from vtdlud.model.tables import Mode  # noqa: PLC0415
     from vtdlud.output.text import format_status  # noqa: PLC0415
@@ -181,6 +181,11 @@ def format_cached(doc: JSON, root_label: str, colour: bool) -> str:
             bdf=f.get("bdf"),
             message=str(f.get("message", "")),
             required=required,
+            details=tuple(
+                (str(k), str(v))
+                for k, v in (f.get("details") or {}).items()
+                if k in DETAIL_KEYS and v is not None
+            ),
         )
         for f in doc.get("findings") or []
     )
