@@ -19,7 +19,8 @@ from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.report import finding
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import finding_json
-from vtdlud.service.daemon import Daemon, DaemonOptions, configure_logging
+from vtdlud.service.daemon import Daemon, DaemonOptions
+from vtdlud.service.runtime import configure_logging
 
 SHIPPED_CATALOG = Path(__file__).parents[2] / "systemd" / "vtdlud.catalog"
 UNIT = 0xFED90000

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vtdlud.audit.catalog import Severity
+from vtdlud.audit.mirror import Sink, live_view, required_for, unit_mode
 from vtdlud.audit.preserved import device_bdf
-from vtdlud.audit.records import Sink, live_view, required_for, unit_mode
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.errors import ParseError
 from vtdlud.host.root import HostRoot, describe_oserror

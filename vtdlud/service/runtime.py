@@ -1,0 +1,97 @@
+"""Process plumbing for the daemon: structlog set-up, signals through a wakeup socket, and
+giving freed heap back after an evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+Log = Any  # a structlog BoundLogger
+
+
+def release_memory() -> None:
+    """Give freed heap back to the kernel after an evaluation (glibc malloc_trim): a big host
+    or a storm of VFs would otherwise leave the idle daemon at its peak RSS."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+# -- logging -----------------------------------------------------------------------------------
+_SYSLOG_PREFIX = {
+    "debug": "<7>",
+    "info": "<6>",
+    "warning": "<4>",
+    "error": "<3>",
+    "critical": "<2>",
+}
+
+
+def _on_journal_stream() -> bool:
+    """stderr is connected to journald (systemd.exec(5) JOURNAL_STREAM)."""
+    dev_ino = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return dev_ino == f"{st.st_dev}:{st.st_ino}"
+
+
+def configure_logging(level: str) -> Log:
+    """structlog to stderr: console lines on a terminal, JSON otherwise; under systemd each
+    JSON line gets a ``<N>`` syslog prefix so journald files it at the right priority."""
+    import logging  # noqa: PLC0415 - the daemon path only
+
+    import structlog  # noqa: PLC0415
+
+    renderer: Any
+    if sys.stderr.isatty():
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=True)
+    prefix = _on_journal_stream()
+
+    def render(logger: Any, name: str, event: Any) -> str:
+        level_name = str(event.get("level", "info"))
+        line = str(renderer(logger, name, event))
+        return (_SYSLOG_PREFIX.get(level_name, "<6>") + line) if prefix else line
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            render,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    return structlog.get_logger("vtdlud")
+
+
+def _noop_handler(signum: int, frame: object) -> None:
+    """The wakeup socket carries the signal; the loop acts on it."""
+
+
+@contextlib.contextmanager
+def _signals(wakeup: socket.socket) -> Iterator[None]:
+    sigs = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    old = {s: signal.signal(s, _noop_handler) for s in sigs}
+    old_fd = signal.set_wakeup_fd(wakeup.fileno(), warn_on_full_buffer=False)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for s, h in old.items():
+            signal.signal(s, h)
