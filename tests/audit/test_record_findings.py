@@ -18,8 +18,8 @@ import pytest
 
 from vtdlud.audit.catalog import Severity
 from vtdlud.audit.evaluate import evaluate
+from vtdlud.audit.mirror import field_diffs, mirror_hw, points_nowhere
 from vtdlud.audit.policy import Policy
-from vtdlud.audit.records import field_diffs, mirror_hw, points_nowhere
 from vtdlud.audit.report import Finding, Report
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
