@@ -20,15 +20,10 @@ from tests.cli.helpers import run_cli, validate
 from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.policy import Policy
-from vtdlud.audit.postkexec import (
-    KernelLog,
-    LedgerInput,
-    parse_dmar_faults,
-    post_kexec_findings,
-    read_kernel_log,
-)
+from vtdlud.audit.postkexec import LedgerInput, parse_dmar_faults, post_kexec_findings
 from vtdlud.cli import build_parser
 from vtdlud.host import snapshot as host_snapshot
+from vtdlud.host.kmsg import KernelLog, read_kernel_log
 from vtdlud.host.procs import PROCESSES_JSON, facts_from_json
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot

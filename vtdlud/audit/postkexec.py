@@ -36,8 +36,6 @@ the end do the I/O.  Tested on the simulator (vtdlud.sim) only: no real capture 
 from __future__ import annotations
 
 import dataclasses
-import errno
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +46,7 @@ from vtdlud.audit.mirror import Sink, live_view, required_for, unit_mode
 from vtdlud.audit.preserved import device_bdf
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.errors import ParseError
+from vtdlud.host.kmsg import KernelLog, read_kernel_log
 from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.abi import IommuDeviceSerV1, IommuHwSerV1
 from vtdlud.model.bitfield import field_named
@@ -84,15 +83,6 @@ class LedgerInput:
     path: str
     ledger: Ledger | None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class KernelLog:
-    """This boot's kernel log lines (the text after ``;`` of each record), None: not readable."""
-
-    source: str
-    lines: tuple[str, ...] | None
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -371,42 +361,6 @@ def post_kexec_report(report: Report, result: PostKexec) -> Report:
 
 
 # --- I/O ----------------------------------------------------------------------------------------
-
-KMSG = "dev/kmsg"
-MAX_LOG_BYTES = 16 << 20
-MAX_READS = 1 << 20
-
-
-def read_kernel_log(root: HostRoot) -> KernelLog:
-    """This boot's kernel log from ``/dev/kmsg``, non-blocking (EAGAIN ends it; EPIPE, records
-    overwritten while reading, is skipped), bounded by :data:`MAX_LOG_BYTES`."""
-    source = f"/{KMSG}"
-    try:
-        path = Path(root.root) / root.resolve(KMSG)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        return KernelLog(source, None, describe_oserror(exc))
-    data = bytearray()
-    try:
-        for _ in range(MAX_READS):
-            try:
-                chunk = os.read(fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno == errno.EPIPE:
-                    continue
-                return KernelLog(source, None, describe_oserror(exc))
-            if not chunk or len(data) + len(chunk) > MAX_LOG_BYTES:
-                break
-            data += chunk  # /dev/kmsg: one record ("...;text\n" + dictionary) per read
-    finally:
-        os.close(fd)
-    lines = []
-    for record in data.decode("utf-8", "replace").split("\n"):
-        if record and not record.startswith(" "):  # " KEY=value": a record's dictionary
-            lines.append(record.partition(";")[2] if ";" in record else record)
-    return KernelLog(source, tuple(lines))
 
 
 def read_ledger_input(state_dir: Path) -> LedgerInput:
