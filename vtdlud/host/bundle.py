@@ -25,6 +25,7 @@ from typing import Any
 
 from vtdlud import __version__
 from vtdlud.errors import UsageError
+from vtdlud.host.atomic import atomic_file
 from vtdlud.host.root import HostRoot
 
 MANIFEST = "vtdlud-manifest.json"
@@ -92,31 +93,21 @@ def write_bundle(
         ti.type, ti.mode, ti.mtime, ti.uname, ti.gname = kind, mode, now, "root", "root"
         return ti
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
-            for d in sorted(dirs - set(links) - set(files)):
-                tar.addfile(info(d, tarfile.DIRTYPE, 0o755))
-            for link, target in sorted(links.items()):
-                ti = info(link, tarfile.SYMTYPE, 0o777)
-                ti.linkname = _relative_link(link, target)
-                tar.addfile(ti)
-            for path, data in sorted(files.items()):
-                ti = info(path, tarfile.REGTYPE, 0o444)
-                ti.size = len(data)
-                tar.addfile(ti, io.BytesIO(data))
-            body = (json.dumps(manifest, indent=2) + "\n").encode()
-            ti = info(MANIFEST, tarfile.REGTYPE, 0o444)
-            ti.size = len(body)
-            tar.addfile(ti, io.BytesIO(body))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out, mode=0o600) as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for d in sorted(dirs - set(links) - set(files)):
+            tar.addfile(info(d, tarfile.DIRTYPE, 0o755))
+        for link, target in sorted(links.items()):
+            ti = info(link, tarfile.SYMTYPE, 0o777)
+            ti.linkname = _relative_link(link, target)
+            tar.addfile(ti)
+        for path, data in sorted(files.items()):
+            ti = info(path, tarfile.REGTYPE, 0o444)
+            ti.size = len(data)
+            tar.addfile(ti, io.BytesIO(data))
+        body = (json.dumps(manifest, indent=2) + "\n").encode()
+        ti = info(MANIFEST, tarfile.REGTYPE, 0o444)
+        ti.size = len(body)
+        tar.addfile(ti, io.BytesIO(body))
     return CollectResult(out, len(files), len(links), len(dirs), len(manifest["unreadable"]))
 
 

@@ -21,13 +21,12 @@ segment with ``p_paddr = -1``) for tests of the reader.
 
 from __future__ import annotations
 
-import os
 import struct
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vtdlud.host.atomic import atomic_file
 from vtdlud.model.registers import VTD_PAGE_SIZE
 from vtdlud.parse.kcore import EHDR_SIZE, EM_X86_64, ET_CORE, NO_PADDR, PHDR_SIZE
 
@@ -181,20 +180,10 @@ def write_core(
     """Write :func:`build_core`'s file to ``path`` atomically (temp file, fsync, rename), mode
     0400 like ``/proc/kcore``; holes in ``ram`` ranges stay sparse.  Returns the file size."""
     head, writes, size = _plan(pages, ram, extra)
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".kcore-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            for off, data in writes:
-                f.seek(off)
-                f.write(data)
-            f.truncate(size)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o400)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(Path(path), mode=0o400) as f:
+        f.write(head)
+        for off, data in writes:
+            f.seek(off)
+            f.write(data)
+        f.truncate(size)
     return size
