@@ -92,6 +92,35 @@ class SnapshotBuilder:
     ) -> None:
         self.problems.append(InputProblem(f"/{rel}", reason, tier, unsupported, unit))
 
+    def _parse_bytes(
+        self,
+        rel: str,
+        parser: Callable[[bytes], T],
+        tier: Tier,
+        *,
+        optional: bool = False,
+        unit: int | None = None,
+    ) -> T | None:
+        """Read ``rel`` and parse it; a failure is recorded as a problem, never raised."""
+        try:
+            data = self.root.read_bytes(rel)
+        except FileNotFoundError:
+            if not optional:
+                self._problem(rel, "no such file", tier, unit=unit)
+            return None
+        except OSError as exc:
+            self._problem(rel, describe_oserror(exc), tier, unit=unit)
+            return None
+        try:
+            return parser(data)
+        except UnicodeDecodeError as exc:
+            self._problem(rel, f"not text (byte {exc.start:#x} is not UTF-8)", tier, unit=unit)
+        except UnsupportedFormat as exc:
+            self._problem(rel, str(exc), tier, unsupported=True, unit=unit)
+        except ParseError as exc:
+            self._problem(rel, str(exc), tier, unit=unit)
+        return None
+
     def _parse(
         self,
         rel: str,
@@ -101,26 +130,10 @@ class SnapshotBuilder:
         optional: bool = False,
         unit: int | None = None,
     ) -> T | None:
-        """Read ``rel`` as text and parse it; a failure is recorded, never raised."""
-        try:
-            text = self.root.read_text(rel)
-        except FileNotFoundError:
-            if not optional:
-                self._problem(rel, "no such file", tier, unit=unit)
-            return None
-        except OSError as exc:
-            self._problem(rel, describe_oserror(exc), tier, unit=unit)
-            return None
-        except UnicodeDecodeError as exc:
-            self._problem(rel, f"not text (byte {exc.start:#x} is not UTF-8)", tier, unit=unit)
-            return None
-        try:
-            return parser(text)
-        except UnsupportedFormat as exc:
-            self._problem(rel, str(exc), tier, unsupported=True, unit=unit)
-        except ParseError as exc:
-            self._problem(rel, str(exc), tier, unit=unit)
-        return None
+        """:meth:`_parse_bytes` for text files (UTF-8)."""
+        return self._parse_bytes(
+            rel, lambda data: parser(data.decode("utf-8")), tier, optional=optional, unit=unit
+        )
 
     def _listdir(self, rel: str, tier: Tier, *, optional: bool = False) -> list[str]:
         try:
@@ -296,19 +309,7 @@ class SnapshotBuilder:
         return parent
 
     def _pci_config(self, rel: str) -> PciConfig | None:
-        try:
-            data = self.root.read_bytes(rel)
-        except FileNotFoundError:
-            self._problem(rel, "no such file", Tier.SYSFS)
-            return None
-        except OSError as exc:
-            self._problem(rel, describe_oserror(exc), Tier.SYSFS)
-            return None
-        try:
-            return parse_pci_config(data)
-        except ParseError as exc:
-            self._problem(rel, str(exc), Tier.SYSFS)
-            return None
+        return self._parse_bytes(rel, parse_pci_config, Tier.SYSFS)
 
     def group(self, number: int) -> IommuGroup:
         base = f"{SYS_IOMMU_GROUPS}/{number}"
@@ -322,19 +323,7 @@ class SnapshotBuilder:
         )
 
     def dmar_table(self) -> DmarTable | None:
-        try:
-            data = self.root.read_bytes(ACPI_DMAR)
-        except FileNotFoundError:
-            self._problem(ACPI_DMAR, "no such file (no ACPI DMAR table)", Tier.SYSFS)
-            return None
-        except OSError as exc:
-            self._problem(ACPI_DMAR, describe_oserror(exc), Tier.SYSFS)
-            return None
-        try:
-            return parse_dmar(data)
-        except ParseError as exc:
-            self._problem(ACPI_DMAR, str(exc), Tier.SYSFS)
-            return None
+        return self._parse_bytes(ACPI_DMAR, parse_dmar, Tier.SYSFS)
 
     def build(self) -> Snapshot:
         t = Tier.SYSFS
