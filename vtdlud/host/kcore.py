@@ -250,37 +250,21 @@ class PhysMem:
             raise PhysReadError(
                 addr, size, f"the probe budget of {self.limits.max_probe_bytes} bytes is spent"
             )
-        [fr] = self.layout.translate(addr, size)  # PhysReadError(outside_ram) if not RAM
-        try:
-            self._faults.check(PROC_KCORE, "pread")
-            chunk = _pread_exact(self._fd, fr.size, fr.offset)
-        except OSError as exc:
-            raise PhysReadError(addr, size, describe_oserror(exc)) from exc
+        chunk = self._pread(addr, size, addr, size)
         self.probe_bytes += len(chunk)
-        if len(chunk) != size:
-            raise PhysReadError(
-                addr, size, f"{self.name} is truncated at {fr.offset + len(chunk):#x}"
-            )
         return chunk
 
-    def _fetch(self, start: int, length: int, addr: int, size: int) -> None:
-        """Read the pages ``[start, start + length)`` into the page store."""
-        ranges = self.layout.translate(start, length)  # PhysReadError(outside_ram) if not RAM
-        if self.bytes_read + length > self.limits.max_total_bytes:
-            raise PhysReadError(
-                addr,
-                size,
-                f"the read budget of {self.limits.max_total_bytes} bytes is spent",
-            )
+    def _pread(self, start: int, length: int, addr: int, size: int) -> bytes:
+        """Physical ``[start, start + length)`` from the file; errors name the caller's
+        ``addr``/``size``.  PhysReadError(outside_ram) when a byte is in no RAM segment."""
         assert self._fd is not None
         parts: list[bytes] = []
-        for fr in ranges:
+        for fr in self.layout.translate(start, length):
             try:
                 self._faults.check(PROC_KCORE, "pread")
                 chunk = _pread_exact(self._fd, fr.size, fr.offset)
             except OSError as exc:
                 raise PhysReadError(addr, size, describe_oserror(exc)) from exc
-            self.bytes_read += len(chunk)
             if len(chunk) != fr.size:
                 raise PhysReadError(
                     addr,
@@ -289,6 +273,18 @@ class PhysMem:
                     f"segment holding physical {fr.paddr:#x} (truncated core)",
                 )
             parts.append(chunk)
-        data = b"".join(parts)
+        return b"".join(parts)
+
+    def _fetch(self, start: int, length: int, addr: int, size: int) -> None:
+        """Read the pages ``[start, start + length)`` into the page store."""
+        self.layout.translate(start, length)  # PhysReadError(outside_ram) before the budget
+        if self.bytes_read + length > self.limits.max_total_bytes:
+            raise PhysReadError(
+                addr,
+                size,
+                f"the read budget of {self.limits.max_total_bytes} bytes is spent",
+            )
+        data = self._pread(start, length, addr, size)
+        self.bytes_read += len(data)
         for i in range(0, length, VTD_PAGE_SIZE):
             self._pages[start + i] = data[i : i + VTD_PAGE_SIZE]
