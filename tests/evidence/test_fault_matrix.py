@@ -90,7 +90,7 @@ def _no_fail(report: Report, what: str) -> None:
 
 @pytest.mark.parametrize("err", [errno.EACCES, errno.EIO])
 def test_every_input_unreadable(host: Host, err: int) -> None:
-    assert len(host.inputs) > 100
+    assert len(host.inputs) > 80  # a whole host: units, devices, vfio groups, debugfs, KHO
     for rel in host.inputs:
         report = _run(host.root, FaultPlan([Fault(rel, err)]))
         assert len(report.units) == host.units, rel

@@ -64,6 +64,23 @@ def describe_oserror(exc: OSError) -> str:
             return exc.strerror or f"errno {exc.errno}"
 
 
+def _read_fd(fd: int, limit: int | None) -> bytes:
+    """Read to EOF (or ``limit`` bytes) with plain read(2) calls: no file object per input."""
+    want = 65536 if limit is None else limit
+    chunk = os.read(fd, want)
+    if not chunk or (limit is not None and len(chunk) >= limit):
+        return chunk
+    chunks = [chunk]
+    got = len(chunk)
+    while limit is None or got < limit:
+        chunk = os.read(fd, 65536 if limit is None else limit - got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 class HostRoot:
     """Filesystem access under ``root``; paths are root-relative POSIX strings ("sys/class/iommu")."""
 
@@ -72,6 +89,8 @@ class HostRoot:
         self._prefix = str(self.root).rstrip("/") + "/"
         self._live = self.root.resolve() == Path("/")
         self.faults = faults or FaultPlan()
+        # Every path resolved so far -> its resolved form (one look at the host: a link is read
+        # once per snapshot).
         self._dir_cache: dict[str, str] = {"": ""}
         # What was touched, for `collect`: resolved files read, dirs listed, links with targets.
         self.files_read: set[str] = set()
@@ -91,6 +110,10 @@ class HostRoot:
 
     def resolve(self, rel: str, *, follow_last: bool = True) -> str:
         """Resolve ``rel`` inside the root; returns the resolved root-relative path."""
+        if follow_last:
+            hit = self._dir_cache.get(rel)  # keys are normalised paths resolved before
+            if hit is not None:
+                return hit
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         return self._walk(parts, follow_last, 0)
 
@@ -102,12 +125,13 @@ class HostRoot:
                 cur = cur.rpartition("/")[0]
                 continue
             nxt = f"{cur}/{part}" if cur else part
-            if not last and nxt in self._dir_cache:
-                cur = self._dir_cache[nxt]
-                continue
             if last and not follow_last:
                 cur = nxt
                 break
+            cached = self._dir_cache.get(nxt)
+            if cached is not None:
+                cur = cached
+                continue
             try:
                 st = os.lstat(self._abs(nxt))
             except FileNotFoundError:
@@ -132,12 +156,10 @@ class HostRoot:
                     else:
                         stack.append(tp)
                 resolved = self._walk(stack, True, depth + 1) if stack else ""
-                if not last:
-                    self._dir_cache[nxt] = resolved
+                self._dir_cache[nxt] = resolved
                 cur = resolved
             else:
-                if not last:
-                    self._dir_cache[nxt] = nxt
+                self._dir_cache[nxt] = nxt
                 cur = nxt
         return cur
 
@@ -176,8 +198,10 @@ class HostRoot:
                 real = self.resolve(rel)
                 self.faults.check(real, "read")
                 fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                data = f.read() if limit is None else f.read(limit)
+            try:
+                data = _read_fd(fd, limit)
+            finally:
+                os.close(fd)
         except OSError as exc:
             self._failed(rel, exc)
             raise

@@ -125,7 +125,7 @@ class Snapshot:
     tiers: dict[Tier, TierState]
     units: tuple[SysfsUnit, ...]
     pci_devices: dict[str, PciDevice]
-    groups: dict[int, IommuGroup]
+    groups: dict[int, IommuGroup]  # the IOMMU groups of the devices bound to vfio-pci
     dmar: DmarTable | None
     regset: Regset | None
     translation: TranslationStruct | None
