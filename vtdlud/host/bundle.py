@@ -8,25 +8,24 @@ components, device files, FIFOs, hard links and links that leave the root are re
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import posixpath
-import shutil
 import stat
-import tarfile
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vtdlud import __version__
 from vtdlud.errors import UsageError
 from vtdlud.host.atomic import atomic_file
 from vtdlud.host.root import HostRoot
+
+if TYPE_CHECKING:  # tarfile, tempfile and shutil are imported when a bundle is really used:
+    import tarfile  # `status --root DIR` and `status` on the live host need none of them
 
 MANIFEST = "vtdlud-manifest.json"
 MANIFEST_FORMAT = 1
@@ -65,6 +64,9 @@ def write_bundle(
     extra: dict[str, bytes] | None = None,
 ) -> CollectResult:
     """Pack what ``root`` recorded, plus ``extra`` files, into ``out`` (temp name, then rename)."""
+    import io  # noqa: PLC0415 - see the note at the imports
+    import tarfile  # noqa: PLC0415
+
     files = {p: d for p, d in root.contents.items() if p not in NEVER_COLLECT}
     files.update(extra or {})
     links = dict(root.links)
@@ -162,6 +164,9 @@ def _check_member(bundle: Path, m: tarfile.TarInfo) -> str:
 
 def extract_bundle(bundle: Path, dest: Path) -> None:
     """Check every member first, then extract into ``dest`` (which must be empty and private)."""
+    import shutil  # noqa: PLC0415 - see the note at the imports
+    import tarfile  # noqa: PLC0415
+
     try:
         with tarfile.open(bundle, "r:*") as tar:
             members = tar.getmembers()
@@ -205,6 +210,9 @@ def open_root(arg: str) -> Iterator[HostRoot]:
         return
     if not path.exists():
         raise UsageError(f"--root {arg}: no such file or directory")
+    import shutil  # noqa: PLC0415 - see the note at the imports
+    import tempfile  # noqa: PLC0415
+
     tmp = Path(tempfile.mkdtemp(prefix="vtdlud-bundle-"))
     try:
         extract_bundle(path, tmp)
