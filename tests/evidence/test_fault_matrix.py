@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.gate import gate_exit
 from vtdlud.audit.report import Report
 from vtdlud.errors import ExitCode
-from vtdlud.host.root import Fault, FaultPlan, HostRoot
+from vtdlud.host.root import DirEntries, Fault, FaultPlan, HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.output.envelope import envelope
 from vtdlud.sim.scenarios import q35_host
@@ -75,6 +75,19 @@ class _Recording(HostRoot):
         data = super().read_bytes(rel, limit=limit)
         self.requested.add(rel)
         return data
+
+    def read_entries(
+        self,
+        rel_dir: str,
+        files: Sequence[str] = (),
+        links: Sequence[str] = (),
+        dirs: Sequence[str] = (),
+    ) -> DirEntries:
+        got = super().read_entries(rel_dir, files, links, dirs)
+        self.requested.update(
+            f"{rel_dir}/{n}" for n, d in got.files.items() if isinstance(d, bytes)
+        )
+        return got
 
 
 def _run(root: Path, faults: FaultPlan) -> Report:

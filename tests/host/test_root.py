@@ -70,3 +70,60 @@ def test_fault_on_resolved_path_and_listing(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         hr.listdir("sys/class/iommu/dmar0")  # resolves into sys/devices/...
     assert hr.listdir("sys/class/iommu") == ["dmar0"]
+
+
+def _device_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    dev = root / "sys/devices/pci0000:00/0000:00:05.0"
+    (dev / "vfio-dev/vfio3").mkdir(parents=True)
+    (dev / "vendor").write_text("0x8086\n")
+    (dev / "config").write_bytes(bytes(range(64)))
+    (root / "sys/bus/pci/drivers/vfio-pci").mkdir(parents=True)
+    os.symlink("../../../bus/pci/drivers/vfio-pci", dev / "driver")
+    os.symlink("vendor", dev / "vendor_link")  # an attribute that is a link: resolved
+    (root / "sys/bus/pci/devices").mkdir(parents=True)
+    os.symlink("../../../devices/pci0000:00/0000:00:05.0", root / "sys/bus/pci/devices/x")
+    return root
+
+
+def test_read_entries_equals_the_per_path_methods(tmp_path: Path) -> None:
+    root = _device_tree(tmp_path)
+    base = "sys/bus/pci/devices/x"
+    args = (["vendor", "config", "vendor_link", "absent"], ["driver", "iommu"], ["vfio-dev", "no"])
+    batched, single = HostRoot(root), HostRoot(root)
+    got = batched.read_entries(base, *args)
+    assert got.files["vendor"] == single.read_bytes(f"{base}/vendor") == b"0x8086\n"
+    assert got.files["config"] == bytes(range(64))
+    assert got.files["vendor_link"] == b"0x8086\n"
+    assert isinstance(got.files["absent"], FileNotFoundError)
+    assert got.links == {"driver": single.link_target(f"{base}/driver"), "iommu": None}
+    assert got.links["driver"] == "../../../bus/pci/drivers/vfio-pci"
+    assert got.dirs["vfio-dev"] == single.listdir(f"{base}/vfio-dev") == ["vfio3"]
+    assert isinstance(got.dirs["no"], FileNotFoundError)
+    single.read_bytes(f"{base}/config")
+    single.read_bytes(f"{base}/vendor_link")
+    # The same record for `collect`: resolved files, links with targets, listed dirs.
+    assert batched.files_read == single.files_read
+    assert batched.contents == single.contents
+    assert batched.links == single.links
+    assert batched.dirs_listed == single.dirs_listed
+    assert batched.unreadable == single.unreadable == {}
+
+
+def test_read_entries_missing_directory(tmp_path: Path) -> None:
+    got = HostRoot(_device_tree(tmp_path)).read_entries(
+        "sys/bus/pci/devices/y", ["vendor"], ["driver"], ["vfio-dev"]
+    )
+    assert isinstance(got.files["vendor"], FileNotFoundError)
+    assert got.links == {"driver": None}
+    assert isinstance(got.dirs["vfio-dev"], FileNotFoundError)
+
+
+def test_read_entries_takes_injected_faults(tmp_path: Path) -> None:
+    faults = FaultPlan([Fault("sys/bus/pci/devices/x/vendor", errno.EIO)])
+    hr = HostRoot(_device_tree(tmp_path), faults=faults)
+    got = hr.read_entries("sys/bus/pci/devices/x", ["vendor", "config"], ["driver"])
+    assert isinstance(got.files["vendor"], OSError) and got.files["vendor"].errno == errno.EIO
+    assert got.files["config"] == bytes(range(64))
+    assert got.links["driver"] == "../../../bus/pci/drivers/vfio-pci"
+    assert hr.unreadable == {"sys/bus/pci/devices/x/vendor": "I/O error (EIO)"}

@@ -15,7 +15,7 @@ import errno
 import fnmatch
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +79,25 @@ def _read_fd(fd: int, limit: int | None) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+_O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_LIST = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def link_basename(target: str) -> str:
+    """The last component of a link target ("vfio-pci" for ../../bus/pci/drivers/vfio-pci)."""
+    return target.rstrip("/").rpartition("/")[2]
+
+
+@dataclass(frozen=True)
+class DirEntries:
+    """What :meth:`HostRoot.read_entries` found, by entry name."""
+
+    files: dict[str, bytes | OSError]
+    links: dict[str, str | None]
+    dirs: dict[str, list[str] | OSError]
 
 
 class HostRoot:
@@ -210,6 +229,106 @@ class HostRoot:
             self.contents[real] = data
         return data
 
+    def read_entries(
+        self,
+        rel_dir: str,
+        files: Sequence[str] = (),
+        links: Sequence[str] = (),
+        dirs: Sequence[str] = (),
+    ) -> DirEntries:
+        """Many entries of one directory (a sysfs device: its attributes, links and
+        subdirectories): the directory is resolved and opened once and each entry is reached
+        relative to it.  Per entry, the same result (and record) as :meth:`read_bytes`,
+        :meth:`readlink` and :meth:`listdir` give: the data or the OSError, a link's target
+        or None."""
+        if self.faults.faults:  # injected faults go through the per-path methods
+            return self._entries_by_path(rel_dir, files, links, dirs)
+        out = DirEntries({}, {}, {})
+        try:
+            real = self.resolve(rel_dir)
+            dfd = os.open(self._abs(real), _O_DIR)
+        except OSError as exc:
+            for name in files:
+                out.files[name] = exc
+            out.links.update(dict.fromkeys(links))
+            for name in dirs:
+                out.dirs[name] = exc
+            return out
+        prefix = f"{real}/" if real else ""
+        try:
+            for name in files:
+                try:
+                    fd = os.open(name, _O_FILE, dir_fd=dfd)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:  # the entry is a link: resolve it
+                        out.files[name] = self._read_or_error(f"{rel_dir}/{name}")
+                        continue
+                    self._failed(f"{rel_dir}/{name}", exc)
+                    out.files[name] = exc
+                    continue
+                try:
+                    data = _read_fd(fd, None)
+                except OSError as exc:
+                    self._failed(f"{rel_dir}/{name}", exc)
+                    out.files[name] = exc
+                    continue
+                finally:
+                    os.close(fd)
+                self.files_read.add(prefix + name)
+                self.contents[prefix + name] = out.files[name] = data
+            for name in links:
+                try:
+                    out.links[name] = target = os.readlink(name, dir_fd=dfd)
+                except OSError:
+                    out.links[name] = None
+                    continue
+                self.links[prefix + name] = target
+            for name in dirs:
+                out.dirs[name] = self._list_at(dfd, prefix, rel_dir, name)
+        finally:
+            os.close(dfd)
+        return out
+
+    def _list_at(self, dfd: int, prefix: str, rel_dir: str, name: str) -> list[str] | OSError:
+        try:
+            fd = os.open(name, _O_LIST, dir_fd=dfd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a link (or not a directory)
+                return self._list_or_error(f"{rel_dir}/{name}")
+            self._failed(f"{rel_dir}/{name}", exc)
+            return exc
+        try:
+            names = sorted(os.listdir(fd))
+        except OSError as exc:
+            self._failed(f"{rel_dir}/{name}", exc)
+            return exc
+        finally:
+            os.close(fd)
+        self.dirs_listed.add(prefix + name)
+        self.listed[prefix + name] = names
+        return names
+
+    def _entries_by_path(
+        self, rel_dir: str, files: Sequence[str], links: Sequence[str], dirs: Sequence[str]
+    ) -> DirEntries:
+        return DirEntries(
+            {name: self._read_or_error(f"{rel_dir}/{name}") for name in files},
+            {name: self.link_target(f"{rel_dir}/{name}") for name in links},
+            {name: self._list_or_error(f"{rel_dir}/{name}") for name in dirs},
+        )
+
+    def _read_or_error(self, rel: str) -> bytes | OSError:
+        try:
+            return self.read_bytes(rel)
+        except OSError as exc:
+            return exc
+
+    def _list_or_error(self, rel: str) -> list[str] | OSError:
+        try:
+            return self.listdir(rel)
+        except OSError as exc:
+            return exc
+
     def read_text(self, rel: str) -> str:
         """Read a text file; bytes that are not UTF-8 raise UnicodeDecodeError (a parse error)."""
         return self.read_bytes(rel).decode("utf-8")
@@ -238,12 +357,17 @@ class HostRoot:
         self.links[link] = target
         return target
 
-    def link_name(self, rel: str) -> str | None:
-        """Basename of a link's target ("vfio-pci" for .../driver), None when absent."""
+    def link_target(self, rel: str) -> str | None:
+        """:meth:`readlink`, None when there is no such link (or it cannot be read)."""
         try:
-            return self.readlink(rel).rstrip("/").rpartition("/")[2]
+            return self.readlink(rel)
         except OSError:
             return None
+
+    def link_name(self, rel: str) -> str | None:
+        """Basename of a link's target ("vfio-pci" for .../driver), None when absent."""
+        target = self.link_target(rel)
+        return None if target is None else link_basename(target)
 
     def exists(self, rel: str) -> bool:
         try:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from vtdlud.errors import ParseError, UnsupportedFormat
 from vtdlud.host.procs import process_facts
-from vtdlud.host.root import HostRoot, describe_oserror
+from vtdlud.host.root import HostRoot, describe_oserror, link_basename
 from vtdlud.model.dmar import DmarTable, parse_dmar
 from vtdlud.model.snapshot import (
     KCORE_MISSING_LIVE,
@@ -60,6 +60,9 @@ SYS_CLASS_IOMMU = "sys/class/iommu"
 SYS_PCI_DEVICES = "sys/bus/pci/devices"
 SYS_IOMMU_GROUPS = "sys/kernel/iommu_groups"
 VFIO_PCI = "vfio-pci"
+# What is read of each /sys/bus/pci/devices/<bdf>: attributes, then links.
+PCI_DEVICE_FILES = ("vendor", "device", "class", "config")
+PCI_DEVICE_LINKS = ("driver", "iommu", "iommu_group")
 ACPI_DMAR = "sys/firmware/acpi/tables/DMAR"
 DEBUGFS = "sys/kernel/debug"
 IOMMU_DEBUGFS = "sys/kernel/debug/iommu/intel"
@@ -104,13 +107,28 @@ class SnapshotBuilder:
     ) -> T | None:
         """Read ``rel`` and parse it; a failure is recorded as a problem, never raised."""
         try:
-            data = self.root.read_bytes(rel)
-        except FileNotFoundError:
-            if not optional:
-                self._problem(rel, "no such file", tier, unit=unit)
-            return None
+            data: bytes | OSError = self.root.read_bytes(rel)
         except OSError as exc:
-            self._problem(rel, describe_oserror(exc), tier, unit=unit)
+            data = exc
+        return self._parse_read(rel, data, parser, tier, optional=optional, unit=unit)
+
+    def _parse_read(
+        self,
+        rel: str,
+        data: bytes | OSError,
+        parser: Callable[[bytes], T],
+        tier: Tier,
+        *,
+        optional: bool = False,
+        unit: int | None = None,
+    ) -> T | None:
+        """Parse what reading ``rel`` gave (its bytes or the OSError); failures become problems."""
+        if isinstance(data, OSError):
+            if isinstance(data, FileNotFoundError):
+                if not optional:
+                    self._problem(rel, "no such file", tier, unit=unit)
+            else:
+                self._problem(rel, describe_oserror(data), tier, unit=unit)
             return None
         try:
             return parser(data)
@@ -281,18 +299,32 @@ class SnapshotBuilder:
     def pci_device(self, bdf: str) -> PciDevice:
         base = f"{SYS_PCI_DEVICES}/{bdf}"
         t = Tier.SYSFS
-        group = self.root.link_name(f"{base}/iommu_group")
-        vfio = self._listdir(f"{base}/vfio-dev", t, optional=True)
+        got = self.root.read_entries(
+            base, files=PCI_DEVICE_FILES, links=PCI_DEVICE_LINKS, dirs=("vfio-dev",)
+        )
+
+        def attr(name: str, what: str) -> int | None:
+            return self._parse_read(
+                f"{base}/{name}", got.files[name], lambda b: parse_hex(b.decode(), what), t
+            )
+
+        group = got.links["iommu_group"]
+        vfio = got.dirs["vfio-dev"]
+        if isinstance(vfio, OSError):
+            if not isinstance(vfio, FileNotFoundError):  # optional: most devices have none
+                self._problem(f"{base}/vfio-dev", describe_oserror(vfio), t)
+            vfio = []
+        driver, iommu = got.links["driver"], got.links["iommu"]
         return PciDevice(
             parent=self._parent_bridge(base),
-            config=self._pci_config(f"{base}/config"),
+            config=self._parse_read(f"{base}/config", got.files["config"], parse_pci_config, t),
             bdf=bdf,
-            vendor=self._parse(f"{base}/vendor", lambda s: parse_hex(s, "a PCI vendor ID"), t),
-            device=self._parse(f"{base}/device", lambda s: parse_hex(s, "a PCI device ID"), t),
-            pci_class=self._parse(f"{base}/class", lambda s: parse_hex(s, "a PCI class code"), t),
-            driver=self.root.link_name(f"{base}/driver"),
-            iommu=self.root.link_name(f"{base}/iommu"),
-            iommu_group=int(group) if group is not None and group.isdigit() else None,
+            vendor=attr("vendor", "a PCI vendor ID"),
+            device=attr("device", "a PCI device ID"),
+            pci_class=attr("class", "a PCI class code"),
+            driver=None if driver is None else link_basename(driver),
+            iommu=None if iommu is None else link_basename(iommu),
+            iommu_group=int(g) if group and (g := link_basename(group)).isdigit() else None,
             vfio_devs=tuple(v for v in vfio if v.startswith("vfio")),
         )
 
