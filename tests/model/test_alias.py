@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 from vtdlud.errors import ParseError
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
-from vtdlud.model.alias import PciNode, Rid, dma_aliases, shared_aliases
+from vtdlud.model.alias import MAX_DEPTH, DmaAliases, PciNode, Rid, dma_aliases, shared_aliases
 from vtdlud.parse.pciconfig import (
+    PCI_EXP_TYPE_DOWNSTREAM,
     PCI_EXP_TYPE_PCI_BRIDGE,
     PCI_EXP_TYPE_PCIE_BRIDGE,
     PCI_EXP_TYPE_ROOT_PORT,
+    PCI_EXP_TYPE_UPSTREAM,
     parse_pci_config,
 )
 from vtdlud.parse.sysfs import parse_bdf
@@ -129,3 +131,78 @@ def test_config_errors() -> None:
 def test_random_config_only_parse_error(data: bytes) -> None:
     with contextlib.suppress(ParseError):
         parse_pci_config(data)
+
+
+def _walk_one(bdf: str, nodes: dict[str, PciNode]) -> tuple[Rid, ...] | None:
+    """The kernel's walk for one device, step by step (at most MAX_DEPTH steps): the reference
+    DmaAliases must agree with."""
+    node = nodes.get(bdf)
+    if node is None:
+        return None
+    out, parent = [node.rid], node.parent
+    for _ in range(MAX_DEPTH):
+        if parent is None:
+            return tuple(dict.fromkeys(out))
+        bridge = nodes.get(parent)
+        if bridge is None:
+            return None
+        if bridge.pcie_type == PCI_EXP_TYPE_PCI_BRIDGE:
+            if bridge.secondary_bus is None:
+                return None
+            out.append(Rid(bridge.rid.segment, bridge.secondary_bus, 0))
+        elif bridge.pcie_type in (PCI_EXP_TYPE_PCIE_BRIDGE, None):
+            out.append(bridge.rid)
+        parent = bridge.parent
+    return None
+
+
+_TYPES = (
+    None,
+    0,
+    PCI_EXP_TYPE_ROOT_PORT,
+    PCI_EXP_TYPE_UPSTREAM,
+    PCI_EXP_TYPE_DOWNSTREAM,
+    PCI_EXP_TYPE_PCI_BRIDGE,
+    PCI_EXP_TYPE_PCIE_BRIDGE,
+)
+
+
+@st.composite
+def _topologies(draw: st.DrawFn) -> dict[str, PciNode]:
+    """Random parent graphs: trees, unknown parents, loops, shared secondary buses."""
+    n = draw(st.integers(1, 24))
+    names = [f"0000:{i:02x}:00.0" for i in range(n)]
+    nodes = {}
+    for i, name in enumerate(names):
+        parent = draw(st.sampled_from([None, "0000:ff:00.0", *names]))
+        kind = draw(st.sampled_from(_TYPES))
+        sec = draw(st.one_of(st.none(), st.integers(0, 3)))
+        nodes[name] = PciNode(Rid(0, i, draw(st.integers(0, 2))), parent, kind, sec)
+    return nodes
+
+
+@settings(max_examples=400, deadline=None)
+@given(_topologies())
+def test_dma_aliases_of_many_devices_match_the_walk(nodes: dict[str, PciNode]) -> None:
+    walk = DmaAliases(nodes)
+    order = list(nodes)[::-1]  # memoized bridges are reused whatever the order of the asks
+    assert {b: walk.of(b) for b in order} == {b: _walk_one(b, nodes) for b in order}
+    assert walk.every() == {b: dma_aliases(b, nodes) for b in nodes}
+    assert walk.of("0000:fe:00.0") is None
+
+
+@pytest.mark.parametrize("bridges", [MAX_DEPTH - 2, MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1])
+def test_depth_limit(bridges: int) -> None:
+    """A device behind MAX_DEPTH - 1 bridges is the deepest the bounded walk sees."""
+    nodes = {"b0": PciNode(Rid(0, 0, 0), None, None, None)}
+    for i in range(1, bridges):
+        nodes[f"b{i}"] = PciNode(Rid(0, i % 256, i // 256), f"b{i - 1}", None, None)
+    nodes["dev"] = PciNode(Rid(1, 0, 0), f"b{bridges - 1}", 0, None)
+    walk = DmaAliases(nodes)
+    got = walk.of("dev")
+    assert got == _walk_one("dev", nodes)
+    assert (got is not None) == (bridges < MAX_DEPTH)
+    if got is not None:
+        assert len(got) == bridges + 1  # its own RID, then each conventional bridge's
+    # A bridge half way up is asked first: its memoized walk serves the device too.
+    assert DmaAliases(nodes).of(f"b{bridges // 2}") == _walk_one(f"b{bridges // 2}", nodes)

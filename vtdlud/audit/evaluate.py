@@ -6,43 +6,35 @@ VTD051, VTD052), never FAIL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from vtdlud.audit.mirror import UnitTables
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import check_preconditions, pci_nodes
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted, finding
-from vtdlud.model.alias import PciNode
+from vtdlud.model.alias import DmaAliases
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode
+from vtdlud.parse.debugfs import LiveTables
 
 if TYPE_CHECKING:
-    from vtdlud.audit.preserved import PreservedUnit
-from vtdlud.parse.debugfs import LiveTables, RegsetUnit, TranslationUnit, derive_unit_tables
-
-
-def _regset_unit(snapshot: Snapshot, unit: SysfsUnit) -> RegsetUnit | None:
-    """The regset block of ``unit``: matched on the register base address (names may differ)."""
-    if snapshot.regset is None or unit.address is None:
-        return None
-    return next((r for r in snapshot.regset.units if r.reg_base_addr == unit.address), None)
-
-
-def _translation_unit(snapshot: Snapshot, unit: SysfsUnit) -> TranslationUnit | None:
-    """dmar_translation_struct prints only the unit name; within one snapshot it is the same kernel."""
-    if snapshot.translation is None:
-        return None
-    return next((t for t in snapshot.translation.units if t.name == unit.name), None)
+    from vtdlud.audit.preserved import PreservedIndex, PreservedUnit
 
 
 def unit_report(
-    snapshot: Snapshot, unit: SysfsUnit, nodes: Mapping[str, PciNode] | None = None
+    snapshot: Snapshot,
+    unit: SysfsUnit,
+    tables: UnitTables | None = None,
+    preserved_index: PreservedIndex | None = None,
 ) -> UnitReport:
-    regs = _regset_unit(snapshot, unit)
-    trans = _translation_unit(snapshot, unit)
+    """One unit's view.  ``tables`` and ``preserved_index`` are the evaluation's, shared by
+    every unit (made here when not given)."""
+    tables = tables if tables is not None else UnitTables(snapshot)
+    regs = tables.regset_at(unit.address)
+    trans = tables.translation(unit.name)
     live: LiveTables | None = None
     if regs is not None or trans is not None:
-        live = derive_unit_tables(regs, trans)
+        live = tables.derive(regs, trans)
     context_tables: tuple[int, ...] | None = None
     source: str | None = None
     walk = snapshot.kcore_walks.get(unit.address) if unit.address is not None else None
@@ -57,11 +49,11 @@ def unit_report(
     preserved = None
     state = snapshot.preserved.state if snapshot.preserved is not None else None
     if state is not None and unit.address is not None:
-        from vtdlud.audit.preserved import preserved_units  # noqa: PLC0415
+        if preserved_index is None:
+            from vtdlud.audit.preserved import PreservedIndex  # noqa: PLC0415
 
-        found = preserved_units(
-            state, unit.address, nodes if nodes is not None else pci_nodes(snapshot)
-        )
+            preserved_index = PreservedIndex(state, DmaAliases(pci_nodes(snapshot)))
+        found = preserved_index.units(unit.address)
         preserved = found[0] if found else None
     return UnitReport(
         preserved=preserved,
@@ -139,7 +131,7 @@ _WALK_CODES = {  # walk ProblemKind values -> codes
 }
 
 
-def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
+def _kcore_findings(snapshot: Snapshot, tables: UnitTables) -> list[Finding]:
     """Walk problems (VTD041/VTD051) and kcore-vs-debugfs disagreements (VTD015)."""
     out: list[Finding] = []
     if not snapshot.kcore_walks:
@@ -158,11 +150,10 @@ def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
                     unit=unit.address,
                 )
             )
-        regs = _regset_unit(snapshot, unit)
-        trans = _translation_unit(snapshot, unit)
+        trans = tables.translation(unit.name)
         if trans is None or not trans.enabled:
             continue
-        live = derive_unit_tables(regs, trans)
+        live = tables.derive(tables.regset_at(unit.address), trans)
         for d in compare_with_debugfs(walk, live, trans.rows):
             bdf = None
             if d.bus is not None and d.devfn is not None:
@@ -173,22 +164,29 @@ def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
 
 def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     policy = policy or Policy()
-    nodes = pci_nodes(snapshot)
-    units = tuple(unit_report(snapshot, u, nodes) for u in snapshot.units)
+    # Computed once and shared by the checks: each unit's debugfs tables, the DMA aliases.
+    tables = UnitTables(snapshot)
+    aliases = DmaAliases(pci_nodes(snapshot))
+    index = None
+    if snapshot.preserved is not None and snapshot.preserved.state is not None:
+        from vtdlud.audit.preserved import PreservedIndex  # noqa: PLC0415
+
+        index = PreservedIndex(snapshot.preserved.state, aliases)
+    units = tuple(unit_report(snapshot, u, tables, index) for u in snapshot.units)
     findings = _visibility_findings(snapshot, policy) + _translation_findings(units)
     wanted: list[Wanted] = []
     if snapshot.tiers[Tier.SYSFS].available:
-        wanted, pre = check_preconditions(snapshot, policy)
+        wanted, pre = check_preconditions(snapshot, policy, aliases)
         findings += pre
     if snapshot.kho is not None:
         from vtdlud.audit.handover import handover_findings  # noqa: PLC0415
 
         findings += handover_findings(snapshot)
-    findings += _kcore_findings(snapshot)
+    findings += _kcore_findings(snapshot, tables)
     if snapshot.preserved is not None or wanted:
         from vtdlud.audit.records import record_findings  # noqa: PLC0415
 
-        findings += record_findings(snapshot, units, policy, wanted)
+        findings += record_findings(snapshot, units, policy, wanted, aliases=aliases, tables=tables)
     return Report(
         snapshot=snapshot,
         policy=policy,

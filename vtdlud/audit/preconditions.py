@@ -12,7 +12,7 @@ from __future__ import annotations
 from vtdlud.audit.catalog import Severity
 from vtdlud.audit.policy import Policy, policy_wants
 from vtdlud.audit.report import Finding, Wanted, finding
-from vtdlud.model.alias import PciNode, Rid, dma_aliases
+from vtdlud.model.alias import DmaAliases, PciNode, Rid
 from vtdlud.model.snapshot import PciDevice, Snapshot, VfioHolder
 from vtdlud.parse.sysfs import cmdline_value, kstrtobool, parse_bdf
 
@@ -42,19 +42,44 @@ def _bridges_above(snapshot: Snapshot, bdf: str) -> set[str]:
     return out
 
 
-def _holders_of(device: PciDevice, holders: tuple[VfioHolder, ...]) -> tuple[VfioHolder, ...]:
-    group = str(device.iommu_group) if device.iommu_group is not None else None
-    return tuple(
-        h
-        for h in holders
-        if set(h.vfio_cdevs) & set(device.vfio_devs)
-        or (group is not None and group in h.vfio_groups)
-    )
+class HolderIndex:
+    """The processes holding VFIO devices, indexed by the cdevs and groups they hold (built once
+    per evaluation: a VMM may hold hundreds of cdevs)."""
+
+    def __init__(self, holders: tuple[VfioHolder, ...]) -> None:
+        self.holders = holders
+        self._cdevs = {id(h): frozenset(h.vfio_cdevs) for h in holders}
+        self._by_cdev: dict[str, list[int]] = {}
+        self._by_group: dict[str, list[int]] = {}
+        for i, h in enumerate(holders):
+            for cdev in h.vfio_cdevs:
+                self._by_cdev.setdefault(cdev, []).append(i)
+            for group in h.vfio_groups:
+                self._by_group.setdefault(group, []).append(i)
+
+    def of(self, device: PciDevice) -> tuple[VfioHolder, ...]:
+        """The processes holding one of the device's VFIO cdevs or its group, in scan order."""
+        found: set[int] = set()
+        for cdev in device.vfio_devs:
+            found.update(self._by_cdev.get(cdev, ()))
+        if device.iommu_group is not None:
+            found.update(self._by_group.get(str(device.iommu_group), ()))
+        return tuple(self.holders[i] for i in sorted(found))
+
+    def holds_cdev(self, holder: VfioHolder, device: PciDevice) -> bool:
+        """Whether ``holder`` has one of the device's VFIO cdevs open (not only its group)."""
+        cdevs = self._cdevs.get(id(holder))
+        if cdevs is None:  # a holder from elsewhere than this index
+            cdevs = frozenset(holder.vfio_cdevs)
+        return not cdevs.isdisjoint(device.vfio_devs)
 
 
-def wanted_devices(snapshot: Snapshot, policy: Policy) -> tuple[list[Wanted], list[Finding]]:
+def wanted_devices(
+    snapshot: Snapshot, policy: Policy, index: HolderIndex | None = None
+) -> tuple[list[Wanted], list[Finding]]:
     """The devices the policy says must be preserved, plus UNKNOWN findings when it cannot tell."""
-    holders = snapshot.processes.holders if snapshot.processes is not None else ()
+    if index is None:
+        index = HolderIndex(snapshot.processes.holders if snapshot.processes is not None else ())
     out: list[Wanted] = []
     findings: list[Finding] = []
     if policy.vmm_held and snapshot.processes is None:
@@ -71,24 +96,25 @@ def wanted_devices(snapshot: Snapshot, policy: Policy) -> tuple[list[Wanted], li
                 "VTD050", f"vmm_held: the process scan is incomplete: {snapshot.processes.note}"
             )
         )
+    named = bool(policy.devices or policy.ids)
     for bdf, d in sorted(snapshot.pci_devices.items()):
-        by_policy = policy_wants(policy, bdf, d.vendor, d.device)
-        held = _holders_of(d, holders)
+        by_policy = named and policy_wants(policy, bdf, d.vendor, d.device)
+        held = index.of(d)
         if by_policy or (policy.vmm_held and held):
             out.append(Wanted(bdf, by_policy, held))
     return out, findings
 
 
-def _cannot_preserve(w: Wanted, d: PciDevice, snapshot: Snapshot) -> list[str]:
+def _cannot_preserve(w: Wanted, d: PciDevice, snapshot: Snapshot, index: HolderIndex) -> list[str]:
     """Reasons the kernel would refuse to preserve this device (VTD026)."""
     why = []
     if d.driver != VFIO_PCI:
         why.append(f"bound to {d.driver or 'no driver'}, not {VFIO_PCI}")
-    legacy = [h for h in w.holders if not (set(h.vfio_cdevs) & set(d.vfio_devs))]
+    legacy = [h for h in w.holders if not index.holds_cdev(h, d)]
     if legacy:
         users = ", ".join(f"{h.name}[{h.pid}]" for h in legacy)
         why.append(f"held through the legacy VFIO group API (/dev/vfio/{d.iommu_group}) by {users}")
-    cdev_users = [h for h in w.holders if set(h.vfio_cdevs) & set(d.vfio_devs)]
+    cdev_users = [h for h in w.holders if index.holds_cdev(h, d)]
     if cdev_users and not any(h.iommufd for h in cdev_users):
         users = ", ".join(f"{h.name}[{h.pid}]" for h in cdev_users)
         why.append(f"its VFIO cdev is open by {users} without /dev/iommu (not bound to iommufd)")
@@ -99,78 +125,90 @@ def _cannot_preserve(w: Wanted, d: PciDevice, snapshot: Snapshot) -> list[str]:
     return why
 
 
-def check_preconditions(snapshot: Snapshot, policy: Policy) -> tuple[list[Wanted], list[Finding]]:
-    """The devices to preserve and what stops the kernel from preserving them."""
-    wanted, findings = wanted_devices(snapshot, policy)
-    nodes = pci_nodes(snapshot)
-    names = {w.bdf for w in wanted}
-    # Every device's requester IDs, computed once, and which devices use each RID.
-    aliases = {bdf: dma_aliases(bdf, nodes) for bdf in snapshot.pci_devices} if wanted else {}
-    users: dict[Rid, list[str]] = {}
-    for bdf, rids in sorted(aliases.items()):
-        for rid in rids or ():
-            users.setdefault(rid, []).append(bdf)
+def check_preconditions(
+    snapshot: Snapshot, policy: Policy, aliases: DmaAliases | None = None
+) -> tuple[list[Wanted], list[Finding]]:
+    """The devices to preserve and what stops the kernel from preserving them.
+
+    ``aliases``: the host's DMA aliases, when the caller already has them (one per evaluation)."""
+    index = HolderIndex(snapshot.processes.holders if snapshot.processes is not None else ())
+    wanted, findings = wanted_devices(snapshot, policy, index)
+    if not wanted:
+        return wanted, findings
+    if aliases is None:
+        aliases = DmaAliases(pci_nodes(snapshot))
+    shared = _SharedAliases(snapshot, {w.bdf for w in wanted}, aliases)
     for w in wanted:
         d = snapshot.pci_devices[w.bdf]
-        why = _cannot_preserve(w, d, snapshot)
+        why = _cannot_preserve(w, d, snapshot, index)
         if why:
             findings.append(
                 finding("VTD026", f"{w.bdf} cannot be preserved: " + "; ".join(why), bdf=w.bdf)
             )
-        findings += _alias_findings(w.bdf, names, aliases, users, snapshot)
-    if wanted:
-        findings += _armed(snapshot, len(wanted))
+        findings += shared.findings(w.bdf)
+    findings += _armed(snapshot, len(wanted))
     return wanted, findings
 
 
-def _alias_findings(
-    bdf: str,
-    names: set[str],
-    aliases: dict[str, tuple[Rid, ...] | None],
-    users: dict[Rid, list[str]],
-    snapshot: Snapshot,
-) -> list[Finding]:
-    """VTD025: a device to preserve shares a requester ID with one that will not be."""
-    mine = aliases.get(bdf)
-    if mine is None:
-        return [
-            finding(
-                "VTD025",
-                f"{bdf}: DMA aliases not visible (an upstream bridge's config space "
-                "could not be read)",
-                bdf=bdf,
-                severity=Severity.UNKNOWN,
-            )
-        ]
-    out = []
-    shared: dict[str, list[str]] = {}
-    for rid in mine:
-        for other in users.get(rid, ()):
-            if other != bdf and other not in names:
-                shared.setdefault(other, []).append(str(rid))
-    for other in sorted(shared):
-        out.append(
-            finding(
-                "VTD025",
-                f"{bdf} shares DMA alias {', '.join(shared[other])} with {other}, which is not "
-                "preserved: its context entry is cleared at kexec",
-                bdf=bdf,
-            )
-        )
-    # Devices whose aliases are not visible, below one of the same bridges: cannot tell.
-    above = _bridges_above(snapshot, bdf)
-    for other in sorted(b for b, r in aliases.items() if r is None and b not in names):
-        if above & (_bridges_above(snapshot, other) | {other}):
-            out.append(
+class _SharedAliases:
+    """Which devices use each requester ID, computed once for all the devices to preserve."""
+
+    def __init__(self, snapshot: Snapshot, names: set[str], aliases: DmaAliases) -> None:
+        self.snapshot, self.names = snapshot, names
+        self.rids = {bdf: aliases.of(bdf) for bdf in snapshot.pci_devices}
+        self.users: dict[Rid, list[str]] = {}
+        for bdf, rids in sorted(self.rids.items()):
+            for rid in rids or ():
+                self.users.setdefault(rid, []).append(bdf)
+        # The devices not to preserve whose aliases are not visible, and the bridges above them.
+        self.unseen = {
+            b: _bridges_above(snapshot, b) | {b}
+            for b in sorted(self.rids)
+            if self.rids[b] is None and b not in names
+        }
+
+    def findings(self, bdf: str) -> list[Finding]:
+        """VTD025: the device to preserve ``bdf`` shares a requester ID with one that will not be."""
+        mine = self.rids.get(bdf)
+        if mine is None:
+            return [
                 finding(
                     "VTD025",
-                    f"{bdf}: whether it shares a DMA alias with {other} is not visible "
-                    f"({other}'s config space or a bridge's could not be read)",
+                    f"{bdf}: DMA aliases not visible (an upstream bridge's config space "
+                    "could not be read)",
                     bdf=bdf,
                     severity=Severity.UNKNOWN,
                 )
+            ]
+        out = []
+        shared: dict[str, list[str]] = {}
+        for rid in mine:
+            for other in self.users.get(rid, ()):
+                if other != bdf and other not in self.names:
+                    shared.setdefault(other, []).append(str(rid))
+        for other in sorted(shared):
+            out.append(
+                finding(
+                    "VTD025",
+                    f"{bdf} shares DMA alias {', '.join(shared[other])} with {other}, which is "
+                    "not preserved: its context entry is cleared at kexec",
+                    bdf=bdf,
+                )
             )
-    return out
+        # Devices whose aliases are not visible, below one of the same bridges: cannot tell.
+        above = _bridges_above(self.snapshot, bdf) if self.unseen else set()
+        for other, theirs in self.unseen.items():
+            if above & theirs:
+                out.append(
+                    finding(
+                        "VTD025",
+                        f"{bdf}: whether it shares a DMA alias with {other} is not visible "
+                        f"({other}'s config space or a bridge's could not be read)",
+                        bdf=bdf,
+                        severity=Severity.UNKNOWN,
+                    )
+                )
+        return out
 
 
 def _armed(snapshot: Snapshot, count: int) -> list[Finding]:

@@ -9,11 +9,10 @@ superset; the audit judges the difference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from vtdlud.model.abi import IommuHwSerV1, IommuTypeSer
-from vtdlud.model.alias import PciNode, Rid, dma_aliases
+from vtdlud.model.alias import DmaAliases, Rid
 from vtdlud.model.records import DeviceSlot, HwSlot, PreservedState, RefStatus
 from vtdlud.model.tables import Mode, context_table_bit, words_to_bits
 
@@ -59,31 +58,39 @@ def required_bits(unit: PreservedUnit, mode: Mode) -> tuple[int, ...] | None:
     for dev in unit.devices:
         if dev.rids is None:
             return None
-        for rid in dev.rids:
-            if mode is Mode.SCALABLE:
-                bits.add(context_table_bit(rid.bus, rid.devfn))
-            else:
-                bits.add(context_table_bit(rid.bus, 0))
+        bits.update(rid_bits(dev.rids, mode))
     return tuple(sorted(bits))
 
 
-def preserved_units(
-    state: PreservedState, address: int, nodes: Mapping[str, PciNode]
-) -> list[PreservedUnit]:
-    """The live Intel hw records whose token is ``address`` (normally one)."""
-    out = []
-    for hw in state.find_hw(address, IommuTypeSer.IOMMU_INTEL):
-        if hw.deleted or not isinstance(hw.record, IommuHwSerV1):
-            continue
-        devices = []
+def rid_bits(rids: tuple[Rid, ...], mode: Mode) -> tuple[int, ...]:
+    """The halves holding the context entries of these requester IDs, sorted."""
+    if mode is Mode.SCALABLE:
+        return tuple(sorted({context_table_bit(r.bus, r.devfn) for r in rids}))
+    return tuple(sorted({context_table_bit(r.bus, 0) for r in rids}))
+
+
+class PreservedIndex:
+    """The live device records of one record set grouped by the hw record they point at (one
+    pass over them, however many units), for :meth:`units`."""
+
+    def __init__(self, state: PreservedState, aliases: DmaAliases) -> None:
+        self.state, self.aliases = state, aliases
+        self._by_hw: dict[int, list[PreservedDevice]] = {}
         for dev in state.live_devices():
             ref = state.iommu_ref(dev)
-            if ref.status is RefStatus.OK and ref.slot is hw:
+            if ref.status is RefStatus.OK and ref.slot is not None:
                 bdf = device_bdf(dev)
-                rids = dma_aliases(bdf, nodes) if bdf in nodes else (_own_rid(dev),)
-                devices.append(PreservedDevice(bdf, dev, rids))
-        out.append(PreservedUnit(hw, state.located_by, state.assumed, tuple(devices)))
-    return out
+                rids = aliases.of(bdf) if bdf in aliases.nodes else (_own_rid(dev),)
+                self._by_hw.setdefault(id(ref.slot), []).append(PreservedDevice(bdf, dev, rids))
+
+    def units(self, address: int) -> list[PreservedUnit]:
+        """The live Intel hw records whose token is ``address`` (normally one)."""
+        state = self.state
+        return [
+            PreservedUnit(hw, state.located_by, state.assumed, tuple(self._by_hw.get(id(hw), ())))
+            for hw in state.find_hw(address, IommuTypeSer.IOMMU_INTEL)
+            if not hw.deleted and isinstance(hw.record, IommuHwSerV1)
+        ]
 
 
 def _own_rid(slot: DeviceSlot) -> Rid:

@@ -49,6 +49,7 @@ from vtdlud.audit.mirror import (
     REF_TEXT,
     LiveView,
     Sink,
+    UnitTables,
     _half,
     _key,
     _x,
@@ -63,10 +64,10 @@ from vtdlud.audit.mirror import (
 )
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import pci_nodes
-from vtdlud.audit.preserved import PreservedDevice, PreservedUnit, device_bdf, required_bits
+from vtdlud.audit.preserved import PreservedDevice, device_bdf, rid_bits
 from vtdlud.audit.report import Finding, UnitReport, Wanted, bits_detail
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1
-from vtdlud.model.alias import Rid, dma_aliases
+from vtdlud.model.alias import DmaAliases, Rid
 from vtdlud.model.khomem import MapState, MemMapProblemKind
 from vtdlud.model.records import Chain, HwSlot, PreservedState, RefStatus
 from vtdlud.model.records import ProblemKind as ChainKind
@@ -108,13 +109,16 @@ class _Audit(Sink):
         units: Sequence[UnitReport],
         policy: Policy,
         wanted: Sequence[Wanted],
+        *,
+        aliases: DmaAliases,
+        tables: UnitTables,
     ) -> None:
         super().__init__(snapshot, policy)
         self.wanted = wanted
         self.units = {u.address: u for u in units if u.address is not None}
         self.by_name = {u.name: u.address for u in units if u.address is not None}
         self.records: PreservedRecords | None = snapshot.preserved
-        self.nodes = pci_nodes(snapshot)
+        self.aliases, self.unit_tables = aliases, tables
 
     def name(self, address: int | None) -> str:
         u = self.units.get(address) if address is not None else None
@@ -163,7 +167,7 @@ class _Audit(Sink):
             rec, view = hw.record, self.units[address]
             assert isinstance(rec, IommuHwSerV1)  # hw_records keeps only those
             mine = members.get(address, [])
-            live, mode = live_view(self.snap, view), unit_mode(view)
+            live, mode = live_view(self.snap, view, self.unit_tables), unit_mode(view)
             u = _Unit(state, view, address, hw, rec, mine, mode, live, before, complete, view.name)
             self.unit(u)
         if before:
@@ -265,7 +269,7 @@ class _Audit(Sink):
             if owner is None:
                 continue
             own = (Rid(dev.record.pci_domain_nr, *_key(dev)),)
-            rids = dma_aliases(bdf, self.nodes) if bdf in self.nodes else own
+            rids = self.aliases.of(bdf) if bdf in self.aliases.nodes else own
             members.setdefault(owner, []).append(PreservedDevice(bdf, dev, rids))
         return members
 
@@ -321,15 +325,14 @@ class _Audit(Sink):
             self.add("VTD014", msg, unit=u.address, unknown=unknown, details=bit)
         occupied: set[int] = set()
         for dev in u.members:
-            one = PreservedUnit(u.hw, u.state.located_by, u.state.assumed, (dev,))
-            need = required_bits(one, u.mode)
             at = f"{u.name}: {dev.bdf}"
-            if dev.rids is None or need is None:
+            if dev.rids is None:
                 msg = f"{at}: its DMA aliases are not visible (a bridge's config space could not "
                 msg += "be read): the halves its entries need are not known"
                 self.add("VTD011", msg, unit=u.address, bdf=dev.bdf, unknown=())
                 continue
-            if u.mode is Mode.UNKNOWN and need != required_bits(one, Mode.SCALABLE):
+            need = rid_bits(dev.rids, u.mode)
+            if u.mode is Mode.UNKNOWN and need != rid_bits(dev.rids, Mode.SCALABLE):
                 msg = f"{at}: which half holds its entry depends on the mode, which is not visible"
                 self.add("VTD011", msg, unit=u.address, bdf=dev.bdf, unknown=(Tier.IOMMU_DEBUGFS,))
                 continue
@@ -470,8 +473,17 @@ class _Audit(Sink):
 
 
 def record_findings(
-    snapshot: Snapshot, units: Sequence[UnitReport], policy: Policy, wanted: Sequence[Wanted]
+    snapshot: Snapshot,
+    units: Sequence[UnitReport],
+    policy: Policy,
+    wanted: Sequence[Wanted],
+    *,
+    aliases: DmaAliases | None = None,
+    tables: UnitTables | None = None,
 ) -> list[Finding]:
     """The record audit (see the module docstring): pure, from the snapshot and the unit views
-    ``evaluate`` built; ``wanted`` are the devices the policy says must be preserved."""
-    return _Audit(snapshot, units, policy, wanted).run()
+    ``evaluate`` built; ``wanted`` are the devices the policy says must be preserved;
+    ``aliases`` and ``tables`` the evaluation's (made here when not given)."""
+    aliases = aliases if aliases is not None else DmaAliases(pci_nodes(snapshot))
+    tables = tables if tables is not None else UnitTables(snapshot)
+    return _Audit(snapshot, units, policy, wanted, aliases=aliases, tables=tables).run()

@@ -54,45 +54,101 @@ def dma_aliases(bdf: str, nodes: Mapping[str, PciNode]) -> tuple[Rid, ...] | Non
     """The device's own RID followed by its aliases, in the kernel's order.
 
     None when a bridge on the way up is unknown (its config space could not be read): the
-    aliases are then not visible, which is not the same as "none".
+    aliases are then not visible, which is not the same as "none".  For many devices of one
+    host use :class:`DmaAliases`, which walks each bridge once.
     """
-    node = nodes.get(bdf)
-    if node is None:
-        return None
-    out = [node.rid]
-    parent = node.parent
-    for _ in range(MAX_DEPTH):
-        if parent is None:
-            return tuple(dict.fromkeys(out))
-        bridge = nodes.get(parent)
-        if bridge is None:
+    return DmaAliases(nodes).of(bdf)
+
+
+# What the walk from one bridge up to the root bus adds: the RIDs in the kernel's order and the
+# number of bridges walked; None when not visible (an unknown bridge, a PCIe-to-PCI bridge
+# without a secondary bus, a parent loop or a chain deeper than MAX_DEPTH allows).
+_Upstream = tuple[tuple[Rid, ...], int] | None
+
+
+class DmaAliases:
+    """:func:`dma_aliases` for the devices of one host, each bridge's part of the walk computed
+    once (devices behind the same bridges share it) and each device's answer kept."""
+
+    def __init__(self, nodes: Mapping[str, PciNode]) -> None:
+        self.nodes = nodes
+        self._up: dict[str, _Upstream] = {}
+        self._of: dict[str, tuple[Rid, ...] | None] = {}
+
+    def of(self, bdf: str) -> tuple[Rid, ...] | None:
+        """The device's own RID followed by its aliases (see :func:`dma_aliases`)."""
+        if bdf in self._of:
+            return self._of[bdf]
+        node = self.nodes.get(bdf)
+        out: tuple[Rid, ...] | None = None
+        if node is not None:
+            up = self._upstream(node.parent) if node.parent is not None else ((), 0)
+            if up is not None:
+                out = tuple(dict.fromkeys((node.rid, *up[0])))
+        self._of[bdf] = out
+        return out
+
+    def every(self) -> dict[str, tuple[Rid, ...] | None]:
+        """Every known device's RIDs, by BDF."""
+        return {bdf: self.of(bdf) for bdf in self.nodes}
+
+    def _upstream(self, start: str) -> _Upstream:
+        """The walk from bridge ``start`` up, memoized for every bridge on the way."""
+        path: list[str] = []
+        on_path: set[str] = set()
+        parent: str | None = start
+        above: _Upstream = ((), 0)  # what the walk past the last bridge of ``path`` adds
+        while parent is not None:
+            if parent in self._up:
+                above = self._up[parent]
+                break
+            if parent in on_path:  # a parent loop: every bridge on it walks forever
+                above = None
+                break
+            bridge = self.nodes.get(parent)
+            if bridge is None:
+                above = None
+                break
+            path.append(parent)
+            on_path.add(parent)
+            parent = bridge.parent
+        for name in reversed(path):
+            if above is not None:
+                own = _bridge_alias(self.nodes[name])
+                # A device's walk takes one step per bridge and one more to see the root bus:
+                # MAX_DEPTH steps reach MAX_DEPTH - 1 bridges.
+                if own is None or above[1] + 1 >= MAX_DEPTH:
+                    above = None
+                else:
+                    above = ((*own, *above[0]), above[1] + 1)
+            self._up[name] = above
+        return self._up[start] if path else above
+
+
+def _bridge_alias(bridge: PciNode) -> tuple[Rid, ...] | None:
+    """What one bridge on the way up adds (``pci_for_each_dma_alias``); None: not visible."""
+    if bridge.pcie_type in (PCI_EXP_TYPE_ROOT_PORT, PCI_EXP_TYPE_UPSTREAM, PCI_EXP_TYPE_DOWNSTREAM):
+        return ()
+    if bridge.pcie_type == PCI_EXP_TYPE_PCI_BRIDGE:
+        if bridge.secondary_bus is None:
             return None
-        if bridge.pcie_type in (
-            PCI_EXP_TYPE_ROOT_PORT,
-            PCI_EXP_TYPE_UPSTREAM,
-            PCI_EXP_TYPE_DOWNSTREAM,
-        ):
-            pass
-        elif bridge.pcie_type == PCI_EXP_TYPE_PCI_BRIDGE:
-            if bridge.secondary_bus is None:
-                return None
-            out.append(Rid(bridge.rid.segment, bridge.secondary_bus, 0))
-        elif bridge.pcie_type == PCI_EXP_TYPE_PCIE_BRIDGE or bridge.pcie_type is None:
-            out.append(bridge.rid)
-        parent = bridge.parent
-    return None  # a parent chain deeper than any real hierarchy: corrupt input
+        return (Rid(bridge.rid.segment, bridge.secondary_bus, 0),)
+    if bridge.pcie_type == PCI_EXP_TYPE_PCIE_BRIDGE or bridge.pcie_type is None:
+        return (bridge.rid,)
+    return ()
 
 
 def shared_aliases(
     bdf: str, others: list[str], nodes: Mapping[str, PciNode]
 ) -> dict[str, tuple[Rid, ...]]:
     """For each other device, the requester IDs it and ``bdf`` both use (own RID or alias)."""
-    mine = dma_aliases(bdf, nodes)
+    walk = DmaAliases(nodes)
+    mine = walk.of(bdf)
     if mine is None:
         return {}
     out: dict[str, tuple[Rid, ...]] = {}
     for other in others:
-        theirs = dma_aliases(other, nodes) if other != bdf else None
+        theirs = walk.of(other) if other != bdf else None
         common = tuple(r for r in theirs or () if r in mine)
         if common:
             out[other] = common
