@@ -36,6 +36,7 @@ from vtdlud.parse.kcore import (
     EHDR_SIZE,
     MAX_HEADER_BYTES,
     U64_LIMIT,
+    FileRange,
     KcoreLayout,
     header_span,
     parse_kcore_layout,
@@ -92,8 +93,11 @@ def kcore_open_reason(exc: OSError, lockdown: str | None, *, is_live: bool) -> K
 
 def _pread_exact(fd: int, size: int, offset: int) -> bytes:
     """``size`` bytes at ``offset``; fewer only at end of file."""
-    parts: list[bytes] = []
-    got = 0
+    first = os.pread(fd, size, offset)
+    if len(first) == size or not first:
+        return first
+    parts = [first]
+    got = len(first)
     while got < size:
         chunk = os.pread(fd, size - got, offset + got)
         if not chunk:
@@ -220,15 +224,20 @@ class PhysMem:
                 addr, size, f"more than the {self.limits.max_read_bytes} bytes allowed per read"
             )
         first = addr & VTD_PAGE_MASK
+        if addr + size <= first + VTD_PAGE_SIZE:  # inside one page: every table read
+            page = self._pages.get(first)
+            if page is None:
+                page = self._fetch_page(first, addr, size)
+            return page if size == VTD_PAGE_SIZE else page[addr - first : addr - first + size]
         end = (addr + size + VTD_PAGE_SIZE - 1) & VTD_PAGE_MASK
         run_start: int | None = None
-        for page in range(first, end + VTD_PAGE_SIZE, VTD_PAGE_SIZE):
-            if page < end and page not in self._pages:
+        for page_addr in range(first, end + VTD_PAGE_SIZE, VTD_PAGE_SIZE):
+            if page_addr < end and page_addr not in self._pages:
                 if run_start is None:
-                    run_start = page
+                    run_start = page_addr
                 continue
             if run_start is not None:
-                self._fetch(run_start, page - run_start, addr, size)
+                self._fetch(run_start, page_addr - run_start, addr, size)
                 run_start = None
         data = b"".join(self._pages[p] for p in range(first, end, VTD_PAGE_SIZE))
         return data[addr - first : addr - first + size]
@@ -257,9 +266,12 @@ class PhysMem:
     def _pread(self, start: int, length: int, addr: int, size: int) -> bytes:
         """Physical ``[start, start + length)`` from the file; errors name the caller's
         ``addr``/``size``.  PhysReadError(outside_ram) when a byte is in no RAM segment."""
+        return self._pread_ranges(self.layout.translate(start, length), addr, size)
+
+    def _pread_ranges(self, ranges: tuple[FileRange, ...], addr: int, size: int) -> bytes:
         assert self._fd is not None
         parts: list[bytes] = []
-        for fr in self.layout.translate(start, length):
+        for fr in ranges:
             try:
                 self._faults.check(PROC_KCORE, "pread")
                 chunk = _pread_exact(self._fd, fr.size, fr.offset)
@@ -273,18 +285,43 @@ class PhysMem:
                     f"segment holding physical {fr.paddr:#x} (truncated core)",
                 )
             parts.append(chunk)
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _fetch_page(self, page: int, addr: int, size: int) -> bytes:
+        """The page at ``page`` into the page store: one pread when the page lies inside one
+        segment, no fault is planned, the budget allows it and the read is whole; else the
+        general :meth:`_fetch`, whose checks come in their order."""
+        assert self._fd is not None
+        offset = self.layout.file_offset(page, VTD_PAGE_SIZE)
+        if (
+            offset is not None
+            and not self._faults.faults
+            and self.bytes_read + VTD_PAGE_SIZE <= self.limits.max_total_bytes
+        ):
+            try:
+                data = os.pread(self._fd, VTD_PAGE_SIZE, offset)
+            except OSError as exc:
+                raise PhysReadError(addr, size, describe_oserror(exc)) from exc
+            if len(data) == VTD_PAGE_SIZE:
+                self.bytes_read += VTD_PAGE_SIZE
+                self._pages[page] = data
+                return data
+        self._fetch(page, VTD_PAGE_SIZE, addr, size)
+        return self._pages[page]
 
     def _fetch(self, start: int, length: int, addr: int, size: int) -> None:
         """Read the pages ``[start, start + length)`` into the page store."""
-        self.layout.translate(start, length)  # PhysReadError(outside_ram) before the budget
+        ranges = self.layout.translate(start, length)  # PhysReadError(outside_ram) first
         if self.bytes_read + length > self.limits.max_total_bytes:
             raise PhysReadError(
                 addr,
                 size,
                 f"the read budget of {self.limits.max_total_bytes} bytes is spent",
             )
-        data = self._pread(start, length, addr, size)
+        data = self._pread_ranges(ranges, addr, size)
         self.bytes_read += len(data)
+        if length == VTD_PAGE_SIZE:
+            self._pages[start] = data
+            return
         for i in range(0, length, VTD_PAGE_SIZE):
             self._pages[start + i] = data[i : i + VTD_PAGE_SIZE]

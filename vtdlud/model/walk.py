@@ -35,16 +35,19 @@ from enum import Enum
 from types import MappingProxyType
 
 from vtdlud.errors import ParseError, PhysReadError
+from vtdlud.model.bitfield import BitField, field_named
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
 from vtdlud.model.tables import (
+    CONTEXT_HI_FIELDS,
+    CONTEXT_LO_FIELDS,
     PASID_PDE_SHIFT,
+    PASID_VAL1_FIELDS,
     ROOT_ENTRY_NR,
+    SM_CONTEXT_LO_FIELDS,
     SM_UPPER_DEVFN,
-    ContextEntry,
     Mode,
     PasidEntry,
     RootEntry,
-    SmContextEntry,
     context_table_bit,
 )
 from vtdlud.parse.debugfs import ContextInfo, LiveTables, TranslationRow
@@ -100,6 +103,45 @@ def _u64s(data: bytes) -> tuple[int, ...]:
 
 def _half(upper: bool) -> str:
     return "upper" if upper else "lower"
+
+
+def _field(table: tuple[BitField, ...], name: str) -> Callable[[int], int]:
+    """A field of an entry table as a plain function (BitField.raw, without its mask property)."""
+    f = field_named(table, name)
+    shift, mask = f.lsb, (1 << f.width) - 1
+    return lambda value: value >> shift & mask
+
+
+_CTX_DID = _field(CONTEXT_HI_FIELDS, "did")
+_CTX_TT = _field(CONTEXT_LO_FIELDS, "tt")
+_SM_PDTS = _field(SM_CONTEXT_LO_FIELDS, "pdts")
+_SM_PRE = _field(SM_CONTEXT_LO_FIELDS, "pre")
+_SM_PASIDDIRPTR = field_named(SM_CONTEXT_LO_FIELDS, "pasiddirptr").mask
+_PASID_DID = _field(PASID_VAL1_FIELDS, "did")
+_PRESENT_BIT = bytes(b & 1 for b in range(256))  # a byte -> its bit 0, for bytes.translate
+_LEGACY_CONTEXT = struct.Struct("<QQ")
+_SM_CONTEXT = struct.Struct("<QQQQ")
+_PASID_WORDS = struct.Struct("<QQQ")  # val[0..2]; the rest of the 64-byte entry is not kept
+_PDE = struct.Struct("<Q")
+
+
+def _present(data: bytes, stride: int, first: int = 0) -> list[int]:
+    """Indexes of the ``stride``-byte entries of ``data`` whose byte at ``first`` has bit 0 set
+    (the Present bit of a little-endian entry), ascending; the scan over the page is C code."""
+    flags = data[first::stride].translate(_PRESENT_BIT)
+    out: list[int] = []
+    i = flags.find(1)
+    while i >= 0:
+        out.append(i)
+        i = flags.find(1, i + 1)
+    return out
+
+
+What = str | Callable[[], str]  # a structure's name; a callable names it only for a problem
+
+
+def _name(what: What) -> str:
+    return what if isinstance(what, str) else what()
 
 
 @dataclass(frozen=True)
@@ -181,7 +223,7 @@ class _Walker:
         first = addr & VTD_PAGE_MASK
         self.pages.update(range(first, addr + size, VTD_PAGE_SIZE))
 
-    def read(self, addr: int, size: int, what: str, key: DevKey | None = None) -> bytes | None:
+    def read(self, addr: int, size: int, what: What, key: DevKey | None = None) -> bytes | None:
         self.claim(addr, size)
         hit = self.cache.get((addr, size))
         if hit is not None:
@@ -190,34 +232,30 @@ class _Walker:
             data = self.read_phys(addr, size)
         except PhysReadError as exc:
             kind = ProblemKind.OUTSIDE_RAM if exc.outside_ram else ProblemKind.UNREADABLE
-            self.problem(kind, addr, what, f"{what} at {addr:#x}: {exc.reason}", key)
-            return None
+            reason = exc.reason
         except (ParseError, OSError) as exc:  # a reader that does not raise PhysReadError
-            self.problem(ProblemKind.UNREADABLE, addr, what, f"{what} at {addr:#x}: {exc}", key)
-            return None
-        if len(data) != size:
-            self.problem(
-                ProblemKind.UNREADABLE,
-                addr,
-                what,
-                f"{what} at {addr:#x}: {len(data)} of {size} bytes read",
-                key,
-            )
-            return None
-        self.cache[(addr, size)] = data
-        return data
+            kind, reason = ProblemKind.UNREADABLE, str(exc)
+        else:
+            if len(data) == size:
+                self.cache[(addr, size)] = data
+                return data
+            kind, reason = ProblemKind.UNREADABLE, f"{len(data)} of {size} bytes read"
+        name = _name(what)
+        self.problem(kind, addr, name, f"{name} at {addr:#x}: {reason}", key)
+        return None
 
-    def aliased(self, addr: int, size: int, what: str, key: DevKey | None = None) -> bool:
+    def aliased(self, addr: int, size: int, what: What, key: DevKey | None = None) -> bool:
         """True (and a problem) when ``[addr, addr + size)`` touches a root/context table."""
         first = addr & VTD_PAGE_MASK
         for page in range(first, addr + size, VTD_PAGE_SIZE):
             other = self.owner.get(page)
             if other is not None:
+                name = _name(what)
                 self.problem(
                     ProblemKind.ALIAS,
                     addr,
-                    what,
-                    f"{what} at {addr:#x} lies in the page of the {other}; not decoded",
+                    name,
+                    f"{name} at {addr:#x} lies in the page of the {other}; not decoded",
                     key,
                 )
                 return True
@@ -225,22 +263,26 @@ class _Walker:
 
     # -- scalable mode: PASID directory and tables -----------------------------------------
     def pasid_walk(
-        self, key: DevKey, ctx: SmContextEntry
+        self, key: DevKey, context_lo: int
     ) -> tuple[dict[int, PasidEntry], dict[int, int], bool]:
-        """Present PASID entries, present directory entries, and whether the walk completed."""
+        """Present PASID entries, present directory entries, and whether the walk completed
+        (``context_lo``: the low word of the device's scalable context entry)."""
         entries: dict[int, PasidEntry] = {}
         tables: dict[int, int] = {}
-        bdf = _bdf(*key)
-        what = f"PASID directory of {bdf}"
         lim = self.limits
-        n = ctx.pasid_dir_entries
+        dir_ptr = context_lo & _SM_PASIDDIRPTR
+        n = 1 << (_SM_PDTS(context_lo) + 7)  # get_pasid_dir_size()
         complete = True
+
+        def what() -> str:
+            return f"PASID directory of {_bdf(*key)}"
+
         if n > lim.max_pasid_dir_entries:
             self.problem(
                 ProblemKind.LIMIT,
-                ctx.pasid_dir_ptr,
-                what,
-                f"{what}: PDTS gives {n} entries; only the first {lim.max_pasid_dir_entries} "
+                dir_ptr,
+                what(),
+                f"{what()}: PDTS gives {n} entries; only the first {lim.max_pasid_dir_entries} "
                 "are walked",
                 key,
             )
@@ -252,32 +294,33 @@ class _Walker:
         if self.pasid_dir_bytes + size > lim.max_pasid_dir_bytes:
             self.stop_once(
                 "dir_bytes",
-                ctx.pasid_dir_ptr,
-                what,
+                dir_ptr,
+                what(),
                 f"more than {lim.max_pasid_dir_bytes} bytes of PASID directories; "
-                f"{what} and later ones are not walked",
+                f"{what()} and later ones are not walked",
                 key,
             )
             return entries, tables, False
         self.pasid_dir_bytes += size
-        if self.aliased(ctx.pasid_dir_ptr, size, what, key):
+        if self.aliased(dir_ptr, size, what, key):
             return entries, tables, False
-        data = self.read(ctx.pasid_dir_ptr, size, what, key)
+        data = self.read(dir_ptr, size, what, key)
         if data is None:
             return entries, tables, False
-        for dir_idx, pde in enumerate(_u64s(data)):
-            if not pde & 1:
-                continue
-            table = pde & VTD_PAGE_MASK
+        for dir_idx in _present(data, PASID_DIR_ENTRY):
+            table = _PDE.unpack_from(data, dir_idx * PASID_DIR_ENTRY)[0] & VTD_PAGE_MASK
             tables[dir_idx] = table
-            twhat = f"PASID table {dir_idx} of {bdf}"
+
+            def twhat(dir_idx: int = dir_idx) -> str:
+                return f"PASID table {dir_idx} of {_bdf(*key)}"
+
             if (table, PASID_TABLE_SIZE) not in self.cache:
                 if self.pasid_tables_tried >= lim.max_pasid_tables:
                     self.stop_once(
                         "pasid_tables",
                         table,
-                        twhat,
-                        f"more than {lim.max_pasid_tables} PASID tables; {twhat} and later "
+                        twhat(),
+                        f"more than {lim.max_pasid_tables} PASID tables; {twhat()} and later "
                         "ones are not walked",
                         key,
                     )
@@ -290,11 +333,11 @@ class _Walker:
             if tdata is None:
                 complete = False
                 continue
-            words = _u64s(tdata)
-            for idx in range(PASID_TABLE_ENTRIES):
-                val0, val1, val2 = words[idx * 8 : idx * 8 + 3]
-                if val0 & 1:
-                    entries[(dir_idx << PASID_PDE_SHIFT) + idx] = PasidEntry(val0, val1, val2)
+            base = dir_idx << PASID_PDE_SHIFT
+            for idx in _present(tdata, PASID_ENTRY):
+                entries[base + idx] = PasidEntry(
+                    *_PASID_WORDS.unpack_from(tdata, idx * PASID_ENTRY)
+                )
         return entries, tables, complete
 
 
@@ -338,20 +381,21 @@ def walk_unit_tables(
     if data is None:
         return result(())
     words = _u64s(data)
-    roots = tuple(RootEntry(lo=words[2 * b], hi=words[2 * b + 1]) for b in range(ROOT_ENTRY_NR))
+    roots = tuple(map(RootEntry, words[0::2], words[1::2]))
     w.owner[root_table & VTD_PAGE_MASK] = "root table"
 
-    for bus, root in enumerate(roots):
-        halves = [(False, root.lo)] + ([(True, root.hi)] if scalable else [])
-        for upper, half in halves:
-            if half & 1:
-                tables[context_table_bit(bus, SM_UPPER_DEVFN if upper else 0)] = (
-                    half & VTD_PAGE_MASK
-                )
+    # Bit (bus << 1) | upper of every present half, ascending: lo is the lower (legacy: the)
+    # context table, hi the upper one in scalable mode only.
+    present = [context_table_bit(bus, 0) for bus in _present(data, 16)]
+    if scalable:
+        present += [context_table_bit(bus, SM_UPPER_DEVFN) for bus in _present(data, 16, 8)]
+        present.sort()
+    for bit in present:
+        tables[bit] = words[bit] & VTD_PAGE_MASK  # words[2 * bus + upper]
 
     # Claim every table page first, so that any later pointer into one of them is an alias.
     names: dict[int, str] = {}
-    for n, bit in enumerate(sorted(tables)):
+    for n, bit in enumerate(tables):
         bus, ptr = bit >> 1, tables[bit]
         what = names[bit] = f"context table of bus {bus:02x}" + (
             f" ({_half(bool(bit & 1))})" if scalable else ""
@@ -365,43 +409,38 @@ def walk_unit_tables(
         else:
             w.owner[ptr] = what
 
-    for bit in sorted(set(tables) - unwalked):
-        bus, upper, ptr = bit >> 1, bool(bit & 1), tables[bit]
+    for bit in [b for b in tables if b not in unwalked]:
+        bus, ptr = bit >> 1, tables[bit]
         tdata = w.read(ptr, CONTEXT_TABLE_SIZE, names[bit])
         if tdata is None:
             unwalked.add(bit)
             continue
-        cwords = _u64s(tdata)
         if not scalable:
-            for devfn in range(256):
-                lo, hi = cwords[2 * devfn], cwords[2 * devfn + 1]
-                if lo & 1:
-                    ctx = ContextEntry(lo=lo, hi=hi)
-                    devices[(bus, devfn)] = ContextInfo(
-                        bus, devfn, Mode.LEGACY, hi, lo, did=ctx.did, tt=ctx.tt
-                    )
+            for devfn in _present(tdata, LEGACY_CONTEXT_ENTRY):
+                lo, hi = _LEGACY_CONTEXT.unpack_from(tdata, devfn * LEGACY_CONTEXT_ENTRY)
+                devices[(bus, devfn)] = ContextInfo(
+                    bus, devfn, Mode.LEGACY, hi, lo, did=_CTX_DID(hi), tt=_CTX_TT(lo)
+                )
             continue
-        base = SM_UPPER_DEVFN if upper else 0
-        for idx in range(CONTEXT_TABLE_SIZE // SM_CONTEXT_ENTRY):
-            lo, hi, w2, w3 = cwords[4 * idx : 4 * idx + 4]
-            if not lo & 1:
-                continue
-            key = (bus, base + idx)
-            sm = SmContextEntry(lo=lo, hi=hi)
-            entries, dir_tables, done = w.pasid_walk(key, sm)
+        base = SM_UPPER_DEVFN if bit & 1 else 0
+        for idx in _present(tdata, SM_CONTEXT_ENTRY):
+            lo, hi, w2, w3 = _SM_CONTEXT.unpack_from(tdata, idx * SM_CONTEXT_ENTRY)
+            devfn = base + idx
+            key = (bus, devfn)
+            entries, dir_tables, done = w.pasid_walk(key, lo)
             if not done:
                 incomplete.add(key)
             rid = entries.get(RID_PASID)
             devices[key] = ContextInfo(
                 bus,
-                base + idx,
+                devfn,
                 Mode.SCALABLE,
                 hi,
                 lo,
-                did=rid.did if rid is not None else None,
-                pasid_dir=sm.pasid_dir_ptr,
-                pdts=(lo >> 9) & 0x7,
-                pre=bool(lo >> 4 & 1),
+                did=None if rid is None else _PASID_DID(rid.val1),
+                pasid_dir=lo & _SM_PASIDDIRPTR,
+                pdts=_SM_PDTS(lo),
+                pre=bool(_SM_PRE(lo)),
                 pasid_entries=MappingProxyType(entries),
             )
             upper_words[key] = (w2, w3)
