@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from vtdlud.audit.catalog import Severity
 from vtdlud.audit.policy import Policy
@@ -64,6 +64,9 @@ _PE_PGTT, _PE_AW, _PE_SLPTPTR = (
 _PE_FLPTPTR = field_named(PASID_VAL2_FIELDS, "flptptr")
 TT_PASS_THROUGH = 2
 PGTT_FIRST_LEVEL, PGTT_SECOND_LEVEL, PGTT_PASS_THROUGH = 1, 2, 4
+
+
+_R = TypeVar("_R", bound="DataclassInstance")
 
 
 # --- the live side ----------------------------------------------------------------------------
@@ -179,9 +182,9 @@ def mirror_hw(
     root_table = the live root table; ``hdr.ref_count`` = the unit's device records.  A None
     argument is not known: that field is copied from ``actual`` (not judged)."""
     root = actual.intel.root_table if root_table is None else root_table
-    intel = dataclasses.replace(actual.intel, phys_addr=address, root_table=root)
-    hdr = actual.hdr if ref_count is None else dataclasses.replace(actual.hdr, ref_count=ref_count)
-    return dataclasses.replace(actual, hdr=hdr, token=address, type=INTEL, intel=intel)
+    intel = _with(actual.intel, phys_addr=address, root_table=root)
+    hdr = actual.hdr if ref_count is None else _with(actual.hdr, ref_count=ref_count)
+    return _with(actual, hdr=hdr, token=address, type=INTEL, intel=intel)
 
 
 def mirror_device(
@@ -190,9 +193,9 @@ def mirror_device(
     """``intel_iommu_preserve_device()``: attachment_id = the DID on the unit; in scalable mode
     intel.pasid_table = the PASID directory of its context entry (None: not known)."""
     dev_map, intel = actual.domain_iommu_ser, actual.intel
-    dev_map = dev_map if did is None else dataclasses.replace(dev_map, attachment_id=did)
-    intel = intel if pasid_dir is None else dataclasses.replace(intel, pasid_table=pasid_dir)
-    return dataclasses.replace(actual, domain_iommu_ser=dev_map, intel=intel)
+    dev_map = dev_map if did is None else _with(dev_map, attachment_id=did)
+    intel = intel if pasid_dir is None else _with(intel, pasid_table=pasid_dir)
+    return _with(actual, domain_iommu_ser=dev_map, intel=intel)
 
 
 def mirror_domain(
@@ -201,13 +204,23 @@ def mirror_domain(
     """The domain record of the page table the device's live entry points at."""
     top = actual.top_table_phys if top_table is None else top_table
     level = actual.top_level if top_level is None else top_level
-    return dataclasses.replace(actual, top_table_phys=top, top_level=level)
+    return _with(actual, top_table_phys=top, top_level=level)
+
+
+def _with(record: _R, **changes: object) -> _R:
+    """``dataclasses.replace``, or ``record`` itself when it already holds those values (the
+    usual case: a record as the kernel should have written it)."""
+    if all(getattr(record, k) == v for k, v in changes.items()):
+        return record
+    return dataclasses.replace(record, **changes)
 
 
 def field_diffs(
     actual: DataclassInstance, expected: DataclassInstance, prefix: str = ""
 ) -> Iterator[tuple[str, object, object]]:
     """(dotted field path, actual, expected) for every leaf field that differs."""
+    if actual == expected:  # records of int fields: equal records have no differing leaf
+        return
     for f in dataclasses.fields(actual):
         a, e = getattr(actual, f.name), getattr(expected, f.name)
         if dataclasses.is_dataclass(a) and not isinstance(a, type):

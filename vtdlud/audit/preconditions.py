@@ -59,12 +59,12 @@ class HolderIndex:
 
     def of(self, device: PciDevice) -> tuple[VfioHolder, ...]:
         """The processes holding one of the device's VFIO cdevs or its group, in scan order."""
-        found: set[int] = set()
-        for cdev in device.vfio_devs:
-            found.update(self._by_cdev.get(cdev, ()))
-        if device.iommu_group is not None:
-            found.update(self._by_group.get(str(device.iommu_group), ()))
-        return tuple(self.holders[i] for i in sorted(found))
+        found = [i for cdev in device.vfio_devs for i in self._by_cdev.get(cdev, ())]
+        if device.iommu_group is not None and self._by_group:
+            found += self._by_group.get(str(device.iommu_group), ())
+        if not found:
+            return ()
+        return tuple(self.holders[i] for i in sorted(set(found)))
 
     def holds_cdev(self, holder: VfioHolder, device: PciDevice) -> bool:
         """Whether ``holder`` has one of the device's VFIO cdevs open (not only its group)."""

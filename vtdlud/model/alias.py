@@ -15,7 +15,7 @@ vtdlud follows the generic rules only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from vtdlud.parse.pciconfig import (
     PCI_EXP_TYPE_DOWNSTREAM,
@@ -28,9 +28,9 @@ from vtdlud.parse.pciconfig import (
 MAX_DEPTH = 64  # PCI hierarchies are far shallower; bounds a corrupt parent chain
 
 
-@dataclass(frozen=True)
-class Rid:
-    """A requester ID on one segment: bus and devfn."""
+class Rid(NamedTuple):
+    """A requester ID on one segment: bus and devfn.  A named tuple: a host has thousands and
+    the alias checks hash and compare them (only ever with other ``Rid`` values)."""
 
     segment: int
     bus: int
@@ -40,8 +40,7 @@ class Rid:
         return f"{self.segment:04x}:{self.bus:02x}:{self.devfn >> 3:02x}.{self.devfn & 7:x}"
 
 
-@dataclass(frozen=True)
-class PciNode:
+class PciNode(NamedTuple):
     """What the alias walk needs to know about one PCI function."""
 
     rid: Rid
@@ -82,9 +81,10 @@ class DmaAliases:
         node = self.nodes.get(bdf)
         out: tuple[Rid, ...] | None = None
         if node is not None:
-            up = self._upstream(node.parent) if node.parent is not None else ((), 0)
+            parent = node.parent
+            up = ((), 0) if parent is None else self._up.get(parent) or self._upstream(parent)
             if up is not None:
-                out = tuple(dict.fromkeys((node.rid, *up[0])))
+                out = tuple(dict.fromkeys((node.rid, *up[0]))) if up[0] else (node.rid,)
         self._of[bdf] = out
         return out
 
