@@ -259,7 +259,9 @@ class PhysMem:
             raise PhysReadError(
                 addr, size, f"the probe budget of {self.limits.max_probe_bytes} bytes is spent"
             )
-        chunk = self._pread(addr, size, addr, size)
+        chunk = self._pread_direct(addr, size, addr, size)
+        if chunk is None:
+            chunk = self._pread(addr, size, addr, size)
         self.probe_bytes += len(chunk)
         return chunk
 
@@ -287,22 +289,26 @@ class PhysMem:
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _fetch_page(self, page: int, addr: int, size: int) -> bytes:
-        """The page at ``page`` into the page store: one pread when the page lies inside one
-        segment, no fault is planned, the budget allows it and the read is whole; else the
-        general :meth:`_fetch`, whose checks come in their order."""
+    def _pread_direct(self, start: int, length: int, addr: int, size: int) -> bytes | None:
+        """Physical ``[start, start + length)`` in one pread, when one segment holds it and no
+        fault is planned; None when that does not apply or the read comes back short (then
+        the general path reads it again and says why)."""
         assert self._fd is not None
-        offset = self.layout.file_offset(page, VTD_PAGE_SIZE)
-        if (
-            offset is not None
-            and not self._faults.faults
-            and self.bytes_read + VTD_PAGE_SIZE <= self.limits.max_total_bytes
-        ):
-            try:
-                data = os.pread(self._fd, VTD_PAGE_SIZE, offset)
-            except OSError as exc:
-                raise PhysReadError(addr, size, describe_oserror(exc)) from exc
-            if len(data) == VTD_PAGE_SIZE:
+        offset = self.layout.file_offset(start, length)
+        if offset is None or self._faults.faults:
+            return None
+        try:
+            data = os.pread(self._fd, length, offset)
+        except OSError as exc:
+            raise PhysReadError(addr, size, describe_oserror(exc)) from exc
+        return data if len(data) == length else None
+
+    def _fetch_page(self, page: int, addr: int, size: int) -> bytes:
+        """The page at ``page`` into the page store: :meth:`_fetch` of one page, the common
+        case in one pread."""
+        if self.bytes_read + VTD_PAGE_SIZE <= self.limits.max_total_bytes:
+            data = self._pread_direct(page, VTD_PAGE_SIZE, addr, size)
+            if data is not None:
                 self.bytes_read += VTD_PAGE_SIZE
                 self._pages[page] = data
                 return data
