@@ -49,7 +49,6 @@ DEBIAN_NAME = {
     "structlog": "python3-structlog",
     "systemd-python": "python3-systemd",
     "pylibfdt": "python3-libfdt",
-    "pyelftools": "python3-pyelftools",
 }
 
 
