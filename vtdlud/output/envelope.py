@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from json.encoder import encode_basestring_ascii
+from typing import Any, cast
 
 from vtdlud import __version__
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted
@@ -65,9 +66,11 @@ def preserved_json(u: UnitReport) -> JSON | None:
     }
 
 
-def wanted_json(w: Wanted, report: Report) -> JSON:
+def wanted_json(w: Wanted, report: Report, unit_of: dict[str, int | None] | None = None) -> JSON:
+    """One device to preserve; ``unit_of``: the first unit listing each device, when the caller
+    has it (see :func:`_unit_of`)."""
     dev = report.snapshot.pci_devices.get(w.bdf)
-    unit = next((u.address for u in report.units if w.bdf in u.devices), None)
+    unit = (unit_of if unit_of is not None else _unit_of(report)).get(w.bdf)
     return {
         "bdf": w.bdf,
         "unit": hex_or_none(unit),
@@ -85,6 +88,15 @@ def wanted_json(w: Wanted, report: Report) -> JSON:
             for h in w.holders
         ],
     }
+
+
+def _unit_of(report: Report) -> dict[str, int | None]:
+    """The address of the first unit (in report order) whose devices list each BDF."""
+    out: dict[str, int | None] = {}
+    for u in report.units:
+        for bdf in u.devices:
+            out.setdefault(bdf, u.address)
+    return out
 
 
 def finding_json(f: Finding) -> JSON:
@@ -130,6 +142,8 @@ def envelope(
     def order(f: Finding) -> tuple[int, int, str, str]:
         return (-f.severity.rank, f.unit if f.unit is not None else -1, f.code, f.bdf or "")
 
+    unit_of = _unit_of(report) if report.wanted else {}
+
     return {
         "json_format_version": list(JSON_FORMAT_VERSION),
         "vtdlud": {"version": __version__, "argv": argv, "exit_status": exit_status},
@@ -138,10 +152,94 @@ def envelope(
         "host": host_json(report.snapshot, root_label),
         "units": [unit_json(u) for u in report.units],
         "findings": [finding_json(f) for f in sorted(report.findings, key=order)],
-        "preserve": [wanted_json(w, report) for w in report.wanted],
+        "preserve": [wanted_json(w, report, unit_of) for w in report.wanted],
         "verdict": report.verdict.value,
     }
 
 
 def dumps(doc: JSON) -> str:
-    return json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    """``json.dumps(doc, indent=2) + "\n"``, byte for byte, about three times faster on a large
+    host: containers are joined rather than streamed piecewise, and a list of strings met again
+    at the same depth (every device a VMM holds repeats its holder's cdev list) is encoded once.
+    Anything the encoder does not handle itself (another type, a reference loop) goes to
+    ``json.dumps``, which gives the same text or raises the same error."""
+    try:
+        return _Indented().encode(doc, "") + "\n"
+    except (_Unsupported, RecursionError):
+        return json.dumps(doc, indent=2) + "\n"
+
+
+class _Unsupported(Exception):
+    """A value ``json.dumps`` would encode with ``default`` (or refuse)."""
+
+
+_INF = float("inf")
+
+
+def _float(value: float) -> str:
+    """As ``json.encoder`` writes a float (allow_nan=True)."""
+    if value != value:  # noqa: PLR0124 - NaN
+        return "NaN"
+    if value == _INF:
+        return "Infinity"
+    if value == -_INF:
+        return "-Infinity"
+    return float.__repr__(value)
+
+
+def _key(key: object) -> str:
+    """A dict key as ``json.dumps`` converts it (strings, floats, booleans, None, ints)."""
+    if isinstance(key, str):
+        return encode_basestring_ascii(key)
+    if isinstance(key, float):
+        return encode_basestring_ascii(_float(key))
+    if key is True or key is False or key is None:
+        return f'"{json.dumps(key)}"'
+    if isinstance(key, int):
+        return encode_basestring_ascii(int.__repr__(key))
+    raise _Unsupported
+
+
+class _Indented:
+    """``json.dumps(indent=2)``'s layout: ``,`` and ``: `` separators, ASCII escapes, a newline
+    and two more spaces per level, ``[]``/``{}`` for empty containers."""
+
+    def __init__(self) -> None:
+        self.lists: dict[tuple[str, ...], str] = {}  # (indent, *strings) -> text
+
+    def encode(self, o: object, pad: str) -> str:
+        if isinstance(o, str):
+            return encode_basestring_ascii(o)
+        if o is None:
+            return "null"
+        if o is True:
+            return "true"
+        if o is False:
+            return "false"
+        if isinstance(o, int):
+            return int.__repr__(o)
+        if isinstance(o, float):
+            return _float(o)
+        if isinstance(o, list | tuple):
+            return self.array(o, pad)
+        if isinstance(o, dict):
+            if not o:
+                return "{}"
+            inner = pad + "  "
+            items = [_key(k) + ": " + self.encode(v, inner) for k, v in o.items()]
+            return "{\n" + inner + (",\n" + inner).join(items) + "\n" + pad + "}"
+        raise _Unsupported
+
+    def array(self, o: list[object] | tuple[object, ...], pad: str) -> str:
+        if not o:
+            return "[]"
+        inner = pad + "  "
+        if all(type(v) is str for v in o):
+            key = cast("tuple[str, ...]", (pad, *o))
+            text = self.lists.get(key)
+            if text is None:
+                body = (",\n" + inner).join(map(encode_basestring_ascii, key[1:]))
+                text = self.lists[key] = "[\n" + inner + body + "\n" + pad + "]"
+            return text
+        items = [self.encode(v, inner) for v in o]
+        return "[\n" + inner + (",\n" + inner).join(items) + "\n" + pad + "]"
