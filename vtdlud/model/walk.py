@@ -221,7 +221,10 @@ class _Walker:
 
     def claim(self, addr: int, size: int) -> None:
         first = addr & VTD_PAGE_MASK
-        self.pages.update(range(first, addr + size, VTD_PAGE_SIZE))
+        if addr + size <= first + VTD_PAGE_SIZE:
+            self.pages.add(first)
+        else:
+            self.pages.update(range(first, addr + size, VTD_PAGE_SIZE))
 
     def read(self, addr: int, size: int, what: What, key: DevKey | None = None) -> bytes | None:
         self.claim(addr, size)
@@ -247,6 +250,8 @@ class _Walker:
     def aliased(self, addr: int, size: int, what: What, key: DevKey | None = None) -> bool:
         """True (and a problem) when ``[addr, addr + size)`` touches a root/context table."""
         first = addr & VTD_PAGE_MASK
+        if addr + size <= first + VTD_PAGE_SIZE and first not in self.owner:
+            return False  # the common case: one page, no table's
         for page in range(first, addr + size, VTD_PAGE_SIZE):
             other = self.owner.get(page)
             if other is not None:
