@@ -31,9 +31,9 @@ from vtdlud.model.tables import Mode
 from vtdlud.parse.debugfs import (
     Regset,
     TranslationStruct,
-    derive_unit_tables,
     parse_dmar_translation_struct,
     parse_iommu_regset,
+    unit_root_table,
 )
 from vtdlud.parse.pciconfig import PciConfig, parse_pci_config
 from vtdlud.parse.sysfs import (
@@ -266,12 +266,10 @@ class SnapshotBuilder:
             trans = translation.unit(unit.name) if translation else None
             if regs is None and trans is None:
                 continue
-            live = derive_unit_tables(regs, trans)
-            if live.root_table is None or live.mode is Mode.UNKNOWN:
+            root_table, mode = unit_root_table(regs, trans)
+            if root_table is None or mode is Mode.UNKNOWN:
                 continue
-            walks[unit.address] = walk_unit_tables(
-                mem.read, live.root_table, live.mode is Mode.SCALABLE
-            )
+            walks[unit.address] = walk_unit_tables(mem.read, root_table, mode is Mode.SCALABLE)
         return walks
 
     # -- inventory -------------------------------------------------------------------------

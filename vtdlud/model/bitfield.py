@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 
 FieldValue = bool | int
 
@@ -32,11 +33,12 @@ class BitField:
     scale: Scale = Scale.RAW
     doc: str = ""
 
-    @property
+    # Computed once per field (decoding runs per table entry: thousands per snapshot).
+    @cached_property
     def width(self) -> int:
         return self.msb - self.lsb + 1
 
-    @property
+    @cached_property
     def mask(self) -> int:
         return ((1 << self.width) - 1) << self.lsb
 

@@ -189,6 +189,23 @@ def _devices(rows: Iterable[TranslationRow]) -> dict[tuple[int, int], ContextInf
     return out
 
 
+def unit_root_table(
+    regset_unit: RegsetUnit | None,
+    trans_unit: TranslationUnit | None,
+    mode_from_rows: Mode | None = None,
+) -> tuple[int | None, Mode]:
+    """The root table and translation mode of :func:`derive_unit_tables` alone (what a kcore
+    walk starts from): RTADDR_REG when iommu_regset shows it, else what the
+    dmar_translation_struct rows prove (``mode_from_rows``, computed when not given)."""
+    rtaddr = regset_unit.get("RTADDR") if regset_unit else None
+    if rtaddr is not None:
+        mode = Mode.SCALABLE if rtaddr_is_scalable(rtaddr) else Mode.LEGACY
+        return rtaddr_root_table(rtaddr), mode
+    if mode_from_rows is None:
+        mode_from_rows = _mode_from_rows(trans_unit.rows if trans_unit else ())
+    return (trans_unit.root_table if trans_unit else None), mode_from_rows
+
+
 def derive_unit_tables(
     regset_unit: RegsetUnit | None, trans_unit: TranslationUnit | None
 ) -> LiveTables:
@@ -198,15 +215,11 @@ def derive_unit_tables(
     boot)."""
     if regset_unit and trans_unit and regset_unit.name != trans_unit.name:
         raise ValueError(f"unit names differ: {regset_unit.name} vs {trans_unit.name}")
-    rtaddr = regset_unit.get("RTADDR") if regset_unit else None
     gsts = regset_unit.get("GSTS") if regset_unit else None
     debugfs_root = trans_unit.root_table if trans_unit else None
     rows = trans_unit.rows if trans_unit else ()
     mode_rows = _mode_from_rows(rows)
-    if rtaddr is not None:
-        mode = Mode.SCALABLE if rtaddr_is_scalable(rtaddr) else Mode.LEGACY
-    else:
-        mode = mode_rows
+    root_table, mode = unit_root_table(regset_unit, trans_unit, mode_rows)
     if gsts is not None:
         enabled: bool | None = gsts_tes(gsts)
     elif trans_unit is not None:
@@ -217,7 +230,7 @@ def derive_unit_tables(
     return LiveTables(
         name=name,
         reg_base_addr=regset_unit.reg_base_addr if regset_unit else None,
-        root_table=rtaddr_root_table(rtaddr) if rtaddr is not None else debugfs_root,
+        root_table=root_table,
         root_table_debugfs=debugfs_root,
         mode=mode,
         mode_from_rows=mode_rows,
