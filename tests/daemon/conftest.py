@@ -131,11 +131,22 @@ class HostBed:
         return str(self.tb.add_device(subsystem, name, None, [], []))
 
 
+# Every testbed of the session, kept until the interpreter exits.  umockdev's Testbed finalizer
+# unsets UMOCKDEV_DIR, whichever testbed is current then: a testbed of an earlier test that sits
+# in a reference cycle is finalized whenever the garbage collector next runs, possibly in the
+# middle of a later test, which then loses its fake /sys (seen in CI: "uevent_sender_send: No
+# such device /sys/devices/usb1" and no uevent).  Held here, none is finalized mid-session; each
+# is emptied at teardown, and their directories go when the finalizers run at exit (removing a
+# directory by hand makes that finalizer abort the process).
+_TESTBEDS: list[Any] = []
+
+
 @pytest.fixture
 def testbed(tmp_path: Path) -> Iterator[HostBed]:
     if not preloaded():
         pytest.skip(PRELOAD_MISSING)
     tb = UMockdev.Testbed.new()
+    _TESTBEDS.append(tb)
     bed = HostBed(tb, tmp_path)
     bed.install(q35_host(scalable=False, seed=1))
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import gc
 import select
 from dataclasses import dataclass
 
@@ -97,3 +99,22 @@ def test_drain_is_bounded() -> None:
     got = UeventSource(mon).drain(limit=4)
     assert got.relevant == 4 and got.more
     assert UeventSource(mon).drain().relevant == 6
+
+
+def _umockdev_dir() -> str | None:
+    """UMOCKDEV_DIR as the preload reads it: the C environment (os.environ is a copy)."""
+    getenv = ctypes.CDLL(None).getenv
+    getenv.restype = ctypes.c_char_p
+    value: bytes | None = getenv(b"UMOCKDEV_DIR")
+    return None if value is None else value.decode()
+
+
+@pytest.mark.parametrize("run", [1, 2])
+def test_earlier_testbed_collected_late_keeps_fake_sys(testbed: HostBed, run: int) -> None:
+    """A testbed left in a reference cycle by one test, collected during the next, must not take
+    the next test's /sys redirection with it (umockdev's finalizer unsets UMOCKDEV_DIR)."""
+    gc.collect()  # run 2: collects run 1's cycle
+    assert _umockdev_dir() == str(testbed.root_dir)
+    assert (testbed.sys_dir / "class/iommu/dmar0").exists()
+    cycle: list[object] = [testbed]
+    cycle.append(cycle)  # run 1: keeps this testbed alive until the collector runs

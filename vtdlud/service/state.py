@@ -64,10 +64,10 @@ def write_daemon_json(runtime_dir: Path, daemon: JSON) -> None:
 
 def write_state(runtime_dir: Path, status: JSON, daemon: JSON) -> None:
     """daemon.json first, then status.json; each atomically.  Raises OSError."""
+    from vtdlud.output.envelope import dumps  # noqa: PLC0415 - the daemon's path, not status's
+
     write_daemon_json(runtime_dir, daemon)
-    write_atomic(
-        runtime_dir / STATUS_JSON, (json.dumps(status, indent=2) + "\n").encode(), mode=0o644
-    )
+    write_atomic(runtime_dir / STATUS_JSON, dumps(status).encode(), mode=0o644)
 
 
 def _load(path: Path) -> JSON | None:
