@@ -7,10 +7,11 @@ the one place that reads them, and it fails loudly on anything it does not under
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+
+from vtdlud.frozen import frozen
 
 
-@dataclass(frozen=True)
+@frozen
 class Option:
     flags: tuple[str, ...]  # ("-o", "--output"); () for a positional
     dest: str
@@ -37,7 +38,7 @@ class Option:
         return self.metavar
 
 
-@dataclass(frozen=True)
+@frozen
 class Command:
     name: str
     help: str
@@ -45,7 +46,7 @@ class Command:
     options: tuple[Option, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Cli:
     prog: str
     description: str

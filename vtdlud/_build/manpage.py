@@ -17,11 +17,11 @@ import re
 import sys
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from vtdlud.frozen import frozen
 from vtdlud import __version__
 from vtdlud._build import roff
 from vtdlud._build.argspec import Cli, Command, Option, describe
@@ -62,7 +62,7 @@ ALLOWED_VALUES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class Unit:
     name: str
     description: str
@@ -259,7 +259,7 @@ def render_vtdlud_8(
 # ------------------------------------------------------------------------------ vtdlud.toml(5)
 
 
-@dataclass(frozen=True)
+@frozen
 class KeyDoc:
     table: str
     key: str
@@ -267,7 +267,7 @@ class KeyDoc:
     example: str  # the value on the key's (commented) line
 
 
-@dataclass(frozen=True)
+@frozen
 class TableDoc:
     name: str
     intro: str

@@ -6,8 +6,9 @@ Codes are never renumbered and MESSAGE_IDs never change: operators match on them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+
+from vtdlud.frozen import frozen
 
 
 class Severity(Enum):
@@ -33,7 +34,7 @@ _RANK = {
 }
 
 
-@dataclass(frozen=True)
+@frozen
 class CatalogEntry:
     code: str
     severity: Severity

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from vtdlud.audit.catalog import Severity
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.report import Finding, UnitReport, finding
+from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1, IommuTypeSer
 from vtdlud.model.bitfield import field_named
 from vtdlud.model.records import DeviceSlot, RefStatus
@@ -72,7 +72,7 @@ _R = TypeVar("_R", bound="DataclassInstance")
 # --- the live side ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@frozen
 class LiveView:
     """One unit's live tables: ``exact`` from a kcore walk, else debugfs rows (a lower bound)."""
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from fnmatch import fnmatchcase
 from typing import Any
 
 from vtdlud.audit.catalog import Severity
 from vtdlud.errors import UsageError
+from vtdlud.frozen import frozen
 from vtdlud.model.snapshot import Tier
 
 DEFAULT_CONFIG = "/etc/vtdlud/vtdlud.toml"
@@ -35,7 +36,7 @@ class PolicyError(UsageError):
     """A configuration mistake: one line naming file:line (exit 2)."""
 
 
-@dataclass(frozen=True)
+@frozen
 class DeviceId:
     vendor: int
     device: int | None  # None: any device of the vendor
@@ -47,7 +48,7 @@ class DeviceId:
         return f"{self.vendor:04x}:" + ("*" if self.device is None else f"{self.device:04x}")
 
 
-@dataclass(frozen=True)
+@frozen
 class Policy:
     """What must be preserved and what the gate requires (defaults as DESIGN.md §3)."""
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from vtdlud.audit.catalog import Severity
@@ -46,6 +45,7 @@ from vtdlud.audit.mirror import Sink, live_view, required_for, unit_mode
 from vtdlud.audit.preserved import device_bdf
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 from vtdlud.host.kmsg import KernelLog, read_kernel_log
 from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.abi import IommuDeviceSerV1, IommuHwSerV1
@@ -76,7 +76,7 @@ _FAULT = re.compile(
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class LedgerInput:
     """The ledger as found in the state directory (``error``: it exists but cannot be used)."""
 
@@ -85,7 +85,7 @@ class LedgerInput:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class DmarFault:
     bus: int
     devfn: int
@@ -103,7 +103,7 @@ def parse_dmar_faults(lines: Sequence[str]) -> list[DmarFault]:
     return out
 
 
-@dataclass(frozen=True)
+@frozen
 class PostKexec:
     findings: tuple[Finding, ...]
     consume: bool  # mark the ledger consumed by this boot

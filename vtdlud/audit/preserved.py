@@ -9,22 +9,21 @@ superset; the audit judges the difference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuHwSerV1, IommuTypeSer
 from vtdlud.model.alias import DmaAliases, Rid
 from vtdlud.model.records import DeviceSlot, HwSlot, PreservedState, RefStatus
 from vtdlud.model.tables import Mode, context_table_bit, words_to_bits
 
 
-@dataclass(frozen=True)
+@frozen
 class PreservedDevice:
     bdf: str
     slot: DeviceSlot
     rids: tuple[Rid, ...] | None  # own RID then DMA aliases; None when not visible
 
 
-@dataclass(frozen=True)
+@frozen
 class PreservedUnit:
     """One unit's live hw record and the live device records that point at it."""
 

@@ -37,7 +37,6 @@ simulator (vtdlud.sim) only: no real capture of the records exists.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vtdlud.audit.mirror import (
@@ -66,6 +65,7 @@ from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import pci_nodes
 from vtdlud.audit.preserved import PreservedDevice, device_bdf, rid_bits
 from vtdlud.audit.report import Finding, UnitReport, Wanted, bits_detail
+from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1
 from vtdlud.model.alias import DmaAliases, Rid
 from vtdlud.model.khomem import MapState, MemMapProblemKind
@@ -82,7 +82,7 @@ if TYPE_CHECKING:
     from vtdlud.host.records import PreservedRecords
 
 
-@dataclass(frozen=True)
+@frozen
 class _Unit:
     """One unit with a live hw record, and what the audit of it needs."""
 

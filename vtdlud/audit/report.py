@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.policy import Policy
+from vtdlud.frozen import frozen
 from vtdlud.model.snapshot import Snapshot, VfioHolder
 from vtdlud.model.tables import Mode
 
@@ -51,7 +52,7 @@ def make_details(bdf: str | None, given: Mapping[str, object] | None) -> Details
     return tuple((k, d[k]) for k in DETAIL_KEYS if k in d)
 
 
-@dataclass(frozen=True)
+@frozen
 class Finding:
     code: str
     severity: Severity
@@ -86,7 +87,7 @@ def finding(
     return Finding(code, sev, unit, bdf, message, required, make_details(bdf, details))
 
 
-@dataclass(frozen=True)
+@frozen
 class Wanted:
     """A device the policy says must be preserved, why, and who holds it."""
 
@@ -95,7 +96,7 @@ class Wanted:
     holders: tuple[VfioHolder, ...]  # processes holding its VFIO cdev or its group
 
 
-@dataclass(frozen=True)
+@frozen
 class UnitReport:
     name: str
     address: int | None
@@ -138,7 +139,7 @@ class UnitReport:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class Report:
     snapshot: Snapshot
     policy: Policy

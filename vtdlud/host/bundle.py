@@ -15,12 +15,12 @@ import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vtdlud import __version__
 from vtdlud.errors import UsageError
+from vtdlud.frozen import frozen
 from vtdlud.host.atomic import atomic_file
 from vtdlud.host.root import HostRoot
 
@@ -34,7 +34,7 @@ MAX_MEMBERS = 200_000
 NEVER_COLLECT = ("proc/kcore",)  # physical memory: tiers are probed, never packed
 
 
-@dataclass(frozen=True)
+@frozen
 class CollectResult:
     path: Path
     files: int

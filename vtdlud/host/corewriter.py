@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from vtdlud.frozen import frozen
 from vtdlud.host.atomic import atomic_file
 from vtdlud.model.registers import VTD_PAGE_SIZE
 from vtdlud.parse.kcore import EHDR_SIZE, EM_X86_64, ET_CORE, NO_PADDR, PHDR_SIZE
@@ -37,7 +37,7 @@ EV_CURRENT = 1
 U64_MASK = (1 << 64) - 1
 
 
-@dataclass(frozen=True)
+@frozen
 class ExtraSegment:
     """A hand-made ``PT_LOAD``: ``paddr`` None writes ``p_paddr = -1`` (not RAM)."""
 
@@ -46,7 +46,7 @@ class ExtraSegment:
     paddr: int | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class _Load:
     paddr: int
     vaddr: int

@@ -24,11 +24,11 @@ import errno
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 
 from vtdlud.errors import ParseError, PhysReadError
+from vtdlud.frozen import frozen
 from vtdlud.host.root import FaultPlan, HostRoot, describe_oserror
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
 from vtdlud.model.snapshot import KCORE_MISSING_LIVE, KCORE_MISSING_ROOT, TierStatus
@@ -54,7 +54,7 @@ __all__ = [
 PROC_KCORE = "proc/kcore"
 
 
-@dataclass(frozen=True)
+@frozen
 class KcoreLimits:
     max_read_bytes: int = 1 << 20  # one read() call
     max_total_bytes: int = 64 << 20  # everything one PhysMem reads from the file

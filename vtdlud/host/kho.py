@@ -20,10 +20,10 @@ VTD040).  Nothing here raises on bad input.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.snapshot import InputProblem, Tier
 from vtdlud.parse.kho import (
@@ -52,7 +52,7 @@ KHO_DEBUGFS = "sys/kernel/debug/kho"
 MAX_BLOB = 64 << 20  # debugfs KHO blobs are a few pages; a bigger file is not one
 
 
-@dataclass(frozen=True)
+@frozen
 class SubBlob:
     """One file of ``sub_fdts/``."""
 
@@ -61,7 +61,7 @@ class SubBlob:
     is_fdt: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoSide:
     """``kho/out`` (this kernel's outgoing state) or ``kho/in`` (what the previous one handed over)."""
 
@@ -74,7 +74,7 @@ class KhoSide:
     luo_state: LuoState | None  # the LUO blob walked through read_phys, when one was given
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoState:
     outgoing: KhoSide | None  # None: no kho/out
     incoming: KhoSide | None  # None: no kho/in (this boot was not a KHO kexec)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from vtdlud.frozen import frozen
 from vtdlud.host.root import HostRoot, describe_oserror
 
 
-@dataclass(frozen=True)
+@frozen
 class KernelLog:
     """This boot's kernel log lines (the text after ``;`` of each record), None: not readable."""
 

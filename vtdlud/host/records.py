@@ -8,8 +8,9 @@ DESIGN.md §2), and the same map says which pages are preserved (VTD013).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
+from vtdlud.frozen import frozen
 from vtdlud.host.kcore import PhysMem
 from vtdlud.host.kho import KhoState
 from vtdlud.model.abi import AbiVariant
@@ -20,7 +21,7 @@ from vtdlud.parse.kho import KhoRoot
 from vtdlud.parse.luo import IommuFlb
 
 
-@dataclass(frozen=True)
+@frozen
 class PreservedRecords:
     """Where the records were looked for and what was found (all None: not looked for).
 

@@ -19,10 +19,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vtdlud.frozen import frozen
+
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
 
 
-@dataclass(frozen=True)
+@frozen
 class Fault:
     """Inject ``err`` (an errno) for paths matching ``pattern`` (fnmatch, root-relative)."""
 
@@ -91,7 +93,7 @@ def link_basename(target: str) -> str:
     return target.rstrip("/").rpartition("/")[2]
 
 
-@dataclass(frozen=True)
+@frozen
 class DirEntries:
     """What :meth:`HostRoot.read_entries` found, by entry name."""
 

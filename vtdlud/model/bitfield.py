@@ -7,9 +7,10 @@ field into the value it returns (:class:`Scale`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from functools import cached_property
+
+from vtdlud.frozen import frozen
 
 FieldValue = bool | int
 
@@ -25,7 +26,7 @@ class Scale(Enum):
     PAGE_ADDR = "page_addr"  # the field kept in place: value & mask (a 4 KiB-aligned pointer)
 
 
-@dataclass(frozen=True)
+@frozen
 class BitField:
     name: str
     msb: int

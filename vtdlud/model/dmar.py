@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 from vtdlud.model.bitfield import BitField, FieldValue, decode_fields, flag
 
 ACPI_SIG_DMAR = "DMAR"
@@ -130,7 +130,7 @@ def _single_bdf(segment: int, bus: int, path: PciPath) -> str | None:
     return format_bdf(segment, bus, device, function)
 
 
-@dataclass(frozen=True)
+@frozen
 class DeviceScope:
     """``struct acpi_dmar_device_scope`` followed by its ``acpi_dmar_pci_path`` entries.
 
@@ -166,7 +166,7 @@ class DeviceScope:
         return _single_bdf(segment, self.bus, self.path)
 
 
-@dataclass(frozen=True)
+@frozen
 class ScopePciDevice:
     """A PCI endpoint or bridge named by a device scope, with the segment of its structure."""
 
@@ -196,7 +196,7 @@ class _Scoped:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class Drhd(_Scoped):
     """DRHD: ``struct acpi_dmar_hardware_unit`` (type 0), one VT-d remapping unit.
 
@@ -230,7 +230,7 @@ class Drhd(_Scoped):
         return decode_fields(DRHD_FLAG_FIELDS, self.flags)
 
 
-@dataclass(frozen=True)
+@frozen
 class Rmrr(_Scoped):
     """RMRR: ``struct acpi_dmar_reserved_memory`` (type 1), memory the devices keep using.
 
@@ -249,7 +249,7 @@ class Rmrr(_Scoped):
     scopes: tuple[DeviceScope, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Atsr(_Scoped):
     """ATSR: ``struct acpi_dmar_atsr`` (type 2), root ports that support ATS."""
 
@@ -271,7 +271,7 @@ class Atsr(_Scoped):
         return decode_fields(ATSR_FLAG_FIELDS, self.flags)
 
 
-@dataclass(frozen=True)
+@frozen
 class Rhsa:
     """RHSA: ``struct acpi_dmar_rhsa`` (type 3), the NUMA proximity domain of a unit."""
 
@@ -285,7 +285,7 @@ class Rhsa:
     proximity_domain: int
 
 
-@dataclass(frozen=True)
+@frozen
 class Andd:
     """ANDD: ``struct acpi_dmar_andd`` (type 4), an ACPI namespace device.
 
@@ -305,7 +305,7 @@ class Andd:
     name_terminated: bool
 
 
-@dataclass(frozen=True)
+@frozen
 class Satc(_Scoped):
     """SATC: ``struct acpi_dmar_satc`` (type 5), SoC-integrated address translation cache."""
 
@@ -327,7 +327,7 @@ class Satc(_Scoped):
         return decode_fields(SATC_FLAG_FIELDS, self.flags)
 
 
-@dataclass(frozen=True)
+@frozen
 class Sidp(_Scoped):
     """SIDP: ``struct acpi_dmar_sidp`` (type 6), SoC integrated device properties."""
 
@@ -341,7 +341,7 @@ class Sidp(_Scoped):
     scopes: tuple[DeviceScope, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class UnknownStructure:
     """A remapping structure of a type this version does not decode, skipped by its length.
 
@@ -362,7 +362,7 @@ DmarStructure = Drhd | Rmrr | Atsr | Rhsa | Andd | Satc | Sidp | UnknownStructur
 _S = TypeVar("_S", Drhd, Rmrr, Atsr, Rhsa, Andd, Satc, Sidp, UnknownStructure)
 
 
-@dataclass(frozen=True)
+@frozen
 class DmarHeader:
     """``struct acpi_table_dmar``: the ACPI table header, ``width`` and ``flags``."""
 
@@ -387,7 +387,7 @@ class DmarHeader:
         return decode_fields(DMAR_FLAG_FIELDS, self.flags)
 
 
-@dataclass(frozen=True)
+@frozen
 class DmarTable:
     """A decoded DMAR table; ``structures`` in table order."""
 

@@ -50,6 +50,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 
 ReadPhys = Callable[[int, int], bytes]
 
@@ -97,14 +98,14 @@ class MemMapProblemKind(Enum):
     LIMIT = "limit"  # a MemMapLimits bound stopped the walk
 
 
-@dataclass(frozen=True)
+@frozen
 class MemMapProblem:
     phys: int  # the node/chunk/bitmap address concerned
     reason: str
     kind: MemMapProblemKind
 
 
-@dataclass(frozen=True)
+@frozen
 class MemMapLimits:
     max_pages_read: int = 1 << 16  # tree nodes + leaves, or chunks + bitmaps (256 MiB)
     max_ranges: int = 1 << 24  # preserved (phys, order) entries
@@ -125,7 +126,7 @@ class PreservedRange(NamedTuple):
         return self.phys + self.size
 
 
-@dataclass(frozen=True)
+@frozen
 class PreservedMemory:
     """The decoded map: preserved physical addresses per order, ascending."""
 

@@ -39,6 +39,7 @@ from functools import cached_property
 from typing import Generic, TypeVar
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 from vtdlud.model.abi import (
     IOMMU_ARRAY_HDR_SER_SIZE,
     IOMMU_LUO_FLB_VERSION,
@@ -91,7 +92,7 @@ class ProblemKind(Enum):
     TOO_LONG = "too-long"  # more pages than RecordLimits allows
 
 
-@dataclass(frozen=True)
+@frozen
 class ChainProblem:
     """Where and why a chain stopped (finding VTD041, reported at ``page_phys``)."""
 
@@ -102,12 +103,12 @@ class ChainProblem:
     linked_from: int | None = None  # the page (or FLB) whose pointer led to page_phys
 
 
-@dataclass(frozen=True)
+@frozen
 class RecordLimits:
     max_pages_per_chain: int = MAX_PAGES_PER_CHAIN
 
 
-@dataclass(frozen=True)
+@frozen
 class SlotRecord(Generic[R]):
     """One decoded record and where it lives."""
 
@@ -134,7 +135,7 @@ DeviceSlot = SlotRecord[IommuDeviceSerV1] | SlotRecord[IommuDeviceSerV2]
 S = TypeVar("S")
 
 
-@dataclass(frozen=True)
+@frozen
 class Ref(Generic[S]):
     """A resolved ``iommu_phys`` / ``domain_phys``."""
 
@@ -143,7 +144,7 @@ class Ref(Generic[S]):
     slot: S | None  # the record pointed at (also when it is DELETED)
 
 
-@dataclass(frozen=True)
+@frozen
 class ChainHeads:
     """First pages to walk, per chain (several only when found by signature)."""
 
@@ -155,7 +156,7 @@ class ChainHeads:
         return {Chain.HW: self.hw, Chain.DOMAIN: self.domain, Chain.DEVICE: self.device}[chain]
 
 
-@dataclass(frozen=True)
+@frozen
 class PreservedState:
     """The records found behind an FLB (``located_by="flb"``) or by signature."""
 

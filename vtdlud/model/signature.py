@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 from vtdlud.model.abi import (
     IOMMU_ARRAY_HDR_SER_SIZE,
     IOMMU_SER_FLAG_DELETED,
@@ -77,13 +78,13 @@ INTEL = int(IommuTypeSer.IOMMU_INTEL)
 DELETED_IN_HDR_WORD = IOMMU_SER_FLAG_DELETED << 32  # hdr = u32 ref_count | u32 flags << 32
 
 
-@dataclass(frozen=True)
+@frozen
 class ScanLimits:
     max_candidates: int = 16384  # pages kept after the probe (all kinds)
     max_full_reads: int = 4096  # whole pages read to confirm candidates
 
 
-@dataclass(frozen=True)
+@frozen
 class SignatureScan:
     """What the scan found; ``state`` is None when no hw record carries the signature."""
 

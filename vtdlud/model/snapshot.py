@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from vtdlud.frozen import frozen
 from vtdlud.parse.pciconfig import PciConfig
 from vtdlud.parse.sysfs import ReservedRegion
 
@@ -37,7 +38,7 @@ class TierStatus(Enum):
     DENIED = "denied"  # permission denied or kernel lockdown
 
 
-@dataclass(frozen=True)
+@frozen
 class TierState:
     tier: Tier
     status: TierStatus
@@ -48,7 +49,7 @@ class TierState:
         return self.status is TierStatus.AVAILABLE
 
 
-@dataclass(frozen=True)
+@frozen
 class InputProblem:
     """An input that could not be read (VTD051) or is in an unsupported format (VTD052)."""
 
@@ -59,7 +60,7 @@ class InputProblem:
     unit: int | None = None  # register base address when the input belongs to one unit
 
 
-@dataclass(frozen=True)
+@frozen
 class SysfsUnit:
     """/sys/class/iommu/<name>/intel-iommu/* and devices/."""
 
@@ -73,7 +74,7 @@ class SysfsUnit:
     devices: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class PciDevice:
     bdf: str
     vendor: int | None
@@ -87,7 +88,7 @@ class PciDevice:
     config: PciConfig | None = None  # the facts read from config space
 
 
-@dataclass(frozen=True)
+@frozen
 class IommuGroup:
     number: int
     type: str | None
@@ -95,7 +96,7 @@ class IommuGroup:
     devices: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class VfioHolder:
     """A process holding VFIO devices open (see host/procs.py)."""
 
@@ -107,14 +108,14 @@ class VfioHolder:
     iommufd: bool  # holds /dev/iommu
 
 
-@dataclass(frozen=True)
+@frozen
 class ProcessFacts:
     holders: tuple[VfioHolder, ...]
     complete: bool  # every process's descriptors were readable
     note: str  # how the facts were obtained, and what could not be read
 
 
-@dataclass(frozen=True)
+@frozen
 class Snapshot:
     root: str
     kernel_release: str | None

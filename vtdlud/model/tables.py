@@ -7,9 +7,9 @@ Layouts from ``drivers/iommu/intel/iommu.h`` and ``pasid.h`` (reference/kernel-i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 
+from vtdlud.frozen import frozen
 from vtdlud.model.bitfield import BitField, FieldValue, Scale, decode_fields, field_named, flag
 
 ROOT_ENTRY_NR = 256  # one root entry per bus
@@ -109,7 +109,7 @@ PGTT_NAMES = {1: "first-level", 2: "second-level", 3: "nested", 4: "pass-through
 TT_NAMES = {0: "multi-level", 1: "dev-iotlb", 2: "pass-through"}
 
 
-@dataclass(frozen=True)
+@frozen
 class RootEntry:
     lo: int
     hi: int
@@ -126,7 +126,7 @@ class RootEntry:
         return decode_fields(ROOT_LO_FIELDS, self.lo) | decode_fields(ROOT_HI_FIELDS, self.hi)
 
 
-@dataclass(frozen=True)
+@frozen
 class ContextEntry:
     """Legacy-mode context entry."""
 
@@ -149,7 +149,7 @@ class ContextEntry:
         return decode_fields(CONTEXT_LO_FIELDS, self.lo) | decode_fields(CONTEXT_HI_FIELDS, self.hi)
 
 
-@dataclass(frozen=True)
+@frozen
 class SmContextEntry:
     """Scalable-mode context entry (low 128 bits)."""
 
@@ -175,7 +175,7 @@ class SmContextEntry:
         )
 
 
-@dataclass(frozen=True)
+@frozen
 class PasidEntry:
     """Scalable-mode PASID table entry (the three low qwords)."""
 

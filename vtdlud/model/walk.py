@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from enum import Enum
 from types import MappingProxyType
 
 from vtdlud.errors import ParseError, PhysReadError
+from vtdlud.frozen import frozen
 from vtdlud.model.bitfield import BitField, field_named
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
 from vtdlud.model.tables import (
@@ -67,7 +68,7 @@ MAX_PASID_DIR_ENTRIES = 1 << 14  # PDTS = 7: 2**20 PASIDs / 64 per table
 RID_PASID = 0
 
 
-@dataclass(frozen=True)
+@frozen
 class WalkLimits:
     max_context_tables: int = 2 * ROOT_ENTRY_NR
     max_pasid_dir_entries: int = MAX_PASID_DIR_ENTRIES  # per device
@@ -83,7 +84,7 @@ class ProblemKind(Enum):
     LIMIT = "limit"  # a WalkLimits bound stopped the walk
 
 
-@dataclass(frozen=True)
+@frozen
 class WalkProblem:
     kind: ProblemKind
     addr: int
@@ -144,7 +145,7 @@ def _name(what: What) -> str:
     return what if isinstance(what, str) else what()
 
 
-@dataclass(frozen=True)
+@frozen
 class WalkResult:
     """One unit's tables as physical memory holds them.
 
@@ -468,7 +469,7 @@ class DisagreementKind(Enum):
     PASID_EXTRA = "pasid_extra"  # kcore has a present PASID entry of a shown device debugfs lacks
 
 
-@dataclass(frozen=True)
+@frozen
 class Disagreement:
     kind: DisagreementKind
     message: str

@@ -18,8 +18,7 @@ number of bytes its bits span (``sign_extend:1`` in ``iommu_domain_ser``: 28, 0,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from vtdlud.frozen import frozen
 from vtdlud.model.abi.layout import BITS_PER_BYTE, Field, Kind, StructLayout
 from vtdlud.model.abi.variants import AbiVariant, capacity_of, get_variant
 
@@ -54,7 +53,7 @@ def _where(f: Field) -> str:
     return f"/* {f.offset:5} {f.size:5} */"
 
 
-@dataclass(frozen=True)
+@frozen
 class _Columns:
     """Type and declarator column widths over a whole listing (a tab counts 8 columns)."""
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from vtdlud.errors import UsageError
+from vtdlud.frozen import frozen
 from vtdlud.model.bitfield import BitField, Scale, decode_fields
 from vtdlud.model.registers import CAP_FIELDS, ECAP_FIELDS, FSTS_FIELDS, GSTS_FIELDS, RTADDR_FIELDS
 from vtdlud.model.tables import (
@@ -37,7 +37,7 @@ ENTRIES = ("root-entry", "context-entry", "pasid-entry")
 KINDS = (*REGISTERS, *ENTRIES)
 
 
-@dataclass(frozen=True)
+@frozen
 class Word:
     """One 64-bit word of the value and the fields decoded from it."""
 
@@ -46,7 +46,7 @@ class Word:
     fields: tuple[BitField, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Decoded:
     kind: str
     title: str

@@ -10,9 +10,10 @@ hides a disagreement between them (see :class:`LiveTables`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from types import MappingProxyType
 
+from vtdlud.frozen import frozen
 from vtdlud.model.bitfield import field_named
 from vtdlud.model.registers import gsts_tes, rtaddr_is_scalable, rtaddr_root_table
 from vtdlud.model.tables import (
@@ -60,7 +61,7 @@ _PDTS = field_named(SM_CONTEXT_LO_FIELDS, "pdts")
 _PRE = field_named(SM_CONTEXT_LO_FIELDS, "pre")
 
 
-@dataclass(frozen=True)
+@frozen
 class ContextInfo:
     """A present context entry that ``dmar_translation_struct`` shows, by BDF (no segment).
 
@@ -88,7 +89,7 @@ class ContextInfo:
         return f"{self.bus:02x}:{self.devfn >> 3:02x}.{self.devfn & 7:x}"
 
 
-@dataclass(frozen=True)
+@frozen
 class LiveTables:
     """One unit's live translation state as debugfs shows it.
 

@@ -30,12 +30,12 @@ pylibfdt 1.6.1 (Debian) and 1.7.x.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import libfdt
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 
 FDT_MAGIC = 0xD00DFEED  # big-endian at offset 0 of every FDT
 FDT_HEADER_SIZE = 40  # struct fdt_header, version 17
@@ -184,7 +184,7 @@ class KhoSubsystem(NamedTuple):
     size: int | None
 
 
-@dataclass(frozen=True)
+@frozen
 class KhoRoot:
     """A KHO root FDT of a known ABI."""
 
@@ -197,7 +197,7 @@ class KhoRoot:
         return KHO_SUB_TREE_PROP[self.compatible]
 
 
-@dataclass(frozen=True)
+@frozen
 class UnknownKho:
     """A KHO root FDT whose ``compatible`` this version does not decode (VTD040)."""
 

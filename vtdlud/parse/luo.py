@@ -53,10 +53,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 
 from vtdlud.errors import ParseError, PhysReadError
+from vtdlud.frozen import frozen
 from vtdlud.model.abi import (
     PAGE_SIZE,
     AbiVariant,
@@ -135,7 +135,7 @@ class SessionFormat(Enum):
     BLOCKS = "kho-blocks"  # chained kho blocks, for the sessions and each file set
 
 
-@dataclass(frozen=True)
+@frozen
 class UnknownLuo:
     """A LUO blob, or one of its parts, in a format this version does not decode (VTD040)."""
 
@@ -143,25 +143,25 @@ class UnknownLuo:
     reason: str
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoFeatures:
     supp: int
     req: int
     active: int
 
 
-@dataclass(frozen=True)
+@frozen
 class SessionsRef:
     format: SessionFormat
     phys: int  # the session header (a) or the first block (b, c); 0 = none (b, c)
 
 
-@dataclass(frozen=True)
+@frozen
 class FlbsRef:
     phys: int  # luo_flb_header_ser; 0 = none (b, c)
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoBlob:
     """What the LUO blob itself says; no memory has been read."""
 
@@ -173,27 +173,27 @@ class LuoBlob:
     features: LuoFeatures | None = None
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoFile:
     compatible: str  # the file handler's, e.g. "iommufd-v1", "memfd-v1"
     token: int
     data: int  # opaque to LUO; for most handlers a physical address
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoSession:
     name: str
     files: tuple[LuoFile, ...] | None  # None: luo-session-v1 records no files
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoFlb:
     name: str  # the FLB's compatible string
     data: int  # what its .preserve() returned; for the IOMMU FLB, phys of iommu_flb_ser
     count: int  # preserved files depending on it
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoCorrupt:
     """A structure behind a physical address is corrupt (VTD041), or could not be read at all
     (``unreadable``: an I/O error, not a bad pointer; VTD051)."""
@@ -208,7 +208,7 @@ def _corrupt(what: str, exc: ParseError) -> LuoCorrupt:
     return LuoCorrupt(what, exc.reason, unreadable)
 
 
-@dataclass(frozen=True)
+@frozen
 class IommuFlb:
     """The IOMMU FLB entry and the ABI variant its records use."""
 
@@ -219,7 +219,7 @@ class IommuFlb:
     variant: AbiVariant | UnknownAbi
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoState:
     """A walked LUO blob."""
 

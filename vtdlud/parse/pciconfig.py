@@ -7,9 +7,8 @@ extended capabilities (PRI, ATS, PASID) are then unknown (None), never "absent".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 
 PCI_CFG_SPACE_SIZE = 256
 PCI_CFG_SPACE_EXP_SIZE = 4096
@@ -47,7 +46,7 @@ PCI_EXP_TYPE_RC_EC = 0xA
 MAX_CAPS = 48  # bounds the capability-list walks (a looping list is a parse error)
 
 
-@dataclass(frozen=True)
+@frozen
 class PciConfig:
     is_bridge: bool
     secondary_bus: int | None

@@ -34,9 +34,9 @@ formats would not produce (upper-case hex, wrong padding, a missing tab) is a Pa
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 
 U64_MAX = (1 << 64) - 1
 REG_OFFSET_MAX = 0xFFFF  # MMIO offsets within the unit's register page(s); the largest is 0xe30
@@ -85,7 +85,7 @@ def hex_u64(digits: str, what: str, lineno: int) -> int:
     return value
 
 
-@dataclass(frozen=True)
+@frozen
 class Register:
     """One register line: name (``DMAR_<name>_REG``), MMIO offset, value as printed."""
 
@@ -94,7 +94,7 @@ class Register:
     value: int
 
 
-@dataclass(frozen=True)
+@frozen
 class RegsetUnit:
     """One unit's block: ``dmarN``, its DRHD register base address and its registers in order."""
 
@@ -110,7 +110,7 @@ class RegsetUnit:
         return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Regset:
     """The whole file.  ``invalid_base_address``: the walk ended at a unit with base address 0."""
 

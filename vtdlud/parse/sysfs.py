@@ -8,9 +8,9 @@ iommu_groups ``reserved_regions`` lines are ``"0x%016llx 0x%016llx %s\\n"``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 
 _HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{1,16})")
 _DEC = re.compile(r"-?[0-9]+")
@@ -100,7 +100,7 @@ def kstrtobool(value: str | None) -> bool | None:
     return None
 
 
-@dataclass(frozen=True)
+@frozen
 class Bdf:
     segment: int
     bus: int
@@ -123,7 +123,7 @@ def parse_bdf(name: str) -> Bdf:
     return Bdf(int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16), int(m.group(4)))
 
 
-@dataclass(frozen=True)
+@frozen
 class ReservedRegion:
     start: int
     end: int  # inclusive

@@ -35,9 +35,9 @@ re-rendered and compared, so ``render(parse(text)) == text`` for every accepted 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from vtdlud.errors import ParseError, UnsupportedFormat
+from vtdlud.frozen import frozen
 from vtdlud.model.tables import (
     PASID_PDE_SHIFT,
     SM_UPPER_DEVFN,
@@ -80,7 +80,7 @@ _EXPECT_ROW = (
 )
 
 
-@dataclass(frozen=True)
+@frozen
 class TranslationRow:
     """One row.  ``root`` and ``context_lo``/``context_hi`` keep the kernel's lo/hi meaning
     (debugfs prints them high qword first); ``pasid`` is -1 on legacy rows, whose
@@ -115,7 +115,7 @@ class TranslationRow:
         return SmContextEntry(lo=self.context_lo, hi=self.context_hi)
 
 
-@dataclass(frozen=True)
+@frozen
 class TranslationUnit:
     """One unit: ``enabled`` False is the ``DMA Remapping is not enabled`` line (then
     ``root_table`` is None and there are no rows); ``root_table`` is the ``Root Table Address``
@@ -127,7 +127,7 @@ class TranslationUnit:
     rows: tuple[TranslationRow, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class TranslationStruct:
     units: tuple[TranslationUnit, ...]
 

@@ -46,7 +46,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.report import Report, finding
 from vtdlud.errors import ExitCode, UsageError, VtdludError
+from vtdlud.frozen import frozen
 from vtdlud.host.bundle import open_root
 from vtdlud.host.config import load_policy
 from vtdlud.host.root import HostRoot
@@ -92,7 +93,7 @@ JSON = dict[str, Any]
 Log = Any  # a structlog BoundLogger
 
 
-@dataclass(frozen=True)
+@frozen
 class DaemonOptions:
     argv: list[str]
     root: str = "/"

@@ -14,12 +14,13 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vtdlud import __version__
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 from vtdlud.host.atomic import write_atomic
 from vtdlud.parse.luo import LuoBlob
 
@@ -33,14 +34,14 @@ LOCK_NAME = ".ledger.lock"
 DEFAULT_STATE_DIR = Path("/var/lib/vtdlud")
 
 
-@dataclass(frozen=True)
+@frozen
 class LedgerDevice:
     bdf: str
     did: int
     pasid_table: int | None = None  # scalable mode: the PASID directory
 
 
-@dataclass(frozen=True)
+@frozen
 class LedgerUnit:
     address: int
     root_table: int
@@ -48,7 +49,7 @@ class LedgerUnit:
     devices: tuple[LedgerDevice, ...]
 
 
-@dataclass(frozen=True)
+@frozen
 class Ledger:
     created_at: str
     vtdlud_version: str

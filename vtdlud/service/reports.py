@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vtdlud.frozen import frozen
 from vtdlud.service.state import GATE_JSON, POST_KEXEC_JSON
 
 SOURCES = {"gate": GATE_JSON, "post_kexec": POST_KEXEC_JSON}
@@ -28,7 +28,7 @@ _VERDICTS = {"PASS", "NOTE", "WARN", "FAIL", "UNKNOWN"}
 JSON = dict[str, Any]
 
 
-@dataclass(frozen=True)
+@frozen
 class ReportFile:
     source: str
     path: Path

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from vtdlud.frozen import frozen
 from vtdlud.model.abi import (
     IOMMU_SER_FLAG_DELETED,
     IommuDeviceSerV1,
@@ -95,7 +95,7 @@ class Fault(Enum):
     TRANSLATION_DISABLED = "translation-disabled"
 
 
-@dataclass(frozen=True)
+@frozen
 class Records:
     """Where the records are now: outgoing bookkeeping before kexec, the incoming walk after."""
 
@@ -403,7 +403,7 @@ def _tes_off(host: SimHost, target: str | None) -> str:
     return f"{unit.name}: GSTS.TES clear"
 
 
-@dataclass(frozen=True)
+@frozen
 class FaultSpec:
     code: str  # the finding (DESIGN.md §3) the fault should lead to
     phase: str  # "before" / "after" a kexec, or "any"

@@ -34,6 +34,7 @@ from enum import Enum
 
 import libfdt
 
+from vtdlud.frozen import frozen
 from vtdlud.sim.memory import PAGE_SIZE, PhysMemory
 
 KHO_COMPATIBLE = "kho-v2"
@@ -74,7 +75,7 @@ class LuoGeneration(Enum):
         return self in (LuoGeneration.LUO_SER, LuoGeneration.LUO_V5)
 
 
-@dataclass(frozen=True)
+@frozen
 class LuoFile:
     compatible: str
     data: int
@@ -87,7 +88,7 @@ class LuoSession:
     files: list[LuoFile] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@frozen
 class FlbEntry:
     name: str
     data: int
@@ -144,7 +145,7 @@ def build_radix(
     return root, nodes
 
 
-@dataclass(frozen=True)
+@frozen
 class FdtNode:
     """A node to write: string properties, u64 properties (CPU-native, i.e. little-endian, as
     KHO and LUO store them) and children."""
@@ -323,7 +324,7 @@ class KhoState:
         return list(self.radix_nodes)
 
 
-@dataclass(frozen=True)
+@frozen
 class HandedOver:
     """What the new kernel received: the root FDT and the LUO blob, frozen at kexec."""
 

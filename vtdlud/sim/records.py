@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from vtdlud.frozen import frozen
 from vtdlud.model.abi import (
     IOMMU_ARRAY_HDR_SER_SIZE,
     IOMMU_LUO_FLB_VERSION,
@@ -285,7 +285,7 @@ class Outgoing:
         self.mem.free(self.flb_phys)
 
 
-@dataclass(frozen=True)
+@frozen
 class IncomingRecords:
     """Records the new kernel finds by walking the incoming FLB's chains (live ones only)."""
 

@@ -8,10 +8,10 @@ like the others: :meth:`ArrayPage.live` skips them, as the kernel's iterators do
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen
 from vtdlud.model.abi.iommu import (
     IOMMU_ARRAY_HDR_SER_SIZE,
     IommuArrayHdrSer,
@@ -29,7 +29,7 @@ R = TypeVar("R", IommuHwSerV1, IommuHwSerV2, IommuDomainSer, IommuDeviceSerV1, I
 NR_OBJECTS_OFFSET = IommuArrayHdrSer.LAYOUT.field("nr_objects").offset
 
 
-@dataclass(frozen=True)
+@frozen
 class ArrayPage(Generic[R]):
     """``struct iommu_*_array_ser``: the header and its ``nr_objects`` records."""
 

@@ -17,9 +17,9 @@ field facts are confirmed from the header [C]; every size and offset below is co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 
+from vtdlud.frozen import frozen
 from vtdlud.model.abi.layout import (
     U8,
     U32,
@@ -65,7 +65,7 @@ class IommuTypeSer(IntEnum):
 
 
 @abi_struct("iommu_hdr_ser", field("ref_count", U32), field("flags", U32), packed=True)
-@dataclass(frozen=True)
+@frozen
 class IommuHdrSer(AbiStruct):
     """Common header of every record: reference count and ``IOMMU_SER_FLAG_*``."""
 
@@ -94,7 +94,7 @@ class IommuHdrSer(AbiStruct):
     field("restored_domain", pointer("struct iommu_domain")),
     packed=True,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuDomainSer(AbiStruct):
     """A preserved domain: top page-table page and level, VA size, FEAT_SIGN_EXTEND.
 
@@ -118,7 +118,7 @@ class IommuDomainSer(AbiStruct):
     field("iommu_phys", U64),
     packed=True,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuDevMapSer(AbiStruct):
     """Device -> (domain record, hw record).  VT-d: ``attachment_id`` is the DID on that unit;
     ``domain_phys``/``iommu_phys`` are physical addresses of the records (array slots)."""
@@ -131,7 +131,7 @@ class IommuDevMapSer(AbiStruct):
 @abi_struct(
     "iommu_array_hdr_ser", field("next_array_phys", U64), field("nr_objects", U64), packed=True
 )
-@dataclass(frozen=True)
+@frozen
 class IommuArrayHdrSer(AbiStruct):
     """Head of each one-page record array; ``next_array_phys`` 0 ends the chain."""
 
@@ -145,7 +145,7 @@ class IommuArrayHdrSer(AbiStruct):
 @abi_struct(
     "iommu_device_intel_ser", field("pasid_table", U64), field("max_pasid", U64), packed=True
 )
-@dataclass(frozen=True)
+@frozen
 class IommuDeviceIntelSer(AbiStruct):
     """Scalable mode: physical address of the PASID directory and the device's max PASID."""
 
@@ -163,7 +163,7 @@ class IommuDeviceIntelSer(AbiStruct):
     array("context_tables_bitmap", U64, CONTEXT_TABLES_BITMAP_WORDS),
     packed=False,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuIntelSer(AbiStruct):
     """One VT-d unit: register base, root table and the preserved context tables.
 
@@ -202,7 +202,7 @@ def _split_devid(devid: int) -> tuple[int, int]:
     union(nested("intel", IommuDeviceIntelSer)),
     packed=True,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuDeviceSerV1(AbiStruct):
     """A preserved device (v1): ``devid`` = bus << 8 | devfn on segment ``pci_domain_nr``."""
 
@@ -226,7 +226,7 @@ class IommuDeviceSerV1(AbiStruct):
     union(nested("intel", IommuIntelSer)),
     packed=True,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuHwSerV1(AbiStruct):
     """One IOMMU unit (v1).  VT-d: ``token == intel.phys_addr`` = register base,
     ``type == IOMMU_INTEL``; ``hdr.ref_count`` counts the unit's preserved devices."""
@@ -244,7 +244,7 @@ class IommuHwSerV1(AbiStruct):
     field("device_array_phys", U64),
     packed=True,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuFlbSerV1(AbiStruct):
     """Top-level record (v1): the first page of each of the three record arrays."""
 
@@ -265,7 +265,7 @@ class IommuFlbSerV1(AbiStruct):
     nested("domain_iommu_ser", IommuDevMapSer),
     packed=True,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuDeviceSerV2(AbiStruct):
     """A preserved device (v2, no Intel part)."""
 
@@ -287,7 +287,7 @@ class IommuDeviceSerV2(AbiStruct):
     field("type", U64),
     packed=True,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuHwSerV2(AbiStruct):
     """One IOMMU unit (v2, no Intel part)."""
 
@@ -304,7 +304,7 @@ class IommuHwSerV2(AbiStruct):
     field("device_array_phys", U64),
     packed=True,
 )
-@dataclass(frozen=True)
+@frozen
 class IommuFlbSerV2(AbiStruct):
     """Top-level record (v2): ``version`` (== IOMMU_LUO_FLB_VERSION) and the three arrays."""
 

@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Self, TypeVar
 
 from vtdlud.errors import ParseError
+from vtdlud.frozen import frozen, is_frozen
 
 BITS_PER_BYTE = 8
 POINTER_SIZE = 8  # x86-64
 HOLES_FIELD = "holes"
 
 
-@dataclass(frozen=True)
+@frozen
 class CType:
     """A C scalar type as the kernel spells it (``u32``, ``struct iommu_domain *``)."""
 
@@ -68,7 +68,7 @@ class Kind(Enum):
     FLEX = "flex"  # flexible array member T name[] -> not a dataclass field (see arrays)
 
 
-@dataclass(frozen=True)
+@frozen
 class Member:
     """One member as declared, before placement.  Build with the helpers below."""
 
@@ -112,7 +112,7 @@ def flex(name: str, struct: type[AbiStruct]) -> Member:
     return Member(name, Kind.FLEX, struct=struct)
 
 
-@dataclass(frozen=True)
+@frozen
 class Field:
     """A placed member.
 
@@ -161,7 +161,7 @@ class Field:
         return ((1 << self.bit_width) - 1) << self.bit_start
 
 
-@dataclass(frozen=True)
+@frozen
 class StructLayout:
     """A placed struct: ``members`` as declared (unions grouped), ``fields`` flattened."""
 
@@ -425,8 +425,8 @@ def abi_struct(name: str, *members: Member, packed: bool) -> Callable[[type[S]],
     """
 
     def attach(cls: type[S]) -> type[S]:
-        if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
-            raise TypeError(f"{cls.__name__}: apply @abi_struct over @dataclass(frozen=True)")
+        if not dataclasses.is_dataclass(cls) or not is_frozen(cls):
+            raise TypeError(f"{cls.__name__}: apply @abi_struct over @frozen")
         layout = compute_layout(name, members, packed=packed)
         expected = [f.name for f in layout.value_fields]
         if layout.hole_mask:

@@ -9,8 +9,7 @@ into VTD040.  Nothing is guessed, with one documented exception: a v2 FLB whose 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from vtdlud.frozen import frozen
 from vtdlud.model.abi.iommu import (
     IOMMU_ARRAY_HDR_SER_SIZE,
     IOMMU_DEVICE_ARRAY_SER_V1,
@@ -43,7 +42,7 @@ DeviceSer = IommuDeviceSerV1 | IommuDeviceSerV2
 FlbSer = IommuFlbSerV1 | IommuFlbSerV2
 
 
-@dataclass(frozen=True)
+@frozen
 class AbiVariant:
     """One version of ``include/linux/kho/abi/iommu.h`` and the classes that decode it."""
 
@@ -176,7 +175,7 @@ def get_variant(name: str) -> AbiVariant:
         ) from None
 
 
-@dataclass(frozen=True)
+@frozen
 class UnknownAbi:
     """An FLB this version of vtdlud cannot decode (finding VTD040)."""
 
