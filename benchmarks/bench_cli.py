@@ -33,7 +33,8 @@ TOP = Path(__file__).resolve().parents[1]
 
 # The raw-read floors: one minimal Python process reading exactly the files, directories, links
 # and physical pages `status` read (recorded in a first run).  "syscalls" is the strict floor:
-# open/read-to-EOF/close with os.* (no file objects), as vtdlud itself reads; "open()" is the
+# open/read/close with os.* (no file objects), one read(2) a file unless it fills the 64 KiB
+# buffer (stricter than vtdlud, which reads debugfs dumps to EOF); "open()" is the
 # floor first recorded in RESULTS.md, with a Python file object per file.
 FLOOR = r"""
 import json, os, sys
@@ -50,8 +51,9 @@ if sys.argv[2] == "open":
 else:
     for f in plan["files"]:
         fd = os.open(root + f, os.O_RDONLY | os.O_CLOEXEC)
-        while os.read(fd, 65536):
-            pass
+        if len(os.read(fd, 65536)) == 65536:  # a shorter read is taken as the end
+            while os.read(fd, 65536):
+                pass
         os.close(fd)
 if plan["pages"]:
     fd = os.open(root + "proc/kcore", os.O_RDONLY)

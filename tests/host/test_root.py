@@ -110,6 +110,16 @@ def test_read_entries_equals_the_per_path_methods(tmp_path: Path) -> None:
     assert batched.unreadable == single.unreadable == {}
 
 
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 5])
+def test_read_entries_reads_whole_files_of_any_size(tmp_path: Path, size: int) -> None:
+    """One read(2) ends a file shorter than the buffer; a longer one is read on to the end."""
+    root = _device_tree(tmp_path)
+    data = bytes(i % 251 for i in range(size))
+    (root / "sys/devices/pci0000:00/0000:00:05.0/big").write_bytes(data)
+    got = HostRoot(root).read_entries("sys/bus/pci/devices/x", ["big"])
+    assert got.files["big"] == data
+
+
 def test_read_entries_missing_directory(tmp_path: Path) -> None:
     got = HostRoot(_device_tree(tmp_path)).read_entries(
         "sys/bus/pci/devices/y", ["vendor"], ["driver"], ["vfio-dev"]

@@ -12,7 +12,6 @@ stop root.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import os
 import stat
 from collections.abc import Iterable, Sequence
@@ -38,6 +37,10 @@ class FaultPlan:
     faults: list[Fault] = field(default_factory=list)
 
     def check(self, rel: str, op: str) -> None:
+        if not self.faults:
+            return
+        import fnmatch  # noqa: PLC0415 - 3 ms of import, for fault injection only
+
         for f in self.faults:
             if f.on in ("any", op) and fnmatch.fnmatchcase(rel, f.pattern):
                 raise OSError(f.err, os.strerror(f.err), rel)
@@ -81,6 +84,18 @@ def _read_fd(fd: int, limit: int | None) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+def _read_attribute(fd: int) -> bytes:
+    """A sysfs attribute in one read(2) where it fits: a text attribute is a single seq_file
+    record of at most PAGE_SIZE (sysfs_kf_seq_show) that the first read returns whole, a binary
+    one (``config``) gives min(count, size - pos), and a bundle's regular file reads short only at
+    EOF; so a read shorter than asked is the end.  Not for debugfs dumps: a seq_file of many
+    records returns one buffer-full per read, short but not at the end."""
+    chunk = os.read(fd, 65536)
+    if len(chunk) < 65536:
+        return chunk
+    return chunk + _read_fd(fd, None)
 
 
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -269,7 +284,7 @@ class HostRoot:
                     out.files[name] = exc
                     continue
                 try:
-                    data = _read_fd(fd, None)
+                    data = _read_attribute(fd)
                 except OSError as exc:
                     self._failed(f"{rel_dir}/{name}", exc)
                     out.files[name] = exc
