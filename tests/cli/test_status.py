@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -125,3 +127,12 @@ def test_empty_root_is_a_report_not_a_crash(tmp_path: Path) -> None:
         "reason": "sysfs not mounted at /sys",
     }
     assert doc["verdict"] == "UNKNOWN"
+
+
+def test_generated_at_is_utc_now_with_microseconds(tmp_path: Path) -> None:
+    before = datetime.now(UTC)
+    doc = status_json("--root", str(tmp_path), "--config", "/dev/null")
+    after = datetime.now(UTC)
+    stamp = doc["generated_at"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+    assert before <= datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z") <= after

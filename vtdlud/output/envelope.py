@@ -7,7 +7,7 @@ indices; units are sorted by numeric address and devices by BDF.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+import time
 from json.encoder import encode_basestring_ascii
 from typing import Any, cast
 
@@ -26,7 +26,10 @@ def hex_or_none(value: int | None) -> str | None:
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC now with microseconds, "2026-12-05T06:40:00.123456Z" (time, not datetime: the
+    datetime module is 1.2 ms of every cold start)."""
+    seconds, ns = divmod(time.time_ns(), 1_000_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{ns // 1000:06d}Z"
 
 
 def unit_json(u: UnitReport) -> JSON:
