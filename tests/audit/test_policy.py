@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.cli.helpers import run_cli, status_json
 from tests.conftest import capture_tarball
 from vtdlud.audit.catalog import Severity
-from vtdlud.audit.policy import DeviceId, Policy, PolicyError, parse_policy, policy_wants
+from vtdlud.audit.policy import (
+    DeviceId,
+    Policy,
+    PolicyError,
+    _bare_tables,
+    parse_policy,
+    policy_wants,
+)
 from vtdlud.model.snapshot import Tier
 
 ETC = Path(__file__).parents[2] / "etc" / "vtdlud" / "vtdlud.toml"
@@ -120,3 +130,28 @@ def test_required_tiers_decide_unknown(tmp_path: Path) -> None:
     assert doc["verdict"] == "PASS"  # kho_debugfs/kcore missing but not required
     assert [f["code"] for f in doc["findings"]] == ["VTD050", "VTD050"]
     assert all(f["message"].endswith("(not required by policy)") for f in doc["findings"])
+
+
+_TOML_PIECES = ["", " ", "\t", "#", "# note é", "[gate]", "[preserve]", " [ gate ] ", "[gate]#c",
+                "[gate.x]", "[[gate]]", "[g\u00e9]", "x = 1", "\r", "\x00", "\x7f", "\x0c", "\"",
+                "[gate", "gate]", "#\x01"]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_TOML_PIECES), max_size=12), st.sampled_from(["\n", "\r\n"]))
+def test_bare_tables_agrees_with_tomllib(pieces: list[str], newline: str) -> None:
+    """The fast path for comment-and-header files gives tomllib's result or steps aside."""
+    text = newline.join(pieces)
+    fast = _bare_tables(text)
+    try:
+        expected: dict[str, object] | None = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        expected = None
+    if fast is not None:
+        assert fast == expected
+
+
+def test_bare_tables_takes_the_shipped_file() -> None:
+    assert _bare_tables(ETC.read_text()) == tomllib.loads(ETC.read_text()) != {}
+    assert _bare_tables("") == {}
+    assert _bare_tables("[gate]\nrequired_tiers = []\n") is None
