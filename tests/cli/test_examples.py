@@ -1,5 +1,6 @@
 """The bundled example hosts (examples/, made by tools/make_examples.py from the kernel model):
-the README's first command checks them; a newcomer sees a PASS and a FAIL with its hint."""
+the README's first command shows their status; a newcomer sees a PASS and a FAIL with its hint,
+and `check` gates on them."""
 
 from __future__ import annotations
 
@@ -29,3 +30,15 @@ def test_divergent_example_fails_with_its_hint() -> None:
     assert "  VTD011 FAIL 0000:00:05.0: " in out
     assert "hint: The device loses its translation at kexec" in out
     assert out.endswith("vtdlud check: FAIL: 1 blocking finding(s) (VTD011); exit 1\n")
+
+
+def test_readme_first_command_shows_both_verdicts() -> None:
+    """`vtdlud status` of each example: exit 0, the verdict, the divergence and its hint."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert 'do .venv/bin/vtdlud status --root "$host"; done' in readme.split("\n")[3]
+    rc, out, _ = run_cli("status", "--root", str(EXAMPLES / "1-preserved-clean.tar.gz"))
+    assert rc == 0 and out.endswith("Verdict: PASS\n") and "Findings" not in out
+    rc, out, _ = run_cli("status", "--root", str(EXAMPLES / "2-preserved-bit-missing.tar.gz"))
+    assert rc == 0 and out.endswith("Verdict: FAIL\n")
+    assert "  VTD011 FAIL 0000:00:05.0: " in out
+    assert "hint: The device loses its translation at kexec" in out
