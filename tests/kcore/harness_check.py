@@ -32,8 +32,9 @@ import elftools
 from vtdlud.host.corewriter import write_core
 from vtdlud.host.kcore import PhysMem
 from vtdlud.host.root import HostRoot
+from vtdlud.model.crosscheck import compare_with_debugfs, debugfs_rows
 from vtdlud.model.tables import Mode
-from vtdlud.model.walk import WalkResult, compare_with_debugfs, debugfs_rows, walk_unit_tables
+from vtdlud.model.walk import WalkResult, walk_unit_tables
 from vtdlud.parse.debugfs import (
     TranslationStruct,
     TranslationUnit,

@@ -23,16 +23,9 @@ from tests.kcore import MASK, Memory, lay_out
 from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.corewriter import write_core
 from vtdlud.host.kcore import PhysMem
+from vtdlud.model.crosscheck import DisagreementKind, compare_with_debugfs, debugfs_rows
 from vtdlud.model.tables import Mode, PasidEntry
-from vtdlud.model.walk import (
-    DisagreementKind,
-    ProblemKind,
-    WalkLimits,
-    WalkResult,
-    compare_with_debugfs,
-    debugfs_rows,
-    walk_unit_tables,
-)
+from vtdlud.model.walk import ProblemKind, WalkLimits, WalkResult, walk_unit_tables
 from vtdlud.parse.debugfs import (
     LiveTables,
     TranslationStruct,

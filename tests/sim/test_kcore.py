@@ -17,7 +17,8 @@ from vtdlud.errors import PhysReadError
 from vtdlud.host.kcore import PhysMem
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
-from vtdlud.model.walk import compare_with_debugfs, debugfs_rows, walk_unit_tables
+from vtdlud.model.crosscheck import compare_with_debugfs, debugfs_rows
+from vtdlud.model.walk import walk_unit_tables
 from vtdlud.parse.debugfs import derive_unit_tables
 from vtdlud.sim.capture import host_from_capture
 from vtdlud.sim.faults import Fault, inject

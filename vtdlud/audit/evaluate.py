@@ -136,7 +136,7 @@ def _kcore_findings(snapshot: Snapshot, tables: UnitTables) -> list[Finding]:
     out: list[Finding] = []
     if not snapshot.kcore_walks:
         return out
-    from vtdlud.model.walk import compare_with_debugfs  # noqa: PLC0415
+    from vtdlud.model.crosscheck import compare_with_debugfs  # noqa: PLC0415
 
     for unit in snapshot.units:
         walk = snapshot.kcore_walks.get(unit.address) if unit.address is not None else None
