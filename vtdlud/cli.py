@@ -357,8 +357,8 @@ def cmd_decode(ns: argparse.Namespace) -> int:
 
     if ns.kind == "dmar":
         from vtdlud.errors import ParseError
-        from vtdlud.model.dmar import parse_dmar
         from vtdlud.output.dmar import dmar_to_json, format_dmar_text
+        from vtdlud.parse.dmar import parse_dmar
 
         try:
             data = Path(ns.value).read_bytes()

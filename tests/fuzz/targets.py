@@ -25,11 +25,11 @@ from vtdlud.model.abi import (
     IommuHwSerV1,
     unpack_array_page,
 )
-from vtdlud.model.dmar import parse_dmar
 from vtdlud.model.khomem import walk_preserved_memory
 from vtdlud.model.records import walk_records
 from vtdlud.model.walk import walk_unit_tables
 from vtdlud.parse.debugfs import parse_dmar_translation_struct, parse_iommu_regset
+from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.kcore import parse_kcore_layout
 from vtdlud.parse.kho import parse_kho_root
 from vtdlud.parse.luo import LuoBlob, parse_luo_blob, walk_luo

@@ -1,4 +1,4 @@
-"""ACPI DMAR table decoder (vtdlud.model.dmar) and its rendering (vtdlud.output.dmar).
+"""ACPI DMAR table decoder (vtdlud.parse.dmar into vtdlud.model.dmar) and its rendering (vtdlud.output.dmar).
 
 The independent oracle for the real captures is ACPICA's own disassembly of the same table
 (tests/data/captures/<name>/DMAR.iasl.dsl), read here by a small helper.  Synthetic tables are
@@ -33,9 +33,9 @@ from vtdlud.model.dmar import (
     ScopePciDevice,
     Sidp,
     UnknownStructure,
-    parse_dmar,
 )
 from vtdlud.output.dmar import dmar_to_json, format_dmar_text
+from vtdlud.parse.dmar import parse_dmar
 
 DMAR_REL = "sys/firmware/acpi/tables/DMAR"
 CaptureRoot = Callable[[str], Path]

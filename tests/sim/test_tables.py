@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.sim import tree_contents
-from vtdlud.model.dmar import parse_dmar
 from vtdlud.model.tables import context_table_bit
+from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.pciconfig import PCI_EXP_TYPE_PCI_BRIDGE, parse_pci_config
 from vtdlud.sim.iommu import FLPT_DEFAULT_DID, PGTT_PASS_THROUGH, TT_PASS_THROUGH
 from vtdlud.sim.kernel import SimHost

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from vtdlud.errors import ParseError, UnsupportedFormat
 from vtdlud.host.procs import process_facts
 from vtdlud.host.root import HostRoot, describe_oserror, link_basename
-from vtdlud.model.dmar import DmarTable, parse_dmar
+from vtdlud.model.dmar import DmarTable
 from vtdlud.model.snapshot import (
     KCORE_MISSING_LIVE,
     KCORE_MISSING_ROOT,
@@ -35,6 +35,7 @@ from vtdlud.parse.debugfs import (
     parse_iommu_regset,
     unit_root_table,
 )
+from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.pciconfig import PciConfig, parse_pci_config
 from vtdlud.parse.sysfs import (
     parse_bdf,
