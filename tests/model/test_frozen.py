@@ -106,6 +106,7 @@ def test_same_as_dataclass(name: str) -> None:
     assert ours == OURS[name](*args, **kwargs)
     assert (ours == std) is False  # another class: NotImplemented both ways
     assert [f.name for f in dataclasses.fields(ours)] == [f.name for f in dataclasses.fields(std)]
+    assert getattr(OURS[name], "__match_args__") == getattr(STD[name], "__match_args__")  # noqa: B009
     assert dataclasses.is_dataclass(ours) and is_frozen(type(ours)) and is_frozen(type(std))
     sig_std = inspect.signature(STD[name]).parameters
     sig_ours = inspect.signature(OURS[name]).parameters
