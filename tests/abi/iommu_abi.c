@@ -10,7 +10,7 @@
  *   field <struct> <member> <offsetof> <sizeof member>      (every member but bit-fields)
  *   flex <struct> <member> <offsetof> <sizeof element>      (flexible array members)
  *   record <name> <hex bytes>                               (populated records, see below)
- * tests/abi/test_abi.py compares all of it with vtdlud.model.abi.
+ * tests/abi/test_abi_gcc.py compares all of it with vtdlud.model.abi.
  */
 #include <stddef.h>
 #include <stdint.h>

@@ -1,16 +1,11 @@
-"""The IOMMU live-update ABI mirror against gcc, and its helpers.
-
-``iommu_abi.c`` is a C replica of both posted header variants; gcc compiles it here and reports
-``sizeof``/``offsetof`` of every non-bit-field member and the bytes of populated records, which
-must equal what ``vtdlud.model.abi`` computes and packs.
+"""The IOMMU live-update ABI mirror's helpers: round trips, constants, capacities, the bitmap,
+array pages, variant selection and the ``vtdlud abi`` output.  Against gcc: test_abi_gcc.py.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +13,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.abi.samples import sample_device, sample_domain, sample_hw
 from vtdlud.errors import ParseError
 from vtdlud.model.abi import (
     IOMMU_ARRAY_HDR_SER_SIZE,
-    IOMMU_LUO_FLB_VERSION,
     IOMMU_SER_FLAG_DELETED,
     IOMMU_SER_FLAG_INCOMING,
     PAGE_SIZE,
     V1,
     V2,
     V2_ASSUMED_INTEL,
-    VARIANTS,
     AbiStruct,
-    AbiVariant,
     ArrayPage,
     IommuArrayHdrSer,
     IommuDeviceIntelSer,
@@ -85,255 +78,6 @@ RECORD_CLASSES: tuple[type[AbiStruct], ...] = (
     IommuFlbSerV1,
     IommuFlbSerV2,
 )
-
-
-# --- gcc --------------------------------------------------------------------------------------
-
-
-@dataclass
-class GccReport:
-    pointer_size: int = 0
-    endian: str = ""
-    compatible: str = ""
-    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (sizeof, _Alignof)
-    fields: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    flex: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    records: dict[str, bytes] = field(default_factory=dict)
-
-
-def _parse_report(text: str) -> GccReport:
-    report = GccReport()
-    for line in text.splitlines():
-        kind, *rest = line.split()
-        match kind:
-            case "abi":
-                report.pointer_size, report.endian = int(rest[0]), rest[1]
-            case "compatible":
-                report.compatible = rest[0]
-            case "sizeof":
-                report.sizes[rest[0]] = (int(rest[1]), int(rest[2]))
-            case "field":
-                report.fields[rest[0], rest[1]] = (int(rest[2]), int(rest[3]))
-            case "flex":
-                report.flex[rest[0], rest[1]] = (int(rest[2]), int(rest[3]))
-            case "record":
-                report.records[rest[0]] = bytes.fromhex(rest[1])
-            case _:
-                raise AssertionError(f"unexpected line from the C replica: {line!r}")
-    return report
-
-
-@pytest.fixture(scope="module", params=sorted(VARIANTS))
-def gcc(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[AbiVariant, GccReport]:
-    """(variant, what gcc says about the C replica of that variant)."""
-    gcc_path = shutil.which("gcc")
-    if gcc_path is None:
-        pytest.skip("gcc not found: the C replica of the ABI header cannot be compiled")
-    variant = VARIANTS[request.param]
-    exe = tmp_path_factory.mktemp(f"abi-{variant.name}") / "iommu_abi"
-    subprocess.run(
-        [
-            gcc_path,
-            "-std=gnu11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            f"-DIOMMU_ABI_VARIANT={ABI_NUMBER[variant.name]}",
-            "-o",
-            str(exe),
-            str(HERE / "iommu_abi.c"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
-    report = _parse_report(out)
-    if (report.pointer_size, report.endian) != (8, "little"):
-        pytest.skip(
-            f"host C ABI is {report.pointer_size}-byte pointers, {report.endian}-endian; "
-            "the kernel records are x86-64 (8-byte pointers, little-endian)"
-        )
-    return variant, report
-
-
-def test_gcc_compatible(gcc: tuple[AbiVariant, GccReport]) -> None:
-    variant, report = gcc
-    assert report.compatible == variant.compatible
-
-
-def test_gcc_sizeof_every_struct(gcc: tuple[AbiVariant, GccReport]) -> None:
-    variant, report = gcc
-    assert {layout.name: (layout.size, layout.align) for layout in variant.layouts} == report.sizes
-
-
-def test_gcc_offsetof_every_non_bitfield(gcc: tuple[AbiVariant, GccReport]) -> None:
-    variant, report = gcc
-    plain = {
-        (layout.name, f.name): (f.offset, f.size)
-        for layout in variant.layouts
-        for f in layout.fields
-        if f.kind not in (Kind.BITFIELD, Kind.FLEX)
-    }
-    assert plain == report.fields
-    flexible: dict[tuple[str, str], tuple[int, int]] = {}
-    for layout in variant.layouts:
-        for f in layout.fields:
-            if f.kind is Kind.FLEX:
-                assert f.size == 0 and f.struct is not None
-                flexible[layout.name, f.name] = (f.offset, f.struct.sizeof())
-    assert flexible == report.flex
-    # What offsetof cannot see is covered by the records below: the one bit-field.
-    bitfields = {
-        (layout.name, f.name)
-        for layout in variant.layouts
-        for f in layout.fields
-        if f.kind is Kind.BITFIELD
-    }
-    assert bitfields == {("iommu_domain_ser", "sign_extend")}
-
-
-def test_gcc_json_layout_agrees(gcc: tuple[AbiVariant, GccReport]) -> None:
-    """The ``abi --json`` document itself matches gcc field by field."""
-    variant, report = gcc
-    doc = abi_layout(variant.name)
-    structs = doc["structs"]
-    assert isinstance(structs, dict)
-    for name, struct in structs.items():
-        assert struct["size"] == report.sizes[name][0]
-        for f in struct["fields"]:
-            if "bit_size" in f:
-                continue
-            key = (name, f["name"])
-            if key in report.flex:
-                assert (f["offset"], f["size"]) == (report.flex[key][0], 0)
-            else:
-                assert (f["offset"], f["size"]) == report.fields[key]
-
-
-# The records iommu_abi.c fills, with the same values.
-
-
-def _domain(fill: int, base: int, sign_extend: int) -> IommuDomainSer:
-    return IommuDomainSer(
-        hdr=IommuHdrSer(base + 1, base + 2),
-        top_table_phys=0x0123456789ABCDE0 + base,
-        top_level=0x1112131415161700 + base,
-        vasz=0x21222300 + base,
-        sign_extend=sign_extend,
-        restored_domain=0xFEDCBA9876543200 + base,
-        # byte 28 holds sign_extend in bit 0; its other 7 bits keep the C memset() fill
-        holes=(fill & 0xFE) << (28 * 8),
-    )
-
-
-def _dev_map(base: int) -> IommuDevMapSer:
-    return IommuDevMapSer(
-        attachment_id=0x3132333435363700 + base,
-        domain_phys=0x4142434445464700 + base,
-        iommu_phys=0x5152535455565700 + base,
-    )
-
-
-def _device(variant: AbiVariant, base: int) -> IommuDeviceSerV1 | IommuDeviceSerV2:
-    common: dict[str, Any] = {
-        "hdr": IommuHdrSer(0x61626300 + base, 0x71727300 + base),
-        "devid": 0x8182 + base,
-        "pci_domain_nr": 0x91929300 + base,
-        "domain_iommu_ser": _dev_map(base),
-    }
-    if variant is V2:
-        return IommuDeviceSerV2(**common)
-    intel = IommuDeviceIntelSer(0xA1A2A3A4A5A6A700 + base, 0xB1B2B3B4B5B6B700 + base)
-    return IommuDeviceSerV1(**common, intel=intel)
-
-
-def _hw(variant: AbiVariant, base: int) -> IommuHwSerV1 | IommuHwSerV2:
-    common: dict[str, Any] = {
-        "hdr": IommuHdrSer(0xC1C2C300 + base, 0xD1D2D300 + base),
-        "token": 0xE1E2E3E4E5E6E700 + base,
-        "type": 0xF1F2F3F4F5F6F700 + base,
-    }
-    if variant is V2:
-        return IommuHwSerV2(**common)
-    intel = IommuIntelSer(
-        restored=0x01,
-        padding=bytes(range(0x02, 0x09)),
-        phys_addr=0x0A0B0C0D0E0F1000 + base,
-        root_table=0x1A1B1C1D1E1F2000 + base,
-        context_tables_bitmap=tuple(
-            (0x8000000000000001 * (i + 1) + base) & U64_MAX for i in range(8)
-        ),
-    )
-    return IommuHwSerV1(**common, intel=intel)
-
-
-def _flb(variant: AbiVariant) -> IommuFlbSerV1 | IommuFlbSerV2:
-    arrays = (0x100000000, 0x200001000, 0x300002000)
-    if variant is V2:
-        return IommuFlbSerV2(IOMMU_LUO_FLB_VERSION, *arrays)
-    return IommuFlbSerV1(*arrays)
-
-
-ARRAY_HDR = IommuArrayHdrSer(next_array_phys=0x123456789ABC000, nr_objects=2)
-
-
-def _records(variant: AbiVariant) -> dict[str, AbiStruct]:
-    return {
-        "hdr": IommuHdrSer(0x04030201, IOMMU_SER_FLAG_DELETED | IOMMU_SER_FLAG_INCOMING),
-        "domain": _domain(0x00, 0x10, 1),
-        "domain_filled": _domain(0xFF, 0x20, 0),
-        "dev_map": _dev_map(0x30),
-        "device": _device(variant, 0x40),
-        "hw": _hw(variant, 0x50),
-        "array_hdr": ARRAY_HDR,
-        "flb": _flb(variant),
-    }
-
-
-def _pages(variant: AbiVariant) -> dict[str, ArrayPage[Any]]:
-    return {
-        "domain_array": ArrayPage(ARRAY_HDR, (_domain(0x00, 0x10, 1), _domain(0xFF, 0x20, 0))),
-        "device_array": ArrayPage(ARRAY_HDR, (_device(variant, 0x40), _device(variant, 0x41))),
-        "hw_array": ArrayPage(ARRAY_HDR, (_hw(variant, 0x50), _hw(variant, 0x51))),
-    }
-
-
-def test_gcc_records_pack_and_unpack(gcc: tuple[AbiVariant, GccReport]) -> None:
-    variant, report = gcc
-    records = _records(variant)
-    pages = _pages(variant)
-    assert set(records) | set(pages) == set(report.records)
-    for name, record in records.items():
-        c_bytes = report.records[name]
-        assert record.pack().hex() == c_bytes.hex(), name
-        assert type(record).unpack(c_bytes) == record, name
-
-
-def test_gcc_domain_bitfield_byte(gcc: tuple[AbiVariant, GccReport]) -> None:
-    """gcc's packing of ``u32 sign_extend:1`` + pointer, spelt out."""
-    _, report = gcc
-    for name, fill, sign in (("domain", 0x00, 1), ("domain_filled", 0xFF, 0)):
-        raw = report.records[name]
-        assert len(raw) == 37
-        assert raw[28] == (fill & 0xFE) | sign
-        assert int.from_bytes(raw[29:37], "little") == IommuDomainSer.unpack(raw).restored_domain
-
-
-def test_gcc_array_pages(gcc: tuple[AbiVariant, GccReport]) -> None:
-    variant, report = gcc
-    elements: dict[str, type[Any]] = {
-        "domain_array": IommuDomainSer,
-        "device_array": variant.device,
-        "hw_array": variant.hw,
-    }
-    for name, page in _pages(variant).items():
-        c_bytes = report.records[name]
-        assert page.pack().hex() == c_bytes.hex(), name
-        assert unpack_array_page(c_bytes, elements[name]) == page
-        assert unpack_array_page(c_bytes.ljust(PAGE_SIZE, b"\0"), elements[name]) == page
 
 
 # --- round trips ------------------------------------------------------------------------------
@@ -406,7 +150,7 @@ def test_short_input(cls: type[AbiStruct]) -> None:
 
 
 def test_pack_rejects_bad_values() -> None:
-    domain = _domain(0, 0, 1)
+    domain = sample_domain(0, 0, 1)
     bad: list[AbiStruct] = [
         IommuHdrSer(1 << 32, 0),
         IommuHdrSer(-1, 0),
@@ -524,7 +268,7 @@ def test_context_tables_bitmap_words() -> None:
 
 
 def test_device_devid() -> None:
-    dev = _device(V1, 0)
+    dev = sample_device(V1, 0)
     assert dev.bus_devfn == (0x81, 0x82)
 
 
@@ -533,7 +277,7 @@ def test_device_devid() -> None:
 
 def test_array_page_bounds() -> None:
     cap = array_capacity("iommu_hw_ser", "v1")
-    record = _hw(V1, 0)
+    record = sample_hw(V1, 0)
     assert isinstance(record, IommuHwSerV1)
     full = ArrayPage(IommuArrayHdrSer(0, cap), (record,) * cap)
     raw = full.pack()
@@ -559,13 +303,13 @@ def test_array_page_bounds() -> None:
 
 
 def test_array_page_pack_checks() -> None:
-    dom = _domain(0, 0, 0)
+    dom = sample_domain(0, 0, 0)
     with pytest.raises(ValueError, match="says 2"):
         ArrayPage(IommuArrayHdrSer(0, 2), (dom,)).pack()
     cap = capacity_of(IommuDomainSer)
     with pytest.raises(ValueError, match="capacity"):
         ArrayPage(IommuArrayHdrSer(0, cap + 1), (dom,) * (cap + 1)).pack()
-    mixed: ArrayPage[Any] = ArrayPage(IommuArrayHdrSer(0, 2), (dom, _device(V2, 0)))
+    mixed: ArrayPage[Any] = ArrayPage(IommuArrayHdrSer(0, 2), (dom, sample_device(V2, 0)))
     with pytest.raises(ValueError, match="one class"):
         mixed.pack()
     empty: ArrayPage[IommuDomainSer] = ArrayPage(IommuArrayHdrSer(0, 0), ())
@@ -574,7 +318,7 @@ def test_array_page_pack_checks() -> None:
 
 
 def test_array_page_live_skips_deleted() -> None:
-    alive = _domain(0, 0, 0)
+    alive = sample_domain(0, 0, 0)
     dead = replace(alive, hdr=IommuHdrSer(0, IOMMU_SER_FLAG_DELETED))
     page = ArrayPage(IommuArrayHdrSer(0, 3), (alive, dead, alive))
     assert page.live() == (alive, alive)
