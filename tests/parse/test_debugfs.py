@@ -1,5 +1,5 @@
-"""intel-iommu debugfs parsers (``iommu_regset``, ``dmar_translation_struct``), their render-back
-and the derived live state of a unit.
+"""intel-iommu debugfs parsers (``iommu_regset``, ``dmar_translation_struct``) and the derived
+live state of a unit; truncation, render-back and fuzzing are in test_debugfs_render.py.
 
 Real data: the captures in tests/data/captures (Linux 6.12 under QEMU's emulated VT-d).  Expected
 values are written by hand from the capture text, with the bit arithmetic in a comment.
@@ -13,23 +13,30 @@ first units of the full text.
 from __future__ import annotations
 
 import random
-import string
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from tests.conftest import CAPTURE_NAMES, capture_file
+from tests.conftest import CAPTURE_NAMES
+from tests.parse.debugfs_texts import (
+    HDR,
+    LEG_00_02,
+    LEG_00_03,
+    PRE_5_2,
+    SM_P0,
+    SM_P1,
+    THREE_UNITS,
+    TWO_REGSET_UNITS,
+    CaptureRoot,
+    texts,
+    unit_text,
+)
 from vtdlud.errors import ParseError, UnsupportedFormat
 from vtdlud.model.tables import Mode, PasidEntry, RootEntry
 from vtdlud.parse.debugfs import (
     Register,
     Regset,
     RegsetUnit,
-    TranslationRow,
     TranslationStruct,
     TranslationUnit,
     derive_unit_tables,
@@ -38,73 +45,6 @@ from vtdlud.parse.debugfs import (
     render_dmar_translation_struct,
     render_iommu_regset,
 )
-
-CaptureRoot = Callable[[str], Path]
-REGSET = "sys/kernel/debug/iommu/intel/iommu_regset"
-TRANS = "sys/kernel/debug/iommu/intel/dmar_translation_struct"
-
-PRE_5_2 = "dmar_translation_struct in the pre-5.2 per-bus format is not supported"
-HDR = "B.D.F\tRoot_entry\t\t\t\tContext_entry\t\t\t\tPASID\tPASID_table_entry\n"
-Z3 = "0x0000000000000000:0x0000000000000000:0x0000000000000000"
-LEG_00_02 = (
-    "00:02.0\t0x0000000000000000:0x0000000001a53001\t0x0000000000000301:0x0000000001a56001\t-1    \t"
-    + Z3
-)
-LEG_00_03 = (
-    "00:03.0\t0x0000000000000000:0x0000000001a53001\t0x0000000000000401:0x0000000001a5a001\t-1    \t"
-    + Z3
-)
-SM_P0 = (
-    "00:1f.0\t0x0000000001b00001:0x0000000001a00001\t0x0000000000000000:0x0000000001c00401\t0     \t"
-    "0x0000000000000000:0x0000000000000005:0x0000000001d00089"
-)
-SM_P1 = (
-    "00:1f.0\t0x0000000001b00001:0x0000000001a00001\t0x0000000000000000:0x0000000001c00401\t1     \t"
-    "0x0000000000000000:0x0000000000000006:0x0000000001e00089"
-)
-
-# Three units: a legacy one, one with translation off (no blank line after it), a scalable one
-# with two PASID rows for one device in the upper context table.
-THREE_UNITS = (
-    "IOMMU dmar0: Root Table Address: 0x1a49000\n"
-    + HDR
-    + LEG_00_02
-    + "\n\n"
-    + "DMA Remapping is not enabled on dmar1\n"
-    + "IOMMU dmar2: Root Table Address: 0x2000000\n"
-    + HDR
-    + SM_P0
-    + "\n"
-    + SM_P1
-    + "\n\n"
-)
-
-TWO_REGSET_UNITS = (
-    "IOMMU: dmar0 Register Base Address: fed90000\n"
-    "Name\t\t\tOffset\t\tContents\n"
-    "VER             \t0x00\t\t0x0000000000000010\n"
-    "GSTS            \t0x1c\t\t0x00000000c7000000\n"
-    "RTADDR          \t0x20\t\t0x0000000001a48400\n"
-    "MTRR_FIX64K_00000\t0x120\t\t0x0000000000000000\n"
-    "\n"
-    "IOMMU: dmar1 Register Base Address: fed91000\n"
-    "Name\t\t\tOffset\t\tContents\n"
-    "GSTS            \t0x1c\t\t0x0000000000000000\n"
-    "RTADDR          \t0x20\t\t0x0000000000000000\n"
-    "VCCAP           \t0xe30\t\t0x0000000000000000\n"
-    "\n"
-)
-
-
-def unit_text(rows: list[str], name: str = "dmar0", root: str = "0x1a49000") -> str:
-    return (
-        f"IOMMU {name}: Root Table Address: {root}\n" + HDR + "".join(r + "\n" for r in rows) + "\n"
-    )
-
-
-def texts(capture_root: CaptureRoot, name: str) -> tuple[str, str]:
-    return capture_file(capture_root, name, REGSET), capture_file(capture_root, name, TRANS)
-
 
 # --- the real captures ---------------------------------------------------------------------
 
@@ -460,212 +400,3 @@ def test_binary_garbage(parse: Callable[[str], object]) -> None:
     with pytest.raises(ParseError) as err:
         parse("\x00" * 16 + "\n")
     assert err.value.line == 1
-
-
-# --- truncation --------------------------------------------------------------------------------
-
-
-def check_truncations(
-    text: str, parse: Callable[[str], Any], render: Callable[[Any], str]
-) -> set[int]:
-    """Cut ``text`` at every line boundary and inside every line; return the line counts whose
-    prefix parses (each must be the first units of the full parse)."""
-    full = parse(text)
-    lines = text.split("\n")[:-1]
-    valid: set[int] = set()
-    for k in range(len(lines) + 1):
-        prefix = "".join(line + "\n" for line in lines[:k])
-        try:
-            got = parse(prefix)
-        except ParseError as err:
-            assert err.line is not None and 1 <= err.line <= k
-            continue
-        assert got.units == full.units[: len(got.units)] and render(got) == prefix
-        valid.add(k)
-    for k, line in enumerate(lines):
-        head = "".join(x + "\n" for x in lines[:k])
-        for cut in {c for c in (1, len(line) // 2, len(line) - 1) if 0 < c < len(line)}:
-            with pytest.raises(ParseError, match="without a newline") as exc:
-                parse(head + line[:cut])
-            assert exc.value.line == k + 1
-    return valid
-
-
-@pytest.mark.parametrize("name", CAPTURE_NAMES)
-def test_capture_truncated_everywhere(capture_root: CaptureRoot, name: str) -> None:
-    rtext, ttext = texts(capture_root, name)
-    assert check_truncations(rtext, parse_iommu_regset, render_iommu_regset) == {0, 67}
-    n = ttext.count("\n")
-    assert check_truncations(
-        ttext, parse_dmar_translation_struct, render_dmar_translation_struct
-    ) == {0, n}
-
-
-def test_multi_unit_truncated_everywhere() -> None:
-    # dmar0 = 4 lines, the "not enabled" line = 1, dmar2 = 5 lines
-    got = check_truncations(
-        THREE_UNITS, parse_dmar_translation_struct, render_dmar_translation_struct
-    )
-    assert got == {0, 4, 5, 10}
-    # each regset unit: unit line, header, registers, blank = 7 and 6 lines
-    assert check_truncations(TWO_REGSET_UNITS, parse_iommu_regset, render_iommu_regset) == {
-        0,
-        7,
-        13,
-    }
-
-
-# --- render side -------------------------------------------------------------------------------
-
-
-def test_render_rejects_what_the_kernel_cannot_print() -> None:
-    row = parse_dmar_translation_struct(unit_text([LEG_00_02])).units[0].rows[0]
-    bad_units = [
-        TranslationUnit("dmar0", False, 0x1000, ()),
-        TranslationUnit("dmar0", False, None, (row,)),
-        TranslationUnit("dmar0", True, None, ()),
-        TranslationUnit("iommu0", True, 0x1000, ()),
-        TranslationUnit("dmar0", True, 0x1000, (row, row)),
-        TranslationUnit("dmar0", True, 0x1000, (TranslationRow(0, 0, RootEntry(1, 0), 0, 0, -1, PasidEntry(0, 0, 0)),)),
-    ]  # fmt: skip
-    for unit in bad_units:
-        with pytest.raises(ValueError):
-            render_dmar_translation_struct(TranslationStruct((unit,)))
-    good = TranslationUnit("dmar0", True, 0x1000, ())
-    with pytest.raises(ValueError, match="twice"):
-        render_dmar_translation_struct(TranslationStruct((good, good)))
-    reg = Register("VER", 0, 0x10)
-    bad_regsets = [
-        Regset((RegsetUnit("dmar0", 0, (reg,)),)),
-        Regset((RegsetUnit("dmar0", 0xFED90000, ()),)),
-        Regset((RegsetUnit("dmar0", 0xFED90000, (reg, reg)),)),
-        Regset((RegsetUnit("dmar0", 0xFED90000, (Register("VER", 0, 1 << 64),)),)),
-        Regset((RegsetUnit("dmar0", 0xFED90000, (Register("ver", 0, 0),)),)),
-        Regset((RegsetUnit("dmar 0", 0xFED90000, (reg,)),)),
-        Regset((RegsetUnit("dmar0", 0xFED90000, (reg,)), RegsetUnit("dmar1", 0xFED90000, (reg,)))),
-    ]
-    for regset in bad_regsets:
-        with pytest.raises(ValueError):
-            render_iommu_regset(regset)
-
-
-@st.composite
-def translation_structs(draw: st.DrawFn) -> TranslationStruct:
-    """Random models the kernel could print: sorted BDFs, one root entry per bus, present
-    entries, PASIDs inside the directory, the upper root half present under devfn >= 0x80."""
-    units: list[TranslationUnit] = []
-    for n in range(draw(st.integers(0, 3))):
-        if not draw(st.booleans()):
-            units.append(TranslationUnit(f"dmar{n}", False, None, ()))
-            continue
-        scalable = draw(st.booleans())
-        u64 = st.integers(0, (1 << 64) - 1)
-        keys = sorted(
-            draw(st.sets(st.tuples(st.integers(0, 255), st.integers(0, 255)), max_size=6))
-        )
-        roots: dict[int, RootEntry] = {}
-        rows: list[TranslationRow] = []
-        for bus, devfn in keys:
-            if bus not in roots:
-                upper = scalable and any(b == bus and d >= 0x80 for b, d in keys)
-                roots[bus] = RootEntry(lo=draw(u64) | 1, hi=draw(u64) | (1 if upper else 0))
-            ctx_lo, ctx_hi = draw(u64) | 1, draw(u64)
-            if not scalable:
-                rows.append(
-                    TranslationRow(bus, devfn, roots[bus], ctx_hi, ctx_lo, -1, PasidEntry(0, 0, 0))
-                )
-                continue
-            limit = (1 << ((ctx_lo >> 9 & 7) + 7)) * 64  # PDTS -> directory entries * 64 PASIDs
-            for pasid in sorted(draw(st.sets(st.integers(0, limit - 1), min_size=1, max_size=3))):
-                entry = PasidEntry(val0=draw(u64) | 1, val1=draw(u64), val2=draw(u64))
-                rows.append(TranslationRow(bus, devfn, roots[bus], ctx_hi, ctx_lo, pasid, entry))
-        units.append(TranslationUnit(f"dmar{n}", True, draw(u64), tuple(rows)))
-    return TranslationStruct(tuple(units))
-
-
-REG_NAMES = st.builds(
-    str.__add__,
-    st.sampled_from(string.ascii_uppercase),
-    st.text(string.ascii_uppercase + string.digits + "_", max_size=20),
-)
-
-
-@st.composite
-def regsets(draw: st.DrawFn) -> Regset:
-    units = []
-    for n in range(draw(st.integers(0, 3))):
-        names = draw(st.lists(REG_NAMES, min_size=1, max_size=5, unique=True))
-        regs = tuple(
-            Register(nm, draw(st.integers(0, 0xFFFF)), draw(st.integers(0, (1 << 64) - 1)))
-            for nm in names
-        )
-        units.append(RegsetUnit(f"dmar{n}", 0xFED90000 + n * 0x1000, regs))
-    return Regset(tuple(units), invalid_base_address=draw(st.booleans()))  # fmt: skip
-
-
-@given(translation_structs())
-def test_render_then_parse_is_identity_translation(ts: TranslationStruct) -> None:
-    text = render_dmar_translation_struct(ts)
-    assert parse_dmar_translation_struct(text) == ts
-
-
-@given(regsets())
-def test_render_then_parse_is_identity_regset(regset: Regset) -> None:
-    text = render_iommu_regset(regset)
-    assert parse_iommu_regset(text) == regset
-
-
-# --- fuzzing: only ParseError may escape, and what parses renders back to the same text --------
-
-PAIRS: list[tuple[Callable[[str], Any], Callable[[Any], str]]] = [
-    (parse_iommu_regset, render_iommu_regset),
-    (parse_dmar_translation_struct, render_dmar_translation_struct),
-]
-KERNELISH = st.sampled_from(list("\t\n :.-x0123456789abcdefABCDEFz ")) | st.characters()
-
-
-def only_parse_error(text: str) -> None:
-    for parse, render in PAIRS:
-        try:
-            parsed = parse(text)
-        except ParseError as err:
-            assert err.line is not None
-            continue
-        assert render(parsed) == text
-
-
-@given(st.text(KERNELISH, max_size=300) | st.text(max_size=300))
-def test_random_text(text: str) -> None:
-    only_parse_error(text)
-
-
-MUTATIONS = ("replace", "delete", "insert", "drop_line", "dup_line", "swap_lines", "cut")
-
-
-@settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data())
-def test_mutated_capture_lines(capture_root: CaptureRoot, data: st.DataObject) -> None:
-    name = data.draw(st.sampled_from(CAPTURE_NAMES))
-    text = data.draw(st.sampled_from([*texts(capture_root, name), THREE_UNITS, TWO_REGSET_UNITS]))
-    lines = text.split("\n")
-    for _ in range(data.draw(st.integers(1, 3))):
-        op = data.draw(st.sampled_from(MUTATIONS))
-        i = data.draw(st.integers(0, len(lines) - 1))
-        j = data.draw(st.integers(0, len(lines) - 1))
-        pos = data.draw(st.integers(0, 200)) % (len(lines[i]) + 1)
-        char = data.draw(KERNELISH)
-        if op == "replace":
-            lines[i] = lines[i][:pos] + char + lines[i][pos + 1 :]
-        elif op == "delete":
-            lines[i] = lines[i][:pos] + lines[i][pos + 1 :]
-        elif op == "insert":
-            lines[i] = lines[i][:pos] + char + lines[i][pos:]
-        elif op == "drop_line" and len(lines) > 1:
-            del lines[i]
-        elif op == "dup_line":
-            lines.insert(i, lines[i])
-        elif op == "swap_lines":
-            lines[i], lines[j] = lines[j], lines[i]
-        elif op == "cut":
-            lines = [*lines[:i], lines[i][:pos]]
-    only_parse_error("\n".join(lines))
