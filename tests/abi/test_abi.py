@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -59,10 +58,6 @@ from vtdlud.model.tables import (
     words_to_bits,
 )
 from vtdlud.output.abi import abi_layout, format_abi_text
-
-HERE = Path(__file__).parent
-U64_MAX = (1 << 64) - 1
-ABI_NUMBER = {"v1": 1, "v2": 2}
 
 RECORD_CLASSES: tuple[type[AbiStruct], ...] = (
     IommuHdrSer,

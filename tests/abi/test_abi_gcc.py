@@ -19,43 +19,15 @@ from tests.abi.samples import sample_pages, sample_records
 from vtdlud.model.abi import (
     PAGE_SIZE,
     VARIANTS,
-    AbiStruct,
     AbiVariant,
-    IommuArrayHdrSer,
-    IommuDeviceIntelSer,
-    IommuDeviceSerV1,
-    IommuDeviceSerV2,
-    IommuDevMapSer,
     IommuDomainSer,
-    IommuFlbSerV1,
-    IommuFlbSerV2,
-    IommuHdrSer,
-    IommuHwSerV1,
-    IommuHwSerV2,
-    IommuIntelSer,
     Kind,
     unpack_array_page,
 )
 from vtdlud.output.abi import abi_layout
 
 HERE = Path(__file__).parent
-U64_MAX = (1 << 64) - 1
 ABI_NUMBER = {"v1": 1, "v2": 2}
-
-RECORD_CLASSES: tuple[type[AbiStruct], ...] = (
-    IommuHdrSer,
-    IommuDomainSer,
-    IommuDevMapSer,
-    IommuArrayHdrSer,
-    IommuDeviceIntelSer,
-    IommuIntelSer,
-    IommuDeviceSerV1,
-    IommuDeviceSerV2,
-    IommuHwSerV1,
-    IommuHwSerV2,
-    IommuFlbSerV1,
-    IommuFlbSerV2,
-)
 
 
 # --- gcc --------------------------------------------------------------------------------------
