@@ -13,10 +13,8 @@ from vtdlud.audit.catalog import Severity
 from vtdlud.audit.policy import Policy, policy_wants
 from vtdlud.audit.report import Finding, Wanted, finding
 from vtdlud.model.alias import DmaAliases, PciNode, Rid
-from vtdlud.model.snapshot import PciDevice, Snapshot, VfioHolder
+from vtdlud.model.snapshot import VFIO_PCI, PciDevice, Snapshot, VfioHolder
 from vtdlud.parse.sysfs import cmdline_value, kstrtobool, parse_bdf
-
-VFIO_PCI = "vfio-pci"
 
 
 def pci_nodes(snapshot: Snapshot) -> dict[str, PciNode]:

@@ -381,11 +381,6 @@ class HostRoot:
         except OSError:
             return None
 
-    def link_name(self, rel: str) -> str | None:
-        """Basename of a link's target ("vfio-pci" for .../driver), None when absent."""
-        target = self.link_target(rel)
-        return None if target is None else link_basename(target)
-
     def exists(self, rel: str) -> bool:
         try:
             self.faults.check(rel, "any")

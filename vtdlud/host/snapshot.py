@@ -18,6 +18,7 @@ from vtdlud.model.dmar import DmarTable
 from vtdlud.model.snapshot import (
     KCORE_MISSING_LIVE,
     KCORE_MISSING_ROOT,
+    VFIO_PCI,
     InputProblem,
     IommuGroup,
     PciDevice,
@@ -36,7 +37,7 @@ from vtdlud.parse.debugfs import (
     unit_root_table,
 )
 from vtdlud.parse.dmar import parse_dmar
-from vtdlud.parse.pciconfig import PciConfig, parse_pci_config
+from vtdlud.parse.pciconfig import parse_pci_config
 from vtdlud.parse.sysfs import (
     parse_bdf,
     parse_bool01,
@@ -60,7 +61,6 @@ T = TypeVar("T")
 SYS_CLASS_IOMMU = "sys/class/iommu"
 SYS_PCI_DEVICES = "sys/bus/pci/devices"
 SYS_IOMMU_GROUPS = "sys/kernel/iommu_groups"
-VFIO_PCI = "vfio-pci"
 # What is read of each /sys/bus/pci/devices/<bdf>: attributes, then links.
 PCI_DEVICE_FILES = ("vendor", "device", "class", "config")
 PCI_DEVICE_LINKS = ("driver", "iommu", "iommu_group")
@@ -339,9 +339,6 @@ class SnapshotBuilder:
         except ParseError:
             return None  # pci0000:00: a root bus
         return parent
-
-    def _pci_config(self, rel: str) -> PciConfig | None:
-        return self._parse_bytes(rel, parse_pci_config, Tier.SYSFS)
 
     def group(self, number: int) -> IommuGroup:
         """One IOMMU group: read only for the groups of devices bound to vfio-pci, the only

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # Why the kcore tier is unavailable when there is no /proc/kcore (shared by host/ modules).
 KCORE_MISSING_LIVE = "no /proc/kcore (CONFIG_PROC_KCORE=n)"
 KCORE_MISSING_ROOT = "no proc/kcore under this root (bundles carry no physical memory)"
+VFIO_PCI = "vfio-pci"  # the driver a device must be bound to for VFIO to hand it to a VMM
 
 
 class Tier(Enum):

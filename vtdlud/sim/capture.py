@@ -21,12 +21,11 @@ from pathlib import Path
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.registers import VTD_PAGE_MASK, rtaddr_is_scalable, rtaddr_root_table
-from vtdlud.model.snapshot import Snapshot
+from vtdlud.model.snapshot import VFIO_PCI, Snapshot
 from vtdlud.parse.debugfs import RegsetUnit, TranslationUnit
 from vtdlud.parse.sysfs import parse_bdf
 from vtdlud.sim.iommu import DomainKind, Placement
 from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.pci import VFIO_PCI
 
 CAPTURE_RAM = ((0x0010_0000, 0x7FF0_0000),)  # the captures' guests: 2 GiB
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from vtdlud.model.abi import IommuTypeSer
+from vtdlud.model.snapshot import VFIO_PCI
 from vtdlud.model.tables import ROOT_ENTRY_NR, SM_UPPER_DEVFN, context_table_bit
 from vtdlud.sim.iommu import (
     PRESENT,
@@ -38,7 +39,7 @@ from vtdlud.sim.iommu import (
 )
 from vtdlud.sim.kho import FlbEntry, HandedOver, KhoState, LuoFile, LuoGeneration, LuoSession
 from vtdlud.sim.memory import DEFAULT_RAM, PhysMemory
-from vtdlud.sim.pci import VFIO_PCI, SimDevice, Topology
+from vtdlud.sim.pci import SimDevice, Topology
 from vtdlud.sim.records import (
     FLB_VARIANTS,
     RESTORED_OFFSET,

@@ -43,7 +43,6 @@ from vtdlud.parse.pciconfig import (
     PCI_STATUS_CAP_LIST,
 )
 
-VFIO_PCI = "vfio-pci"
 PCI_CLASS_BRIDGE_PCI = 0x060400
 PCI_SUBORDINATE_BUS = 0x1A
 PCI_PRIMARY_BUS = 0x18

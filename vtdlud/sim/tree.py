@@ -26,14 +26,14 @@ from pathlib import Path
 
 from vtdlud.host.corewriter import write_core
 from vtdlud.host.procs import facts_to_json
-from vtdlud.model.snapshot import ProcessFacts, VfioHolder
+from vtdlud.model.snapshot import VFIO_PCI, ProcessFacts, VfioHolder
 from vtdlud.parse.debugfs import render_dmar_translation_struct, render_iommu_regset
 from vtdlud.parse.regset import Regset
 from vtdlud.parse.translation import TranslationStruct
 from vtdlud.sim.acpi import build_dmar
 from vtdlud.sim.iommu import DomainKind
 from vtdlud.sim.kernel import VMM_PID, SimHost
-from vtdlud.sim.pci import VFIO_PCI, config_space
+from vtdlud.sim.pci import config_space
 
 IOMMU_DEBUGFS = "sys/kernel/debug/iommu/intel"
 KHO_DEBUGFS = "sys/kernel/debug/kho"
