@@ -14,7 +14,7 @@ from vtdlud.audit.preconditions import check_preconditions, pci_nodes
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted, finding
 from vtdlud.model.alias import DmaAliases
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
-from vtdlud.model.tables import Mode
+from vtdlud.model.tables import Mode, bdf_name
 from vtdlud.parse.debugfs import LiveTables
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ def _required_bits(preserved: PreservedUnit | None, mode: Mode) -> tuple[int, ..
 
 def _bdf_on_unit(unit: SysfsUnit, bus: int, devfn: int) -> str:
     """debugfs and the tables carry no PCI segment: take it from the unit's devices."""
-    tail = f"{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
+    tail = bdf_name(bus, devfn)
     return next((d for d in unit.devices if d.endswith(tail)), f"0000:{tail}")
 
 

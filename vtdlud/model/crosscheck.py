@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from enum import Enum
 
 from vtdlud.frozen import frozen
-from vtdlud.model.tables import Mode, PasidEntry, context_table_bit
-from vtdlud.model.walk import WalkResult, bdf_name, table_half
+from vtdlud.model.tables import Mode, PasidEntry, bdf_name, context_table_bit, table_half
+from vtdlud.model.walk import WalkResult
 from vtdlud.parse.debugfs import ContextInfo, LiveTables, TranslationRow
 
 

@@ -36,6 +36,16 @@ def bit_bus_half(bit: int) -> tuple[int, bool]:
     return bit >> 1, bool(bit & 1)
 
 
+def table_half(upper: bool) -> str:
+    """The half of a bus a scalable-mode context table serves (devfn 0x80-0xff: upper)."""
+    return "upper" if upper else "lower"
+
+
+def bdf_name(bus: int, devfn: int) -> str:
+    """ "bb:dd.f", as dmar_translation_struct prints a device (the tables carry no segment)."""
+    return f"{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
+
+
 class Mode(Enum):
     LEGACY = "legacy"
     SCALABLE = "scalable"

@@ -51,7 +51,9 @@ from vtdlud.model.tables import (
     Mode,
     PasidEntry,
     RootEntry,
+    bdf_name,
     context_table_bit,
+    table_half,
 )
 from vtdlud.parse.debugfs import ContextInfo
 
@@ -96,18 +98,8 @@ class WalkProblem:
     devfn: int | None = None
 
 
-def bdf_name(bus: int, devfn: int) -> str:
-    """ "bb:dd.f", as dmar_translation_struct prints a device (no segment)."""
-    return f"{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
-
-
 def _u64s(data: bytes) -> tuple[int, ...]:
     return struct.unpack(f"<{len(data) // 8}Q", data)
-
-
-def table_half(upper: bool) -> str:
-    """The half of a bus a scalable-mode context table serves (devfn 0x80-0xff: upper)."""
-    return "upper" if upper else "lower"
 
 
 def _field(table: tuple[BitField, ...], name: str) -> Callable[[int], int]:

@@ -21,6 +21,7 @@ from vtdlud.model.tables import (
     SM_UPPER_DEVFN,
     Mode,
     PasidEntry,
+    bdf_name,
     context_table_bit,
 )
 from vtdlud.parse.regset import (
@@ -86,7 +87,7 @@ class ContextInfo:
 
     @property
     def bdf(self) -> str:
-        return f"{self.bus:02x}:{self.devfn >> 3:02x}.{self.devfn & 7:x}"
+        return bdf_name(self.bus, self.devfn)
 
 
 @frozen

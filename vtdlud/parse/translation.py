@@ -45,6 +45,7 @@ from vtdlud.model.tables import (
     PasidEntry,
     RootEntry,
     SmContextEntry,
+    bdf_name,
 )
 from vtdlud.parse.regset import U64_MAX, UNIT_NAME, hex_u64, shown, split_lines
 
@@ -97,7 +98,7 @@ class TranslationRow:
     @property
     def bdf(self) -> str:
         """``bus:dev.fn`` as debugfs prints it (no PCI segment)."""
-        return f"{self.bus:02x}:{self.devfn >> 3:02x}.{self.devfn & 7:x}"
+        return bdf_name(self.bus, self.devfn)
 
     @property
     def is_scalable(self) -> bool:
@@ -139,7 +140,7 @@ def render_row(row: TranslationRow) -> str:
     """One row as ``print_tbl_walk()`` prints it (without the newline)."""
     pe = row.pasid_entry
     return (
-        f"{row.bus:02x}:{row.devfn >> 3:02x}.{row.devfn & 7:x}"
+        f"{row.bdf}"
         f"\t0x{row.root.hi:016x}:0x{row.root.lo:016x}"
         f"\t0x{row.context_hi:016x}:0x{row.context_lo:016x}"
         f"\t{row.pasid:<6d}\t0x{pe.val2:016x}:0x{pe.val1:016x}:0x{pe.val0:016x}"
