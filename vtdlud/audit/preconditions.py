@@ -46,7 +46,6 @@ class HolderIndex:
 
     def __init__(self, holders: tuple[VfioHolder, ...]) -> None:
         self.holders = holders
-        self._cdevs = {id(h): frozenset(h.vfio_cdevs) for h in holders}
         self._by_cdev: dict[str, list[int]] = {}
         self._by_group: dict[str, list[int]] = {}
         for i, h in enumerate(holders):
@@ -64,12 +63,10 @@ class HolderIndex:
             return ()
         return tuple(self.holders[i] for i in sorted(set(found)))
 
-    def holds_cdev(self, holder: VfioHolder, device: PciDevice) -> bool:
-        """Whether ``holder`` has one of the device's VFIO cdevs open (not only its group)."""
-        cdevs = self._cdevs.get(id(holder))
-        if cdevs is None:  # a holder from elsewhere than this index
-            cdevs = frozenset(holder.vfio_cdevs)
-        return not cdevs.isdisjoint(device.vfio_devs)
+
+def _holds_cdev(holder: VfioHolder, device: PciDevice) -> bool:
+    """Whether ``holder`` has one of the device's VFIO cdevs open (not only its group)."""
+    return not set(device.vfio_devs).isdisjoint(holder.vfio_cdevs)
 
 
 def wanted_devices(
@@ -103,16 +100,16 @@ def wanted_devices(
     return out, findings
 
 
-def _cannot_preserve(w: Wanted, d: PciDevice, snapshot: Snapshot, index: HolderIndex) -> list[str]:
+def _cannot_preserve(w: Wanted, d: PciDevice, snapshot: Snapshot) -> list[str]:
     """Reasons the kernel would refuse to preserve this device (VTD026)."""
     why = []
     if d.driver != VFIO_PCI:
         why.append(f"bound to {d.driver or 'no driver'}, not {VFIO_PCI}")
-    legacy = [h for h in w.holders if not index.holds_cdev(h, d)]
+    legacy = [h for h in w.holders if not _holds_cdev(h, d)]
     if legacy:
         users = ", ".join(f"{h.name}[{h.pid}]" for h in legacy)
         why.append(f"held through the legacy VFIO group API (/dev/vfio/{d.iommu_group}) by {users}")
-    cdev_users = [h for h in w.holders if index.holds_cdev(h, d)]
+    cdev_users = [h for h in w.holders if _holds_cdev(h, d)]
     if cdev_users and not any(h.iommufd for h in cdev_users):
         users = ", ".join(f"{h.name}[{h.pid}]" for h in cdev_users)
         why.append(f"its VFIO cdev is open by {users} without /dev/iommu (not bound to iommufd)")
@@ -138,7 +135,7 @@ def check_preconditions(
     shared = _SharedAliases(snapshot, {w.bdf for w in wanted}, aliases)
     for w in wanted:
         d = snapshot.pci_devices[w.bdf]
-        why = _cannot_preserve(w, d, snapshot, index)
+        why = _cannot_preserve(w, d, snapshot)
         if why:
             findings.append(
                 finding("VTD026", f"{w.bdf} cannot be preserved: " + "; ".join(why), bdf=w.bdf)
