@@ -38,7 +38,7 @@ from types import MappingProxyType
 
 from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.frozen import frozen
-from vtdlud.model.bitfield import BitField, field_named
+from vtdlud.model.bitfield import field_named
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
 from vtdlud.model.tables import (
     CONTEXT_HI_FIELDS,
@@ -102,19 +102,12 @@ def _u64s(data: bytes) -> tuple[int, ...]:
     return struct.unpack(f"<{len(data) // 8}Q", data)
 
 
-def _field(table: tuple[BitField, ...], name: str) -> Callable[[int], int]:
-    """A field of an entry table as a plain function (BitField.raw, without its mask property)."""
-    f = field_named(table, name)
-    shift, mask = f.lsb, (1 << f.width) - 1
-    return lambda value: value >> shift & mask
-
-
-_CTX_DID = _field(CONTEXT_HI_FIELDS, "did")
-_CTX_TT = _field(CONTEXT_LO_FIELDS, "tt")
-_SM_PDTS = _field(SM_CONTEXT_LO_FIELDS, "pdts")
-_SM_PRE = _field(SM_CONTEXT_LO_FIELDS, "pre")
+_CTX_DID = field_named(CONTEXT_HI_FIELDS, "did").raw
+_CTX_TT = field_named(CONTEXT_LO_FIELDS, "tt").raw
+_SM_PDTS = field_named(SM_CONTEXT_LO_FIELDS, "pdts").raw
+_SM_PRE = field_named(SM_CONTEXT_LO_FIELDS, "pre").raw
 _SM_PASIDDIRPTR = field_named(SM_CONTEXT_LO_FIELDS, "pasiddirptr").mask
-_PASID_DID = _field(PASID_VAL1_FIELDS, "did")
+_PASID_DID = field_named(PASID_VAL1_FIELDS, "did").raw
 _PRESENT_BIT = bytes(b & 1 for b in range(256))  # a byte -> its bit 0, for bytes.translate
 _LEGACY_CONTEXT = struct.Struct("<QQ")
 _SM_CONTEXT = struct.Struct("<QQQQ")
