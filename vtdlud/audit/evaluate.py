@@ -24,12 +24,11 @@ if TYPE_CHECKING:
 def unit_report(
     snapshot: Snapshot,
     unit: SysfsUnit,
-    tables: UnitTables | None = None,
-    preserved_index: PreservedIndex | None = None,
+    tables: UnitTables,
+    preserved_index: PreservedIndex | None,
 ) -> UnitReport:
-    """One unit's view.  ``tables`` and ``preserved_index`` are the evaluation's, shared by
-    every unit (made here when not given)."""
-    tables = tables if tables is not None else UnitTables(snapshot)
+    """One unit's view.  ``tables`` and ``preserved_index`` (None: no preserved records) are
+    the evaluation's, shared by every unit."""
     regs = tables.regset_at(unit.address)
     trans = tables.translation(unit.name)
     live: LiveTables | None = None
@@ -47,12 +46,7 @@ def unit_report(
         source = "debugfs"
     mode = live.mode if live is not None else Mode.UNKNOWN
     preserved = None
-    state = snapshot.preserved.state if snapshot.preserved is not None else None
-    if state is not None and unit.address is not None:
-        if preserved_index is None:
-            from vtdlud.audit.preserved import PreservedIndex  # noqa: PLC0415
-
-            preserved_index = PreservedIndex(state, DmaAliases(pci_nodes(snapshot)))
+    if preserved_index is not None and unit.address is not None:
         found = preserved_index.units(unit.address)
         preserved = found[0] if found else None
     return UnitReport(

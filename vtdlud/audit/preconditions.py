@@ -70,11 +70,10 @@ def _holds_cdev(holder: VfioHolder, device: PciDevice) -> bool:
 
 
 def wanted_devices(
-    snapshot: Snapshot, policy: Policy, index: HolderIndex | None = None
+    snapshot: Snapshot, policy: Policy, index: HolderIndex
 ) -> tuple[list[Wanted], list[Finding]]:
-    """The devices the policy says must be preserved, plus UNKNOWN findings when it cannot tell."""
-    if index is None:
-        index = HolderIndex(snapshot.processes.holders if snapshot.processes is not None else ())
+    """The devices the policy says must be preserved (``index``: the scanned VFIO holders),
+    plus UNKNOWN findings when it cannot tell."""
     out: list[Wanted] = []
     findings: list[Finding] = []
     if policy.vmm_held and snapshot.processes is None:
@@ -121,17 +120,14 @@ def _cannot_preserve(w: Wanted, d: PciDevice, snapshot: Snapshot) -> list[str]:
 
 
 def check_preconditions(
-    snapshot: Snapshot, policy: Policy, aliases: DmaAliases | None = None
+    snapshot: Snapshot, policy: Policy, aliases: DmaAliases
 ) -> tuple[list[Wanted], list[Finding]]:
-    """The devices to preserve and what stops the kernel from preserving them.
-
-    ``aliases``: the host's DMA aliases, when the caller already has them (one per evaluation)."""
+    """The devices to preserve and what stops the kernel from preserving them (``aliases``: the
+    evaluation's DMA aliases of the host)."""
     index = HolderIndex(snapshot.processes.holders if snapshot.processes is not None else ())
     wanted, findings = wanted_devices(snapshot, policy, index)
     if not wanted:
         return wanted, findings
-    if aliases is None:
-        aliases = DmaAliases(pci_nodes(snapshot))
     shared = _SharedAliases(snapshot, {w.bdf for w in wanted}, aliases)
     for w in wanted:
         d = snapshot.pci_devices[w.bdf]

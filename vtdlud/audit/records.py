@@ -62,7 +62,6 @@ from vtdlud.audit.mirror import (
     unit_mode,
 )
 from vtdlud.audit.policy import Policy
-from vtdlud.audit.preconditions import pci_nodes
 from vtdlud.audit.preserved import PreservedDevice, device_bdf, rid_bits
 from vtdlud.audit.report import Finding, UnitReport, Wanted, bits_detail
 from vtdlud.frozen import frozen
@@ -478,12 +477,10 @@ def record_findings(
     policy: Policy,
     wanted: Sequence[Wanted],
     *,
-    aliases: DmaAliases | None = None,
-    tables: UnitTables | None = None,
+    aliases: DmaAliases,
+    tables: UnitTables,
 ) -> list[Finding]:
     """The record audit (see the module docstring): pure, from the snapshot and the unit views
     ``evaluate`` built; ``wanted`` are the devices the policy says must be preserved;
-    ``aliases`` and ``tables`` the evaluation's (made here when not given)."""
-    aliases = aliases if aliases is not None else DmaAliases(pci_nodes(snapshot))
-    tables = tables if tables is not None else UnitTables(snapshot)
+    ``aliases`` and ``tables`` the evaluation's."""
     return _Audit(snapshot, units, policy, wanted, aliases=aliases, tables=tables).run()

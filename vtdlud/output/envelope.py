@@ -69,11 +69,10 @@ def preserved_json(u: UnitReport) -> JSON | None:
     }
 
 
-def wanted_json(w: Wanted, report: Report, unit_of: dict[str, int | None] | None = None) -> JSON:
-    """One device to preserve; ``unit_of``: the first unit listing each device, when the caller
-    has it (see :func:`_unit_of`)."""
+def wanted_json(w: Wanted, report: Report, unit_of: dict[str, int | None]) -> JSON:
+    """One device to preserve; ``unit_of``: the first unit listing each device (:func:`_unit_of`)."""
     dev = report.snapshot.pci_devices.get(w.bdf)
-    unit = (unit_of if unit_of is not None else _unit_of(report)).get(w.bdf)
+    unit = unit_of.get(w.bdf)
     return {
         "bdf": w.bdf,
         "unit": hex_or_none(unit),
