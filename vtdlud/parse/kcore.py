@@ -185,8 +185,6 @@ class KcoreLayout:
         starts, ends = self._starts, self._ends
         end = paddr + size
         i = bisect.bisect_right(starts, paddr) - 1
-        if i >= 0 and end <= ends[i]:  # inside one segment: every page read
-            return (FileRange(paddr, self._offsets[i] + (paddr - starts[i]), size),)
         out: list[FileRange] = []
         cur = paddr
         while cur < end:
