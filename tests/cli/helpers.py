@@ -58,13 +58,9 @@ def status_with_faults(root: Path, faults: FaultPlan) -> dict[str, Any]:
     return validate(envelope(report, argv=["test"], exit_status=0, root_label=str(root)))
 
 
-def run_installed(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
-    """The installed console script in a subprocess (optionally as another uid via setpriv)."""
+def run_installed(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script in a subprocess."""
     cmd = [str(VTDLUD), *args]
-    if user is not None:
-        setpriv = shutil.which("setpriv")
-        assert setpriv is not None
-        cmd = [setpriv, f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
     return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
 
 

@@ -11,17 +11,19 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import vtdlud
 from tests.cli.helpers import (
     codes,
     copy_tree,
     finding_messages,
-    run_installed,
     status_json,
     status_with_faults,
     validate,
@@ -167,12 +169,28 @@ def test_debugfs_denied_is_a_tier_state(capture_root: Callable[[str], Path]) -> 
 
 @pytest.fixture
 def world_readable_copy(capture_root: Callable[[str], Path]) -> Iterator[Path]:
+    """A world-readable directory holding a copy of a host and of the vtdlud package: uid 65534
+    may not be able to reach the checkout (a clone in a ``mktemp -d`` directory is 0700)."""
     top = Path(tempfile.mkdtemp(prefix="vtdlud-unpriv-"))
     try:
         os.chmod(top, 0o755)
+        pkg = Path(vtdlud.__file__).parent
+        shutil.copytree(pkg, top / "pkg" / "vtdlud", ignore=shutil.ignore_patterns("__pycache__"))
         yield copy_tree(capture_root("a_legacy"), top / "host")
     finally:
         shutil.rmtree(top)
+
+
+def run_as_nobody(top: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m vtdlud`` as uid 65534, on the package copy under ``top/pkg``; the interpreter
+    by its real path (the venv's link to it lies in the checkout)."""
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None
+    cmd = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    cmd += [os.path.realpath(sys.executable), "-m", "vtdlud", *args]
+    return subprocess.run(
+        cmd, cwd=top / "pkg", capture_output=True, text=True, check=False, timeout=60
+    )
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to uid 65534")
@@ -180,7 +198,9 @@ def test_real_eacces_as_an_unprivileged_user(world_readable_copy: Path) -> None:
     target = world_readable_copy / REGSET
     target.chmod(0)
     assert not target.stat().st_mode & stat.S_IRWXO
-    proc = run_installed("status", "--json", "--root", str(world_readable_copy), user="65534")
+    proc = run_as_nobody(
+        world_readable_copy.parent, "status", "--json", "--root", str(world_readable_copy)
+    )
     assert proc.returncode == 0, proc.stderr
     doc = validate(json.loads(proc.stdout))
     assert finding_messages(doc, "VTD051") == [f"/{REGSET}: permission denied (EACCES)"]
