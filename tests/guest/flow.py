@@ -8,7 +8,8 @@ stage 1 (the old kernel)
        root port) to vfio-pci, open its VFIO cdev and ``/dev/iommu``, allocate an IOAS, bind the
        cdev to iommufd, attach it to the IOAS and map a sealed memfd into it: the device now has
        a paging domain with a DID, held by this process as a VMM holds it;
-    2. set the test driver's knobs (``/sys/kernel/debug/vtdlud_iommu_lu/{abi,fault,devices}``);
+    2. log the test driver's knobs (``vtdlud_iommu_lu.{abi,fault}=`` on the command line, which
+       the kexec passes on, so both kernels agree on the ABI);
     3. create a LUO session on ``/dev/liveupdate`` and preserve the memfd into it: the first
        preservation runs the FLBs' ``.preserve``, the IOMMU test FLB among them;
     4. ``kexec_file_load`` the same kernel (the gate runs with the next kernel loaded);
@@ -303,13 +304,11 @@ def stage1(args: dict[str, str]) -> None:
     bdf = args.get("vtdlud_guest.bdf", "0000:01:00.0")
     memfd = make_memfd()
     held = hold_device(bdf, memfd)
-    if not KNOBS.is_dir():
+    if KNOBS.is_dir():
+        knobs = {k: (KNOBS / k).read_text().strip() for k in ("abi", "fault", "devices")}
+        log(f"test driver knobs (from the command line): {knobs}")
+    else:
         log(f"{KNOBS}: absent (kernel without the project's IOMMU test driver)")
-    for knob in ("abi", "fault", "devices"):
-        value = args.get(f"vtdlud_guest.{knob}")
-        if value and KNOBS.is_dir():
-            write(KNOBS / knob, value)
-            log(f"test driver knob {knob} = {value}")
     liveupdate = os.open("/dev/liveupdate", os.O_RDWR)
     session = create_session(liveupdate)
     preserve_fd(session, memfd)

@@ -43,6 +43,8 @@ FAULTS = {
     "none": "the driver writes the records as the IOMMU series does",
     "drop-bit": "the bit of the context table holding the preserved device's entry is left out",
     "unpreserve-table": "one context table page named by a set bit is not KHO-preserved",
+    "wrong-did": "the device record's attachment_id is not the DID of its context entry",
+    "bad-refcount": "the unit record's ref_count is not the number of device records on it",
 }
 MODES = {
     "legacy": ("intel-iommu,intremap=on,caching-mode=on", "intel_iommu=on"),
@@ -138,7 +140,7 @@ def boot(mode: str, run: Path, args: argparse.Namespace) -> dict[str, Path]:
     initrd = make_initrd(run)
     _, mode_arg = MODES[mode]
     append = (f"console=ttyS0 panic=-1 oops=panic kho=on liveupdate=1 {mode_arg} iommu=nopt "
-              f"vtdlud_stage=1 vtdlud_guest.abi={args.abi} vtdlud_guest.fault={args.fault}")  # fmt: skip
+              f"vtdlud_stage=1 vtdlud_iommu_lu.abi={args.abi} vtdlud_iommu_lu.fault={args.fault}")  # fmt: skip
     argv = qemu_argv(mode, run, initrd, append)
     (run / "qemu_cmdline.txt").write_text(" ".join(argv) + "\n")
     t0 = time.monotonic()
