@@ -130,10 +130,12 @@ def make_manifest(
 # -- reading a bundle --------------------------------------------------------------------------
 def _check_member(bundle: Path, m: tarfile.TarInfo) -> str:
     """The member's root-relative name, or UsageError saying why the bundle is refused."""
-    name = m.name
-    while name.startswith("./"):
-        name = name[2:]
-    name = name.rstrip("/")
+    # The name as the extraction will use it: no empty or "." components.  Leading "./"
+    # prefixes are dropped only as far as they are "./": ".//tmp/x" is the absolute "/tmp/x".
+    lead = m.name
+    while lead.startswith("./"):
+        lead = lead[2:]
+    name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
 
     def refuse(why: str) -> UsageError:
         return UsageError(
@@ -141,7 +143,7 @@ def _check_member(bundle: Path, m: tarfile.TarInfo) -> str:
             hint="a bundle made by `vtdlud collect` has only files, directories and relative links",
         )
 
-    if m.name.startswith("/"):
+    if lead.startswith("/"):
         raise refuse("has an absolute name")
     if ".." in name.split("/"):
         raise refuse("has a '..' component")
