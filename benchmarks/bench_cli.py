@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         root = args.root
         if root is None:
             from benchmarks.large_host import build
-            from vtdlud.sim.scenarios import q35_host
-            from vtdlud.sim.tree import write_tree
+            from tests.kernelmodel.scenarios import q35_host
+            from tests.kernelmodel.tree import write_tree
 
             host = q35_host(scalable=True, seed=1) if args.quick else build()
             root = f"{tmp}/host"

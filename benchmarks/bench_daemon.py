@@ -42,7 +42,7 @@ from tests.daemon.conftest import (  # noqa: E402 - after the path
     Journald,
     journald_alive,
 )
-from vtdlud.sim.scenarios import q35_host  # noqa: E402
+from tests.kernelmodel.scenarios import q35_host  # noqa: E402
 
 GOALS = {
     "idle_wakeups": "no wake-ups besides watchdog pings",

@@ -1,4 +1,4 @@
-"""A large synthetic host for the benchmarks, built with the kernel model (vtdlud.sim).
+"""A large synthetic host for the benchmarks, built with the kernel model (tests.kernelmodel).
 
 8 DMAR units in scalable mode, 2,048 endpoint functions (every devfn 0x00-0xff on one bus per
 unit, so half of them sit in upper context tables, as SR-IOV VFs do), each unit behind its own
@@ -14,8 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.tree import write_tree
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.tree import write_tree
 
 UNITS = 8
 FUNCS_PER_UNIT = 256

@@ -1,7 +1,7 @@
 """Regenerate the bundled example hosts in examples/ (README's first command checks them).
 
 Both are bundles made by `vtdlud collect --memory` from trees written by the kernel model
-(vtdlud.sim): a q35 host in scalable mode whose VMM holds 0000:00:05.0 through a VFIO cdev
+(tests.kernelmodel): a q35 host in scalable mode whose VMM holds 0000:00:05.0 through a VFIO cdev
 bound to iommufd and has preserved it for a live update (every tier visible, kcore included).
 
 - examples/1-preserved-clean.tar.gz: what the kernel should have written — the gate passes;
@@ -19,10 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests.kernelmodel.faults import Fault, inject
+from tests.kernelmodel.scenarios import q35_host
+from tests.kernelmodel.tree import write_tree
 from vtdlud.cli import main as vtdlud
-from vtdlud.sim.faults import Fault, inject
-from vtdlud.sim.scenarios import q35_host
-from vtdlud.sim.tree import write_tree
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 VFIO = "0000:00:05.0"

@@ -1,6 +1,6 @@
 """`vtdlud check --post-kexec`: the new kernel against the ledger a passing gate wrote.
 
-Backed by the simulator (vtdlud.sim) only: no real capture of a live update exists.  The gate
+Backed by the simulator (tests.kernelmodel) only: no real capture of a live update exists.  The gate
 runs on the tree of the host before its kexec (``HostRoot.is_live`` is patched so that it writes
 the ledger, and the process facts still come from the tree's processes.json); the host then
 kexecs, one VTD06x fault is injected into the new kernel, and the post-kexec check runs on the
@@ -17,6 +17,10 @@ from typing import Any
 import pytest
 
 from tests.cli.helpers import run_cli, validate
+from tests.kernelmodel.faults import Fault, inject
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.scenarios import q35_host
+from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.policy import Policy
@@ -29,10 +33,6 @@ from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.snapshot import ProcessFacts
 from vtdlud.service.ledger import LEDGER_NAME, read_ledger
-from vtdlud.sim.faults import Fault, inject
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.scenarios import q35_host
-from vtdlud.sim.tree import TreeOptions, write_tree
 
 DMAR0 = "0xfed90000"
 VFIO, NIC = "0000:00:05.0", "0000:00:02.0"

@@ -1,6 +1,6 @@
 """The record audit (vtdlud.audit.records): one fault per code, injected into a simulated host.
 
-Backed by the simulator (vtdlud.sim) only: no real capture of the IOMMU live-update records
+Backed by the simulator (tests.kernelmodel) only: no real capture of the IOMMU live-update records
 exists.  Each case builds a host, preserves devices, kexecs when the code needs the incoming
 records, injects exactly one fault, writes the tree and evaluates it; the finding must be there
 with its code, severity, unit and BDF, and be the only one that is not UNKNOWN.  The clean twin
@@ -16,6 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernelmodel.faults import Fault, inject
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.scenarios import q35_host, two_unit_host
+from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.audit.catalog import Severity
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.mirror import field_diffs, mirror_hw, points_nowhere
@@ -25,10 +29,6 @@ from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.abi import IommuHwSerV1
 from vtdlud.model.snapshot import Snapshot, Tier
-from vtdlud.sim.faults import Fault, inject
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.scenarios import q35_host, two_unit_host
-from vtdlud.sim.tree import TreeOptions, write_tree
 
 DMAR0, DMAR1 = 0xFED90000, 0xFED91000
 VFIO, NVME, NIC = "0000:00:05.0", "0000:01:00.0", "0000:00:02.0"

@@ -1,5 +1,5 @@
 """`status` shows each unit's preserved record before (signature scan) and after (LUO FLB) a
-kexec.  Backed only by the simulator (vtdlud.sim): no real capture of the records exists."""
+kexec.  Backed only by the simulator (tests.kernelmodel): no real capture of the records exists."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from tests.cli.helpers import run_cli, status_json
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.scenarios import q35_host, two_unit_host
-from vtdlud.sim.tree import write_tree
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.scenarios import q35_host, two_unit_host
+from tests.kernelmodel.tree import write_tree
 
 VFIO = "0000:00:05.0"
 BEHIND_PORT = "0000:03:00.0"

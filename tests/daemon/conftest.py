@@ -1,7 +1,7 @@
 """Fixtures for the daemon's tests with real components.
 
 - ``testbed``: a umockdev testbed (needs the preload: pytest under ``umockdev-wrapper``) holding
-  a simulated host written by :mod:`vtdlud.sim` — sysfs, iommu debugfs, KHO debugfs and
+  a simulated host written by :mod:`tests.kernelmodel` — sysfs, iommu debugfs, KHO debugfs and
   ``/proc/cmdline`` — with each PCI function and DMAR unit registered so ``tb.uevent()`` can
   announce it.  The daemon subprocess sees this tree as ``/sys`` and receives the uevents.
 - ``journald``: a real systemd-journald started for the session (volatile storage drop-in),
@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.scenarios import q35_host
-from vtdlud.sim.tree import TreeOptions, write_tree
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.scenarios import q35_host
+from tests.kernelmodel.tree import TreeOptions, write_tree
 
 try:
     import gi

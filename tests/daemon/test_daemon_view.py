@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from tests.daemon.test_udev import Dev, FakeMonitor
+from tests.kernelmodel.scenarios import q35_host
+from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.audit.catalog import Severity
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.policy import Policy
@@ -27,8 +29,6 @@ from vtdlud.service.daemon import (
 )
 from vtdlud.service.notify import Notifier
 from vtdlud.service.udev import UeventSource
-from vtdlud.sim.scenarios import q35_host
-from vtdlud.sim.tree import TreeOptions, write_tree
 
 
 @pytest.fixture(scope="module")

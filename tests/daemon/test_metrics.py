@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
+from tests.kernelmodel.scenarios import two_unit_host
+from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.audit.catalog import CATALOG
 from vtdlud.audit.policy import Policy
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import DaemonStats, SourceState, render_metrics, write_metrics
 from vtdlud.service.daemon import daemon_evaluate
-from vtdlud.sim.scenarios import two_unit_host
-from vtdlud.sim.tree import TreeOptions, write_tree
 
 SAMPLE = re.compile(r'([a-z_]+)(\{(?:[a-z_]+="(?:[^"\\\n]|\\.)*",?)*\})? (-?[0-9.e+]+)')
 

@@ -1,6 +1,6 @@
 """Fault injection over every input of a host tree (issue: evidence).
 
-A simulated host (vtdlud.sim: one preserved device, every tier written, kcore included) is read
+A simulated host (tests.kernelmodel: one preserved device, every tier written, kcore included) is read
 once cleanly to learn every input vtdlud reads; then each input in turn is made unreadable
 (EACCES, EIO — injected through the host layer, since chmod does not stop root), vanishes
 between listing and reading (ENOENT), or is truncated.  For every case: no exception escapes,
@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import validate
+from tests.kernelmodel.scenarios import q35_host
+from tests.kernelmodel.tree import write_tree
 from vtdlud.audit.catalog import Severity
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.gate import gate_exit
@@ -29,8 +31,6 @@ from vtdlud.errors import ExitCode
 from vtdlud.host.root import DirEntries, Fault, FaultPlan, HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.output.envelope import envelope
-from vtdlud.sim.scenarios import q35_host
-from vtdlud.sim.tree import write_tree
 
 VFIO = "0000:00:05.0"
 # Files whose absence is normal (the snapshot reads them when they are there).

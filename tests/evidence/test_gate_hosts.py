@@ -1,4 +1,4 @@
-"""The gate on bigger simulated hosts (backed by the kernel model, vtdlud.sim): two units, many
+"""The gate on bigger simulated hosts (backed by the kernel model, tests.kernelmodel): two units, many
 devices, device records spanning two array pages; 0 on the clean host, 1 on its faulted twin."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernelmodel.faults import Fault, inject
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.tree import write_tree
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.gate import gate_exit
 from vtdlud.errors import ExitCode
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
-from vtdlud.sim.faults import Fault, inject
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.tree import write_tree
 
 FUNCS = 96  # per unit, on one bus behind a root port
 PRESERVED = 80  # on dmar0: more than the 72 v1 device records of one array page

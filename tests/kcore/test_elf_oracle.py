@@ -25,6 +25,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import CAPTURE_NAMES
 from tests.fuzz.targets import SEEDS
+from tests.kernelmodel.capture import host_from_capture
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.scenarios import q35_host, two_unit_host
+from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.errors import ParseError
 from vtdlud.host.corewriter import ExtraSegment, build_core
 from vtdlud.parse.kcore import (
@@ -37,10 +41,6 @@ from vtdlud.parse.kcore import (
     parse_kcore_layout,
     ram_segments,
 )
-from vtdlud.sim.capture import host_from_capture
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.scenarios import q35_host, two_unit_host
-from vtdlud.sim.tree import TreeOptions, write_tree
 
 PAGE = 4096
 REPO = Path(__file__).resolve().parents[2]

@@ -102,6 +102,24 @@ def test_ships_the_command_and_the_python_package(deb: DebBuild) -> None:
     assert (pkg / "py.typed").exists()
 
 
+def test_ships_no_kernel_model(deb: DebBuild) -> None:
+    """The kernel model (tests/kernelmodel) is test and example infrastructure: the .deb (and the
+    RPM, whose files equal the .deb's) installs the product package and nothing of it."""
+    top = {
+        Path(f).relative_to(f"/{DIST_PACKAGES}").parts[0]
+        for f in deb.files
+        if f.startswith(f"/{DIST_PACKAGES}/")
+    }
+    assert {t for t in top if not t.endswith((".dist-info", ".egg-info"))} == {"vtdlud"}
+    pkg = deb.root / DIST_PACKAGES / "vtdlud"
+    assert not (pkg / "sim").exists() and not list(pkg.rglob("kernelmodel"))
+    for path in pkg.rglob("*.py"):
+        text = path.read_text()
+        assert "SimHost" not in text and not re.search(r"^\s*(from|import) tests\b", text, re.M), (
+            path
+        )
+
+
 def test_ships_every_unit_of_the_tree(deb: DebBuild) -> None:
     units = sorted((REPO / "systemd").glob("*.service"))
     assert units

@@ -75,6 +75,12 @@ def test_uses_the_pyproject_macros(expanded: str) -> None:
         "%{_builddir}", _builddir(expanded)),)  # fmt: skip
 
 
+def test_check_imports_every_shipped_module(expanded: str) -> None:
+    """%check imports the whole package, nothing excluded: the kernel model is not in it."""
+    lines = [line.strip() for line in spec_sections(expanded)["%check"] if line.strip()]
+    assert lines == ["echo pyproject_check_import"]
+
+
 def _builddir(expanded: str) -> str:
     m = re.search(r"^cd '([^']+)'$", expanded, re.M)  # %autosetup's first step
     assert m is not None

@@ -11,6 +11,8 @@ import struct
 
 import pytest
 
+from tests.kernelmodel.kho import build_radix
+from tests.kernelmodel.memory import PhysMemory
 from tests.records import PageMemory, radix_key, write_chunks, write_radix
 from vtdlud.model.khomem import (
     KHO_V1,
@@ -21,8 +23,6 @@ from vtdlud.model.khomem import (
     PreservedRange,
     walk_preserved_memory,
 )
-from vtdlud.sim.kho import build_radix
-from vtdlud.sim.memory import PhysMemory
 
 MIB = 1 << 20
 RANGES = [

@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from tests.kernelmodel.scenarios import two_unit_host
 from tests.records import (
     UNIT_A,
     UNIT_B,
@@ -33,7 +34,6 @@ from vtdlud.model.abi import (
 from vtdlud.model.khomem import KHO_V2, MapState, walk_preserved_memory
 from vtdlud.model.records import Chain, RefStatus
 from vtdlud.model.signature import PROBE_SIZE, ScanLimits, find_hw_records
-from vtdlud.sim.scenarios import two_unit_host
 
 UNITS = {UNIT_A, UNIT_B}
 

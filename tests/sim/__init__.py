@@ -1,4 +1,4 @@
-"""Tests of the simulated host (vtdlud.sim), and helpers they share.
+"""Tests of the simulated host (tests.kernelmodel), and helpers they share.
 
 Tests here are backed by the model only unless their docstring says they compare with a real
 capture: no real capture of KHO/LUO blobs or IOMMU records exists yet.

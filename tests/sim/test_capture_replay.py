@@ -1,6 +1,6 @@
 """The model against the real captures (these tests compare with real kernel output).
 
-:func:`vtdlud.sim.capture.host_from_capture` takes only page *addresses* from a capture (root
+:func:`tests.kernelmodel.capture.host_from_capture` takes only page *addresses* from a capture (root
 table, context tables, PASID directories, top page-table pages); which entries exist, their bits,
 the DIDs, the PASID entries and the walk that prints them are the model's.  Rendering must give
 the capture's debugfs text back byte for byte, and vtdlud must read the tree the model writes as
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CAPTURE_NAMES
+from tests.kernelmodel.capture import CapturePlacement, host_from_capture
+from tests.kernelmodel.tree import regset, translation, write_tree
 from tests.sim import codes, status_json
 from vtdlud.parse.debugfs import render_dmar_translation_struct, render_iommu_regset
-from vtdlud.sim.capture import CapturePlacement, host_from_capture
-from vtdlud.sim.tree import regset, translation, write_tree
 
 DEBUGFS = "sys/kernel/debug/iommu/intel"
 UNIT_KEYS = (

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernelmodel.faults import FAULTS, Fault, inject
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.records import read_incoming
+from tests.kernelmodel.scenarios import q35_host, two_unit_host
+from tests.kernelmodel.tree import write_tree
 from tests.sim import changed_files, codes, status_json
 from vtdlud.audit.catalog import CATALOG
-from vtdlud.sim.faults import FAULTS, Fault, inject
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.records import read_incoming
-from vtdlud.sim.scenarios import q35_host, two_unit_host
-from vtdlud.sim.tree import write_tree
 
 VFIO = "0000:00:05.0"
 SCALABLE = {Fault.WRONG_PASID_TABLE}

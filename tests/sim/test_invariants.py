@@ -6,11 +6,11 @@ from __future__ import annotations
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from tests.kernelmodel.iommu import DomainKind
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.records import read_incoming
+from tests.kernelmodel.scenarios import q35_host
 from vtdlud.model.tables import context_table_bit
-from vtdlud.sim.iommu import DomainKind
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.records import read_incoming
-from vtdlud.sim.scenarios import q35_host
 
 CANDIDATES = ("0000:00:05.0", "0000:00:02.0", "0000:01:00.0", "0000:05:01.0", "0000:05:02.0")
 KINDS = ["attach", "preserve", "preserve", "preserve", "unpreserve", "hotplug", "kexec"]

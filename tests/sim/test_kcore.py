@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CAPTURE_NAMES
+from tests.kernelmodel.capture import host_from_capture
+from tests.kernelmodel.faults import Fault, inject
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.scenarios import q35_host, two_unit_host
+from tests.kernelmodel.tree import TreeOptions, regset, translation, write_tree
 from vtdlud.errors import PhysReadError
 from vtdlud.host.kcore import PhysMem
 from vtdlud.host.root import HostRoot
@@ -20,11 +25,6 @@ from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.crosscheck import compare_with_debugfs, debugfs_rows
 from vtdlud.model.walk import walk_unit_tables
 from vtdlud.parse.debugfs import derive_unit_tables
-from vtdlud.sim.capture import host_from_capture
-from vtdlud.sim.faults import Fault, inject
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.scenarios import q35_host, two_unit_host
-from vtdlud.sim.tree import TreeOptions, regset, translation, write_tree
 
 VFIO = "0000:00:05.0"
 

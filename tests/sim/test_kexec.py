@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from tests.kernelmodel.iommu import PRESENT, SM_PRE
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.kho import LuoGeneration
+from tests.kernelmodel.records import read_incoming
+from tests.kernelmodel.scenarios import q35_host
+from tests.kernelmodel.tree import write_tree
 from tests.sim import codes, status_json
 from vtdlud.host.kho import read_kho
 from vtdlud.host.root import HostRoot
 from vtdlud.model.tables import context_table_bit
-from vtdlud.sim.iommu import PRESENT, SM_PRE
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.kho import LuoGeneration
-from vtdlud.sim.records import read_incoming
-from vtdlud.sim.scenarios import q35_host
-from vtdlud.sim.tree import write_tree
 
 VFIO = "0000:00:05.0"
 BEHIND_BRIDGE = "0000:05:01.0"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.kernelmodel.kernel import PreserveError, SimHost
+from tests.kernelmodel.records import read_incoming
+from tests.kernelmodel.scenarios import q35_host, two_unit_host
 from vtdlud.model.abi import (
     IOMMU_SER_FLAG_DELETED,
     V1,
@@ -17,9 +20,6 @@ from vtdlud.model.abi import (
     select_variant,
 )
 from vtdlud.model.tables import context_table_bit
-from vtdlud.sim.kernel import PreserveError, SimHost
-from vtdlud.sim.records import read_incoming
-from vtdlud.sim.scenarios import q35_host, two_unit_host
 
 VFIO = "0000:00:05.0"
 

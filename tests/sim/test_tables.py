@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.kernelmodel.iommu import FLPT_DEFAULT_DID, PGTT_PASS_THROUGH, TT_PASS_THROUGH
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.memory import OutsideRam, PhysMemory
+from tests.kernelmodel.pci import config_space
+from tests.kernelmodel.scenarios import q35_host, two_unit_host
+from tests.kernelmodel.tree import translation, write_tree
 from tests.sim import tree_contents
 from vtdlud.model.tables import context_table_bit
 from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.pciconfig import PCI_EXP_TYPE_PCI_BRIDGE, parse_pci_config
-from vtdlud.sim.iommu import FLPT_DEFAULT_DID, PGTT_PASS_THROUGH, TT_PASS_THROUGH
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.memory import OutsideRam, PhysMemory
-from vtdlud.sim.pci import config_space
-from vtdlud.sim.scenarios import q35_host, two_unit_host
-from vtdlud.sim.tree import translation, write_tree
 
 
 def rows_by_bdf(host: SimHost) -> dict[str, list[object]]:

@@ -30,7 +30,8 @@ The post-kexec report is the evaluation of this kernel without the gate's own co
 VTD026, VTD029-VTD031: they are about the next update, and devices are not held by their VMMs yet
 this early in the boot), plus these findings.  A check whose inputs are not visible is UNKNOWN,
 never FAIL.  :func:`post_kexec_findings` and :func:`parse_dmar_faults` are pure; the readers at
-the end do the I/O.  Tested on the simulator (vtdlud.sim) only: no real capture of a live update.
+the end do the I/O.  Tested on the kernel model (tests/kernelmodel) only: no real capture of
+a live update.
 """
 
 from __future__ import annotations

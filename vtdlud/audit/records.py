@@ -31,7 +31,7 @@ Visibility.  Live tables come from the unit's kcore walk (exact), else ``dmar_tr
 its code as UNKNOWN, never FAIL, blocking the gate (``required``) when a tier the policy requires
 is the one missing, or when none is and the input still is not (fail closed).  Without the kcore
 or kho_debugfs tier no record is visible and VTD050 stands for every check here.  Tested on the
-simulator (vtdlud.sim) only: no real capture of the records exists.
+simulator (tests.kernelmodel) only: no real capture of the records exists.
 """
 
 from __future__ import annotations

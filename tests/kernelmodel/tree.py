@@ -24,16 +24,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.kernelmodel.acpi import build_dmar
+from tests.kernelmodel.iommu import DomainKind
+from tests.kernelmodel.kernel import VMM_PID, SimHost
+from tests.kernelmodel.pci import config_space
 from vtdlud.host.corewriter import write_core
 from vtdlud.host.procs import facts_to_json
 from vtdlud.model.snapshot import VFIO_PCI, ProcessFacts, VfioHolder
 from vtdlud.parse.debugfs import render_dmar_translation_struct, render_iommu_regset
 from vtdlud.parse.regset import Regset
 from vtdlud.parse.translation import TranslationStruct
-from vtdlud.sim.acpi import build_dmar
-from vtdlud.sim.iommu import DomainKind
-from vtdlud.sim.kernel import VMM_PID, SimHost
-from vtdlud.sim.pci import config_space
 
 IOMMU_DEBUGFS = "sys/kernel/debug/iommu/intel"
 KHO_DEBUGFS = "sys/kernel/debug/kho"
@@ -154,7 +154,7 @@ def processes(host: SimHost) -> ProcessFacts:
     groups = sorted({str(host.device(b).group) for b in host.legacy_group_users})
     if groups:
         holders.append(VfioHolder(VMM_PID + 1, "old-vmm", ("old-vmm",), (), tuple(groups), False))
-    return ProcessFacts(tuple(holders), True, "simulated host (vtdlud.sim)")
+    return ProcessFacts(tuple(holders), True, "simulated host (tests.kernelmodel)")
 
 
 def regset(host: SimHost) -> Regset:

@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import Enum
 
+from tests.kernelmodel.memory import PAGE_SIZE, PhysMemory
 from vtdlud.model.bitfield import field_named
 from vtdlud.model.registers import (
     CAP_FIELDS,
@@ -42,7 +43,6 @@ from vtdlud.model.tables import (
 )
 from vtdlud.parse.regset import Register, RegsetUnit
 from vtdlud.parse.translation import NO_PASID, TranslationRow, TranslationUnit
-from vtdlud.sim.memory import PAGE_SIZE, PhysMemory
 
 FLPT_DEFAULT_DID = 1
 IDA_START_DID = 2

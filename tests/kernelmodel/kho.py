@@ -34,8 +34,8 @@ from enum import Enum
 
 import libfdt
 
+from tests.kernelmodel.memory import PAGE_SIZE, PhysMemory
 from vtdlud.frozen import frozen
-from vtdlud.sim.memory import PAGE_SIZE, PhysMemory
 
 KHO_COMPATIBLE = "kho-v2"
 KHO_MEMORY_MAP_PROP = "preserved-memory-map"

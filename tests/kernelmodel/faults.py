@@ -3,7 +3,7 @@
 ``inject(host, Fault.X, target=None)`` changes the simulated host *now* — a record in memory, a
 register, the topology, or (for what only a file can show) a rewrite of one file of the next
 tree written — and returns a one-line description.  Every fault is visible in the files
-:func:`vtdlud.sim.tree.write_tree` writes afterwards: in ``proc/kcore`` (records, tables, KHO's
+:func:`tests.kernelmodel.tree.write_tree` writes afterwards: in ``proc/kcore`` (records, tables, KHO's
 memory map), the debugfs text, the KHO/LUO blobs, sysfs or ``vtdlud/processes.json``
 (:attr:`FaultSpec.shows_in` names them).  The finding each one should lead to is
 :attr:`FaultSpec.code`; judging them is the audit's job.
@@ -21,6 +21,10 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
+from tests.kernelmodel.iommu import GSTS_TES, DmarUnit
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.memory import PAGE_SIZE
+from tests.kernelmodel.records import RESTORED_OFFSET
 from vtdlud.frozen import frozen
 from vtdlud.model.abi import (
     IOMMU_SER_FLAG_DELETED,
@@ -39,10 +43,6 @@ from vtdlud.parse.translation import (
     parse_dmar_translation_struct,
     render_dmar_translation_struct,
 )
-from vtdlud.sim.iommu import GSTS_TES, DmarUnit
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.memory import PAGE_SIZE
-from vtdlud.sim.records import RESTORED_OFFSET
 
 FSTS_PPF = 1 << 1
 KCORE = "proc/kcore"

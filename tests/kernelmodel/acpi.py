@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 
+from tests.kernelmodel.iommu import DmarUnit
+from tests.kernelmodel.pci import Topology
 from vtdlud.model.dmar import (
     ACPI_DMAR_INCLUDE_ALL,
     ACPI_DMAR_INTR_REMAP,
@@ -19,8 +21,6 @@ from vtdlud.model.dmar import (
     ACPI_DMAR_SCOPE_TYPE_ENDPOINT,
     ACPI_DMAR_TYPE_HARDWARE_UNIT,
 )
-from vtdlud.sim.iommu import DmarUnit
-from vtdlud.sim.pci import Topology
 
 OEM_ID = b"VTDLUD"
 OEM_TABLE_ID = b"VTDSIM  "

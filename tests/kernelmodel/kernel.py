@@ -10,7 +10,7 @@ tree vtdlud reads::
     host.vfio_attach("0000:00:05.0")   # VFIO cdev bound to iommufd, attached to a new HWPT
     host.preserve("0000:00:05.0")      # LUO preserves memfd, iommufd and the cdev
     host.kexec()                       # old kernel shutdown, handover, new kernel restore
-    write_tree(host, root)             # vtdlud.sim.tree
+    write_tree(host, root)             # tests.kernelmodel.tree
 
 Boot follows the kernel's order: every device is probed first (scalable mode: PASID directory
 and context entry), then each group, in the order its first device was probed, gets its default
@@ -25,10 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vtdlud.model.abi import IommuTypeSer
-from vtdlud.model.snapshot import VFIO_PCI
-from vtdlud.model.tables import ROOT_ENTRY_NR, SM_UPPER_DEVFN, context_table_bit
-from vtdlud.sim.iommu import (
+from tests.kernelmodel.iommu import (
     PRESENT,
     SM_PRE,
     DmarUnit,
@@ -37,16 +34,19 @@ from vtdlud.sim.iommu import (
     Placement,
     place,
 )
-from vtdlud.sim.kho import FlbEntry, HandedOver, KhoState, LuoFile, LuoGeneration, LuoSession
-from vtdlud.sim.memory import DEFAULT_RAM, PhysMemory
-from vtdlud.sim.pci import SimDevice, Topology
-from vtdlud.sim.records import (
+from tests.kernelmodel.kho import FlbEntry, HandedOver, KhoState, LuoFile, LuoGeneration, LuoSession
+from tests.kernelmodel.memory import DEFAULT_RAM, PhysMemory
+from tests.kernelmodel.pci import SimDevice, Topology
+from tests.kernelmodel.records import (
     FLB_VARIANTS,
     RESTORED_OFFSET,
     IncomingRecords,
     Outgoing,
     read_incoming,
 )
+from vtdlud.model.abi import IommuTypeSer
+from vtdlud.model.snapshot import VFIO_PCI
+from vtdlud.model.tables import ROOT_ENTRY_NR, SM_UPPER_DEVFN, context_table_bit
 
 QEMU_CAP = 0x00D2_008C_222F_0686  # CAP of QEMU 7.2's intel-iommu with aw-bits=48 (b_scalable)
 QEMU_ECAP_LEGACY = 0x0000_0000_00F0_0F4A

@@ -35,6 +35,9 @@ import dataclasses
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from tests.kernelmodel.iommu import ONE_PAGE_MAX_PASID, DmarUnit, Domain
+from tests.kernelmodel.memory import OutsideRam, PhysMemory
+from tests.kernelmodel.pci import SimDevice
 from vtdlud.frozen import frozen
 from vtdlud.model.abi import (
     IOMMU_ARRAY_HDR_SER_SIZE,
@@ -57,9 +60,6 @@ from vtdlud.model.abi import (
     capacity_of,
 )
 from vtdlud.model.tables import ROOT_ENTRY_NR, SM_UPPER_DEVFN, bits_to_words, context_table_bit
-from vtdlud.sim.iommu import ONE_PAGE_MAX_PASID, DmarUnit, Domain
-from vtdlud.sim.memory import OutsideRam, PhysMemory
-from vtdlud.sim.pci import SimDevice
 
 R = TypeVar("R", IommuHwSerV1, IommuDomainSer, IommuDeviceSerV1)
 MAX_CHAIN_PAGES = 1024  # bounds the incoming walk (a corrupt chain must not hang the model)

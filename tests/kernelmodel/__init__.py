@@ -1,10 +1,11 @@
 """An executable model of the kernel's VT-d live-update behaviour that writes host trees.
 
-Test infrastructure only: nothing here is used by vtdlud at run time.  Typical use::
+Test and example infrastructure (the tests, ``tools/make_examples.py``, the benchmarks): it is
+not part of the installed package, and vtdlud never imports it.  Typical use::
 
-    from vtdlud.sim.faults import Fault, inject
-    from vtdlud.sim.scenarios import q35_host
-    from vtdlud.sim.tree import write_tree
+    from tests.kernelmodel.faults import Fault, inject
+    from tests.kernelmodel.scenarios import q35_host
+    from tests.kernelmodel.tree import write_tree
 
     host = q35_host(scalable=True, seed=1)     # booted: units, devices, default domains
     host.vfio_attach("0000:00:05.0")           # VFIO cdev + iommufd HWPT
@@ -17,7 +18,7 @@ Test infrastructure only: nothing here is used by vtdlud at run time.  Typical u
 Modules: :mod:`.memory` (physical memory and page allocator), :mod:`.pci` (topology, aliases,
 groups, config space), :mod:`.iommu` (a DMAR unit's registers, tables, DIDs, the debugfs walk),
 :mod:`.records` (the IOMMU live-update records), :mod:`.kho` (KHO root FDT, preserved-memory
-map, LUO generations), :mod:`.kernel` (:class:`~vtdlud.sim.kernel.SimHost`: boot, attach,
+map, LUO generations), :mod:`.kernel` (:class:`~tests.kernelmodel.kernel.SimHost`: boot, attach,
 preserve, kexec), :mod:`.tree` (the written host root), :mod:`.acpi` (the DMAR table),
 :mod:`.faults` (fault registry), :mod:`.scenarios` (hosts shaped
 like the real captures) and :mod:`.capture` (a host rebuilt from a real capture, to check the
