@@ -182,12 +182,10 @@ def main(argv: list[str] | None = None) -> int:
 def _throughput(root: str) -> None:
     from vtdlud.host.kcore import PhysMem
     from vtdlud.host.root import HostRoot
+    from vtdlud.model.live import derive_unit_tables
     from vtdlud.model.walk import walk_unit_tables
-    from vtdlud.parse.debugfs import (
-        derive_unit_tables,
-        parse_dmar_translation_struct,
-        parse_iommu_regset,
-    )
+    from vtdlud.parse.regset import parse_iommu_regset
+    from vtdlud.parse.translation import parse_dmar_translation_struct
 
     text = Path(root, "sys/kernel/debug/iommu/intel/dmar_translation_struct").read_text()
     t = time.perf_counter()

@@ -142,14 +142,8 @@ KNOWN_UPWARD = {
     "vtdlud.audit.postkexec imports vtdlud.service.ledger",
     "vtdlud.audit.report imports vtdlud.service.ledger",
     "vtdlud.host.config imports vtdlud.audit.policy",
-    "vtdlud.model.alias imports vtdlud.parse.pciconfig",
-    "vtdlud.model.crosscheck imports vtdlud.parse.debugfs",
-    "vtdlud.model.snapshot imports vtdlud.parse.pciconfig",
-    "vtdlud.model.snapshot imports vtdlud.parse.sysfs",
     "vtdlud.model.snapshot imports vtdlud.host.kho",
     "vtdlud.model.snapshot imports vtdlud.host.records",
-    "vtdlud.model.snapshot imports vtdlud.parse.debugfs",
-    "vtdlud.model.walk imports vtdlud.parse.debugfs",
 }
 KNOWN_CIRCLES = [
     ["vtdlud.audit.report", "vtdlud.service.ledger"],

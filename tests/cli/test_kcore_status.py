@@ -14,7 +14,7 @@ import pytest
 from tests.cli.helpers import copy_tree, run_cli, status_json
 from tests.kcore import Memory, lay_out
 from vtdlud.host.corewriter import build_core
-from vtdlud.parse.debugfs import parse_dmar_translation_struct
+from vtdlud.parse.translation import parse_dmar_translation_struct
 
 TRANS = "sys/kernel/debug/iommu/intel/dmar_translation_struct"
 

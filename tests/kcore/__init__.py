@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, field
 
 from vtdlud.errors import PhysReadError
-from vtdlud.parse.translation import TranslationUnit
+from vtdlud.model.debugfs import TranslationUnit
 
 PAGE = 4096
 MASK = ~(PAGE - 1) & 0xFFFF_FFFF_FFFF_FFFF

@@ -33,16 +33,12 @@ from vtdlud.host.corewriter import write_core
 from vtdlud.host.kcore import PhysMem
 from vtdlud.host.root import HostRoot
 from vtdlud.model.crosscheck import compare_with_debugfs, debugfs_rows
+from vtdlud.model.debugfs import TranslationStruct, TranslationUnit
+from vtdlud.model.live import derive_unit_tables
 from vtdlud.model.tables import Mode
 from vtdlud.model.walk import WalkResult, walk_unit_tables
-from vtdlud.parse.debugfs import (
-    TranslationStruct,
-    TranslationUnit,
-    derive_unit_tables,
-    parse_dmar_translation_struct,
-    parse_iommu_regset,
-    render_dmar_translation_struct,
-)
+from vtdlud.parse.regset import parse_iommu_regset
+from vtdlud.parse.translation import parse_dmar_translation_struct, render_dmar_translation_struct
 
 DEBUGFS = "sys/kernel/debug/iommu/intel"
 FILES = ("iommu_regset", "dmar_translation_struct")

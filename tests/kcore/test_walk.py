@@ -24,17 +24,12 @@ from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.corewriter import write_core
 from vtdlud.host.kcore import PhysMem
 from vtdlud.model.crosscheck import DisagreementKind, compare_with_debugfs, debugfs_rows
+from vtdlud.model.debugfs import TranslationStruct, TranslationUnit
+from vtdlud.model.live import LiveTables, derive_unit_tables
 from vtdlud.model.tables import Mode, PasidEntry
 from vtdlud.model.walk import ProblemKind, WalkLimits, WalkResult, walk_unit_tables
-from vtdlud.parse.debugfs import (
-    LiveTables,
-    TranslationStruct,
-    TranslationUnit,
-    derive_unit_tables,
-    parse_dmar_translation_struct,
-    parse_iommu_regset,
-    render_dmar_translation_struct,
-)
+from vtdlud.parse.regset import parse_iommu_regset
+from vtdlud.parse.translation import parse_dmar_translation_struct, render_dmar_translation_struct
 
 CaptureRoot = Callable[[str], Path]
 REGSET = "sys/kernel/debug/iommu/intel/iommu_regset"

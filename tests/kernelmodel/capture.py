@@ -22,9 +22,9 @@ from tests.kernelmodel.iommu import DomainKind, Placement
 from tests.kernelmodel.kernel import SimHost
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
+from vtdlud.model.debugfs import RegsetUnit, TranslationUnit
 from vtdlud.model.registers import VTD_PAGE_MASK, rtaddr_is_scalable, rtaddr_root_table
 from vtdlud.model.snapshot import VFIO_PCI, Snapshot
-from vtdlud.parse.debugfs import RegsetUnit, TranslationUnit
 from vtdlud.parse.sysfs import parse_bdf
 
 CAPTURE_RAM = ((0x0010_0000, 0x7FF0_0000),)  # the captures' guests: 2 GiB

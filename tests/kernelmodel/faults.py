@@ -35,14 +35,10 @@ from vtdlud.model.abi import (
     IommuTypeSer,
     capacity_of,
 )
+from vtdlud.model.debugfs import TranslationRow, TranslationStruct
+from vtdlud.model.pci import PCI_EXP_TYPE_PCI_BRIDGE
 from vtdlud.model.tables import bits_to_words, context_table_bit
-from vtdlud.parse.pciconfig import PCI_EXP_TYPE_PCI_BRIDGE
-from vtdlud.parse.translation import (
-    TranslationRow,
-    TranslationStruct,
-    parse_dmar_translation_struct,
-    render_dmar_translation_struct,
-)
+from vtdlud.parse.translation import parse_dmar_translation_struct, render_dmar_translation_struct
 
 FSTS_PPF = 1 << 1
 KCORE = "proc/kcore"

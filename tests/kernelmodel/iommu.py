@@ -27,6 +27,7 @@ from enum import Enum
 
 from tests.kernelmodel.memory import PAGE_SIZE, PhysMemory
 from vtdlud.model.bitfield import field_named
+from vtdlud.model.debugfs import NO_PASID, Register, RegsetUnit, TranslationRow, TranslationUnit
 from vtdlud.model.registers import (
     CAP_FIELDS,
     DMA_RTADDR_SMT,
@@ -41,8 +42,6 @@ from vtdlud.model.tables import (
     RootEntry,
     context_table_bit,
 )
-from vtdlud.parse.regset import Register, RegsetUnit
-from vtdlud.parse.translation import NO_PASID, TranslationRow, TranslationUnit
 
 FLPT_DEFAULT_DID = 1
 IDA_START_DID = 2

@@ -22,7 +22,7 @@ import struct
 from dataclasses import dataclass, field
 
 from vtdlud.model.alias import PciNode, Rid, dma_aliases
-from vtdlud.parse.pciconfig import (
+from vtdlud.model.pci import (
     PCI_CAP_ID_EXP,
     PCI_CAPABILITY_LIST,
     PCI_CFG_SPACE_EXP_SIZE,

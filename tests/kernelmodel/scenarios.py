@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.kho import LuoGeneration
-from vtdlud.model.snapshot import VFIO_PCI
-from vtdlud.parse.pciconfig import (
+from vtdlud.model.pci import (
     PCI_EXP_TYPE_ENDPOINT,
     PCI_EXP_TYPE_PCI_BRIDGE,
     PCI_EXP_TYPE_RC_END,
     PCI_EXP_TYPE_ROOT_PORT,
 )
+from vtdlud.model.snapshot import VFIO_PCI
 
 REDHAT, INTEL, QEMU_VIRTIO = 0x1B36, 0x8086, 0x1AF4
 ICH9_GROUP = 100  # an explicit group number for the 00:1f.x functions (no ACS between them)

@@ -30,10 +30,10 @@ from tests.kernelmodel.kernel import VMM_PID, SimHost
 from tests.kernelmodel.pci import config_space
 from vtdlud.host.corewriter import write_core
 from vtdlud.host.procs import facts_to_json
+from vtdlud.model.debugfs import Regset, TranslationStruct
 from vtdlud.model.snapshot import VFIO_PCI, ProcessFacts, VfioHolder
-from vtdlud.parse.debugfs import render_dmar_translation_struct, render_iommu_regset
-from vtdlud.parse.regset import Regset
-from vtdlud.parse.translation import TranslationStruct
+from vtdlud.parse.regset import render_iommu_regset
+from vtdlud.parse.translation import render_dmar_translation_struct
 
 IOMMU_DEBUGFS = "sys/kernel/debug/iommu/intel"
 KHO_DEBUGFS = "sys/kernel/debug/kho"

@@ -15,14 +15,14 @@ from vtdlud.errors import ParseError
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.alias import MAX_DEPTH, DmaAliases, PciNode, Rid, dma_aliases, shared_aliases
-from vtdlud.parse.pciconfig import (
+from vtdlud.model.pci import (
     PCI_EXP_TYPE_DOWNSTREAM,
     PCI_EXP_TYPE_PCI_BRIDGE,
     PCI_EXP_TYPE_PCIE_BRIDGE,
     PCI_EXP_TYPE_ROOT_PORT,
     PCI_EXP_TYPE_UPSTREAM,
-    parse_pci_config,
 )
+from vtdlud.parse.pciconfig import parse_pci_config
 from vtdlud.parse.sysfs import parse_bdf
 
 

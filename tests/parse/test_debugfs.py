@@ -32,19 +32,11 @@ from tests.parse.debugfs_texts import (
     unit_text,
 )
 from vtdlud.errors import ParseError, UnsupportedFormat
+from vtdlud.model.debugfs import Register, Regset, RegsetUnit, TranslationStruct, TranslationUnit
+from vtdlud.model.live import derive_unit_tables
 from vtdlud.model.tables import Mode, PasidEntry, RootEntry
-from vtdlud.parse.debugfs import (
-    Register,
-    Regset,
-    RegsetUnit,
-    TranslationStruct,
-    TranslationUnit,
-    derive_unit_tables,
-    parse_dmar_translation_struct,
-    parse_iommu_regset,
-    render_dmar_translation_struct,
-    render_iommu_regset,
-)
+from vtdlud.parse.regset import parse_iommu_regset, render_iommu_regset
+from vtdlud.parse.translation import parse_dmar_translation_struct, render_dmar_translation_struct
 
 # --- the real captures ---------------------------------------------------------------------
 

@@ -21,19 +21,17 @@ from tests.parse.debugfs_texts import (
     unit_text,
 )
 from vtdlud.errors import ParseError
-from vtdlud.model.tables import PasidEntry, RootEntry
-from vtdlud.parse.debugfs import (
+from vtdlud.model.debugfs import (
     Register,
     Regset,
     RegsetUnit,
     TranslationRow,
     TranslationStruct,
     TranslationUnit,
-    parse_dmar_translation_struct,
-    parse_iommu_regset,
-    render_dmar_translation_struct,
-    render_iommu_regset,
 )
+from vtdlud.model.tables import PasidEntry, RootEntry
+from vtdlud.parse.regset import parse_iommu_regset, render_iommu_regset
+from vtdlud.parse.translation import parse_dmar_translation_struct, render_dmar_translation_struct
 
 # --- truncation --------------------------------------------------------------------------------
 

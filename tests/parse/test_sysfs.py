@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vtdlud.errors import ParseError
+from vtdlud.model.pci import Bdf
+from vtdlud.model.snapshot import ReservedRegion
 from vtdlud.parse.sysfs import (
-    Bdf,
-    ReservedRegion,
     cmdline_value,
     parse_bdf,
     parse_bool01,

@@ -18,7 +18,8 @@ from tests.conftest import CAPTURE_NAMES
 from tests.kernelmodel.capture import CapturePlacement, host_from_capture
 from tests.kernelmodel.tree import regset, translation, write_tree
 from tests.sim import codes, status_json
-from vtdlud.parse.debugfs import render_dmar_translation_struct, render_iommu_regset
+from vtdlud.parse.regset import render_iommu_regset
+from vtdlud.parse.translation import render_dmar_translation_struct
 
 DEBUGFS = "sys/kernel/debug/iommu/intel"
 UNIT_KEYS = (

@@ -23,8 +23,8 @@ from vtdlud.host.kcore import PhysMem
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.crosscheck import compare_with_debugfs, debugfs_rows
+from vtdlud.model.live import derive_unit_tables
 from vtdlud.model.walk import walk_unit_tables
-from vtdlud.parse.debugfs import derive_unit_tables
 
 VFIO = "0000:00:05.0"
 

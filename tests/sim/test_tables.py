@@ -14,9 +14,10 @@ from tests.kernelmodel.pci import config_space
 from tests.kernelmodel.scenarios import q35_host, two_unit_host
 from tests.kernelmodel.tree import translation, write_tree
 from tests.sim import tree_contents
+from vtdlud.model.pci import PCI_EXP_TYPE_PCI_BRIDGE
 from vtdlud.model.tables import context_table_bit
 from vtdlud.parse.dmar import parse_dmar
-from vtdlud.parse.pciconfig import PCI_EXP_TYPE_PCI_BRIDGE, parse_pci_config
+from vtdlud.parse.pciconfig import parse_pci_config
 
 
 def rows_by_bdf(host: SimHost) -> dict[str, list[object]]:

@@ -13,9 +13,9 @@ from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import check_preconditions, pci_nodes
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted, finding
 from vtdlud.model.alias import DmaAliases
+from vtdlud.model.live import LiveTables
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode, bdf_name
-from vtdlud.parse.debugfs import LiveTables
 
 if TYPE_CHECKING:
     from vtdlud.audit.preserved import PreservedIndex, PreservedUnit

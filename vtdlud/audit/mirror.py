@@ -14,6 +14,8 @@ from vtdlud.audit.report import Finding, UnitReport, finding
 from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1, IommuTypeSer
 from vtdlud.model.bitfield import field_named
+from vtdlud.model.debugfs import RegsetUnit, TranslationUnit
+from vtdlud.model.live import ContextInfo, LiveTables, derive_unit_tables
 from vtdlud.model.records import DeviceSlot, RefStatus
 from vtdlud.model.registers import ECAP_FIELDS
 from vtdlud.model.snapshot import Snapshot, Tier
@@ -23,13 +25,6 @@ from vtdlud.model.tables import (
     PASID_VAL0_FIELDS,
     PASID_VAL2_FIELDS,
     Mode,
-)
-from vtdlud.parse.debugfs import (
-    ContextInfo,
-    LiveTables,
-    RegsetUnit,
-    TranslationUnit,
-    derive_unit_tables,
 )
 
 if TYPE_CHECKING:

@@ -68,6 +68,7 @@ from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1
 from vtdlud.model.alias import DmaAliases, Rid
 from vtdlud.model.khomem import MapState, MemMapProblemKind
+from vtdlud.model.live import ContextInfo
 from vtdlud.model.records import Chain, HwSlot, PreservedState, RefStatus
 from vtdlud.model.records import ProblemKind as ChainKind
 from vtdlud.model.snapshot import Snapshot, Tier
@@ -75,7 +76,6 @@ from vtdlud.model.tables import (
     Mode,
     context_table_bit,
 )
-from vtdlud.parse.debugfs import ContextInfo
 
 if TYPE_CHECKING:
     from vtdlud.host.records import PreservedRecords

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, TypeVar
 from vtdlud.errors import ParseError, UnsupportedFormat
 from vtdlud.host.procs import process_facts
 from vtdlud.host.root import HostRoot, describe_oserror, link_basename
+from vtdlud.model.debugfs import Regset, TranslationStruct
 from vtdlud.model.dmar import DmarTable
+from vtdlud.model.live import unit_root_table
 from vtdlud.model.snapshot import (
     KCORE_MISSING_LIVE,
     KCORE_MISSING_ROOT,
@@ -29,15 +31,9 @@ from vtdlud.model.snapshot import (
     TierStatus,
 )
 from vtdlud.model.tables import Mode
-from vtdlud.parse.debugfs import (
-    Regset,
-    TranslationStruct,
-    parse_dmar_translation_struct,
-    parse_iommu_regset,
-    unit_root_table,
-)
 from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.pciconfig import parse_pci_config
+from vtdlud.parse.regset import parse_iommu_regset
 from vtdlud.parse.sysfs import (
     parse_bdf,
     parse_bool01,
@@ -50,6 +46,7 @@ from vtdlud.parse.sysfs import (
     parse_version,
     parse_word,
 )
+from vtdlud.parse.translation import parse_dmar_translation_struct
 
 if TYPE_CHECKING:  # the live-update readers are imported only when their tier is there
     from vtdlud.host.kcore import PhysMem

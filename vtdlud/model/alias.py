@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from vtdlud.parse.pciconfig import (
+from vtdlud.model.pci import (
     PCI_EXP_TYPE_DOWNSTREAM,
     PCI_EXP_TYPE_PCI_BRIDGE,
     PCI_EXP_TYPE_PCIE_BRIDGE,

@@ -11,9 +11,10 @@ from collections.abc import Iterable
 from enum import Enum
 
 from vtdlud.frozen import frozen
+from vtdlud.model.debugfs import TranslationRow
+from vtdlud.model.live import ContextInfo, LiveTables
 from vtdlud.model.tables import Mode, PasidEntry, bdf_name, context_table_bit, table_half
 from vtdlud.model.walk import WalkResult
-from vtdlud.parse.debugfs import ContextInfo, LiveTables, TranslationRow
 
 
 class DisagreementKind(Enum):

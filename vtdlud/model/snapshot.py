@@ -7,15 +7,14 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 from vtdlud.frozen import frozen
-from vtdlud.parse.pciconfig import PciConfig
-from vtdlud.parse.sysfs import ReservedRegion
+from vtdlud.model.pci import PciConfig
 
 if TYPE_CHECKING:
     from vtdlud.host.kho import KhoState
     from vtdlud.host.records import PreservedRecords
+    from vtdlud.model.debugfs import Regset, TranslationStruct
     from vtdlud.model.dmar import DmarTable
     from vtdlud.model.walk import WalkResult
-    from vtdlud.parse.debugfs import Regset, TranslationStruct
 
 
 # Why the kcore tier is unavailable when there is no /proc/kcore (shared by host/ modules).
@@ -87,6 +86,13 @@ class PciDevice:
     vfio_devs: tuple[str, ...]  # vfio-dev/vfioN: the VFIO cdevs of this device
     parent: str | None = None  # upstream bridge (from the sysfs device path); None on a root bus
     config: PciConfig | None = None  # the facts read from config space
+
+
+@frozen
+class ReservedRegion:
+    start: int
+    end: int  # inclusive
+    type: str
 
 
 @frozen

@@ -39,6 +39,7 @@ from types import MappingProxyType
 from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.frozen import frozen
 from vtdlud.model.bitfield import field_named
+from vtdlud.model.live import ContextInfo
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
 from vtdlud.model.tables import (
     CONTEXT_HI_FIELDS,
@@ -55,7 +56,6 @@ from vtdlud.model.tables import (
     context_table_bit,
     table_half,
 )
-from vtdlud.parse.debugfs import ContextInfo
 
 ReadPhys = Callable[[int, int], bytes]
 DevKey = tuple[int, int]  # (bus, devfn)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 
 from vtdlud.errors import ParseError
-from vtdlud.frozen import frozen
+from vtdlud.model.debugfs import Register, Regset, RegsetUnit
 
 U64_MAX = (1 << 64) - 1
 REG_OFFSET_MAX = 0xFFFF  # MMIO offsets within the unit's register page(s); the largest is 0xe30
@@ -83,42 +83,6 @@ def hex_u64(digits: str, what: str, lineno: int) -> int:
     if value > U64_MAX or f"{value:x}" != digits:
         raise ParseError(f"{what} {digits!r} is not in the kernel's '%llx' format", line=lineno)
     return value
-
-
-@frozen
-class Register:
-    """One register line: name (``DMAR_<name>_REG``), MMIO offset, value as printed."""
-
-    name: str
-    offset: int
-    value: int
-
-
-@frozen
-class RegsetUnit:
-    """One unit's block: ``dmarN``, its DRHD register base address and its registers in order."""
-
-    name: str
-    reg_base_addr: int
-    registers: tuple[Register, ...]
-
-    def get(self, name: str) -> int | None:
-        """The value of register ``name`` (e.g. ``"RTADDR"``), None when the unit lacks it."""
-        for reg in self.registers:
-            if reg.name == name:
-                return reg.value
-        return None
-
-
-@frozen
-class Regset:
-    """The whole file.  ``invalid_base_address``: the walk ended at a unit with base address 0."""
-
-    units: tuple[RegsetUnit, ...]
-    invalid_base_address: bool = False
-
-    def unit(self, name: str) -> RegsetUnit | None:
-        return next((u for u in self.units if u.name == name), None)
 
 
 def render_register(reg: Register) -> str:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 
 from vtdlud.errors import ParseError
-from vtdlud.frozen import frozen
+from vtdlud.model.pci import Bdf
+from vtdlud.model.snapshot import ReservedRegion
 
 _HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{1,16})")
 _DEC = re.compile(r"-?[0-9]+")
@@ -100,34 +101,12 @@ def kstrtobool(value: str | None) -> bool | None:
     return None
 
 
-@frozen
-class Bdf:
-    segment: int
-    bus: int
-    dev: int
-    fn: int
-
-    @property
-    def devfn(self) -> int:
-        return (self.dev << 3) | self.fn
-
-    def __str__(self) -> str:
-        return f"{self.segment:04x}:{self.bus:02x}:{self.dev:02x}.{self.fn:x}"
-
-
 def parse_bdf(name: str) -> Bdf:
     """A PCI device name as sysfs spells it: ``0000:00:02.0``."""
     m = _BDF.fullmatch(name)
     if m is None:
         raise ParseError(f"{name[:40]!r} is not a PCI device name (expected DDDD:BB:DD.F)")
     return Bdf(int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16), int(m.group(4)))
-
-
-@frozen
-class ReservedRegion:
-    start: int
-    end: int  # inclusive
-    type: str
 
 
 def parse_reserved_regions(text: str) -> tuple[ReservedRegion, ...]:

@@ -37,15 +37,12 @@ from __future__ import annotations
 import re
 
 from vtdlud.errors import ParseError, UnsupportedFormat
-from vtdlud.frozen import frozen
+from vtdlud.model.debugfs import NO_PASID, TranslationRow, TranslationStruct, TranslationUnit
 from vtdlud.model.tables import (
     PASID_PDE_SHIFT,
     SM_UPPER_DEVFN,
-    ContextEntry,
     PasidEntry,
     RootEntry,
-    SmContextEntry,
-    bdf_name,
 )
 from vtdlud.parse.regset import U64_MAX, UNIT_NAME, hex_u64, shown, split_lines
 
@@ -53,7 +50,6 @@ TRANSLATION_HEADER = "B.D.F\tRoot_entry\t\t\t\tContext_entry\t\t\t\tPASID\tPASID
 _HEADER_NO_PASID = "B.D.F\tRoot_entry\t\t\t\tContext_entry"  # 2019 patch series: no PASID columns
 PRE_5_2_REASON = "dmar_translation_struct in the pre-5.2 per-bus format is not supported"
 NO_PASID_COLUMNS_REASON = "dmar_translation_struct without PASID columns is not supported"
-NO_PASID = -1  # the PASID column of a legacy-mode row
 
 _ROOT_RE = re.compile(rf"IOMMU ({UNIT_NAME}): Root Table Address: 0x([0-9a-f]+)")
 _DISABLED_RE = re.compile(rf"DMA Remapping is not enabled on ({UNIT_NAME})")
@@ -79,61 +75,6 @@ _EXPECT_UNIT = (
 _EXPECT_ROW = (
     "a row 'bus:dev.fn\\t0xROOT_HI:0xROOT_LO\\t0xCTX_HI:0xCTX_LO\\tPASID\\t0xVAL2:0xVAL1:0xVAL0'"
 )
-
-
-@frozen
-class TranslationRow:
-    """One row.  ``root`` and ``context_lo``/``context_hi`` keep the kernel's lo/hi meaning
-    (debugfs prints them high qword first); ``pasid`` is -1 on legacy rows, whose
-    ``pasid_entry`` is then all zero."""
-
-    bus: int
-    devfn: int
-    root: RootEntry
-    context_hi: int
-    context_lo: int
-    pasid: int
-    pasid_entry: PasidEntry
-
-    @property
-    def bdf(self) -> str:
-        """``bus:dev.fn`` as debugfs prints it (no PCI segment)."""
-        return bdf_name(self.bus, self.devfn)
-
-    @property
-    def is_scalable(self) -> bool:
-        """A scalable-mode row (PASID column != -1)."""
-        return self.pasid != NO_PASID
-
-    @property
-    def context(self) -> ContextEntry:
-        """The context entry decoded as a legacy one."""
-        return ContextEntry(lo=self.context_lo, hi=self.context_hi)
-
-    @property
-    def sm_context(self) -> SmContextEntry:
-        """The context entry decoded as a scalable-mode one (its low 128 bits)."""
-        return SmContextEntry(lo=self.context_lo, hi=self.context_hi)
-
-
-@frozen
-class TranslationUnit:
-    """One unit: ``enabled`` False is the ``DMA Remapping is not enabled`` line (then
-    ``root_table`` is None and there are no rows); ``root_table`` is the ``Root Table Address``
-    (``virt_to_phys(iommu->root_entry)``)."""
-
-    name: str
-    enabled: bool
-    root_table: int | None
-    rows: tuple[TranslationRow, ...]
-
-
-@frozen
-class TranslationStruct:
-    units: tuple[TranslationUnit, ...]
-
-    def unit(self, name: str) -> TranslationUnit | None:
-        return next((u for u in self.units if u.name == name), None)
 
 
 def render_row(row: TranslationRow) -> str:

@@ -1,10 +1,9 @@
-"""intel-iommu debugfs: ``iommu_regset`` and ``dmar_translation_struct``, and what they prove.
+"""What ``iommu_regset`` and ``dmar_translation_struct`` prove together about one unit.
 
-The two file formats live in :mod:`vtdlud.parse.regset` and :mod:`vtdlud.parse.translation`
-(parsers and byte-exact renderers, re-exported here).  This module adds
-:func:`derive_unit_tables`: the live state of one unit that the two files show together, as a
-pure function of the parsed units.  The two files are read at different moments; nothing here
-hides a disagreement between them (see :class:`LiveTables`).
+:func:`derive_unit_tables` is the live state of one unit that the two files show together, as a
+pure function of the parsed units (``host/`` derives it once per snapshot).  The two files are
+read at different moments; nothing here hides a disagreement between them (see
+:class:`LiveTables`).
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from types import MappingProxyType
 
 from vtdlud.frozen import frozen
 from vtdlud.model.bitfield import field_named
+from vtdlud.model.debugfs import RegsetUnit, TranslationRow, TranslationUnit
 from vtdlud.model.registers import gsts_tes, rtaddr_is_scalable, rtaddr_root_table
 from vtdlud.model.tables import (
     SM_CONTEXT_LO_FIELDS,
@@ -24,36 +24,6 @@ from vtdlud.model.tables import (
     bdf_name,
     context_table_bit,
 )
-from vtdlud.parse.regset import (
-    Register,
-    Regset,
-    RegsetUnit,
-    parse_iommu_regset,
-    render_iommu_regset,
-)
-from vtdlud.parse.translation import (
-    TranslationRow,
-    TranslationStruct,
-    TranslationUnit,
-    parse_dmar_translation_struct,
-    render_dmar_translation_struct,
-)
-
-__all__ = [
-    "ContextInfo",
-    "LiveTables",
-    "Register",
-    "Regset",
-    "RegsetUnit",
-    "TranslationRow",
-    "TranslationStruct",
-    "TranslationUnit",
-    "derive_unit_tables",
-    "parse_dmar_translation_struct",
-    "parse_iommu_regset",
-    "render_dmar_translation_struct",
-    "render_iommu_regset",
-]
 
 RID_PASID = 0  # IOMMU_NO_PASID: the PASID the kernel programs as RID_PASID
 
