@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vtdlud.audit.mirror import UnitTables
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import check_preconditions, pci_nodes
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted, finding
 from vtdlud.model.alias import DmaAliases
-from vtdlud.model.live import LiveTables
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode, bdf_name
 
@@ -22,18 +20,11 @@ if TYPE_CHECKING:
 
 
 def unit_report(
-    snapshot: Snapshot,
-    unit: SysfsUnit,
-    tables: UnitTables,
-    preserved_index: PreservedIndex | None,
+    snapshot: Snapshot, unit: SysfsUnit, preserved_index: PreservedIndex | None
 ) -> UnitReport:
-    """One unit's view.  ``tables`` and ``preserved_index`` (None: no preserved records) are
-    the evaluation's, shared by every unit."""
-    regs = tables.regset_at(unit.address)
-    trans = tables.translation(unit.name)
-    live: LiveTables | None = None
-    if regs is not None or trans is not None:
-        live = tables.derive(regs, trans)
+    """One unit's view.  ``preserved_index`` (None: no preserved records) is the evaluation's,
+    shared by every unit."""
+    live = snapshot.live_tables.get(unit.name)
     context_tables: tuple[int, ...] | None = None
     source: str | None = None
     walk = snapshot.kcore_walks.get(unit.address) if unit.address is not None else None
@@ -41,7 +32,7 @@ def unit_report(
         # kcore reads the root table itself: exact, where debugfs is a lower bound.
         context_tables = tuple(sorted(walk.context_table_bits))
         source = "kcore"
-    elif live is not None and trans is not None and trans.enabled:
+    elif live is not None and live.debugfs_walked:
         context_tables = tuple(sorted(live.context_table_bits))
         source = "debugfs"
     mode = live.mode if live is not None else Mode.UNKNOWN
@@ -125,7 +116,7 @@ _WALK_CODES = {  # walk ProblemKind values -> codes
 }
 
 
-def _kcore_findings(snapshot: Snapshot, tables: UnitTables) -> list[Finding]:
+def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
     """Walk problems (VTD041/VTD051) and kcore-vs-debugfs disagreements (VTD015)."""
     out: list[Finding] = []
     if not snapshot.kcore_walks:
@@ -144,10 +135,10 @@ def _kcore_findings(snapshot: Snapshot, tables: UnitTables) -> list[Finding]:
                     unit=unit.address,
                 )
             )
-        trans = tables.translation(unit.name)
-        if trans is None or not trans.enabled:
+        live = snapshot.live_tables.get(unit.name)
+        trans = snapshot.translation.unit(unit.name) if snapshot.translation else None
+        if live is None or trans is None or not live.debugfs_walked:
             continue
-        live = tables.derive(tables.regset_at(unit.address), trans)
         for d in compare_with_debugfs(walk, live, trans.rows):
             bdf = None
             if d.bus is not None and d.devfn is not None:
@@ -158,15 +149,14 @@ def _kcore_findings(snapshot: Snapshot, tables: UnitTables) -> list[Finding]:
 
 def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     policy = policy or Policy()
-    # Computed once and shared by the checks: each unit's debugfs tables, the DMA aliases.
-    tables = UnitTables(snapshot)
+    # Computed once and shared by the checks: the DMA aliases.
     aliases = DmaAliases(pci_nodes(snapshot))
     index = None
     if snapshot.preserved is not None and snapshot.preserved.state is not None:
         from vtdlud.audit.preserved import PreservedIndex  # noqa: PLC0415
 
         index = PreservedIndex(snapshot.preserved.state, aliases)
-    units = tuple(unit_report(snapshot, u, tables, index) for u in snapshot.units)
+    units = tuple(unit_report(snapshot, u, index) for u in snapshot.units)
     findings = _visibility_findings(snapshot, policy) + _translation_findings(units)
     wanted: list[Wanted] = []
     if snapshot.tiers[Tier.SYSFS].available:
@@ -176,11 +166,11 @@ def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
         from vtdlud.audit.handover import handover_findings  # noqa: PLC0415
 
         findings += handover_findings(snapshot)
-    findings += _kcore_findings(snapshot, tables)
+    findings += _kcore_findings(snapshot)
     if snapshot.preserved is not None or wanted:
         from vtdlud.audit.records import record_findings  # noqa: PLC0415
 
-        findings += record_findings(snapshot, units, policy, wanted, aliases=aliases, tables=tables)
+        findings += record_findings(snapshot, units, policy, wanted, aliases=aliases)
     return Report(
         snapshot=snapshot,
         policy=policy,

@@ -14,8 +14,7 @@ from vtdlud.audit.report import Finding, UnitReport, finding
 from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1, IommuTypeSer
 from vtdlud.model.bitfield import field_named
-from vtdlud.model.debugfs import RegsetUnit, TranslationUnit
-from vtdlud.model.live import ContextInfo, LiveTables, derive_unit_tables
+from vtdlud.model.live import ContextInfo
 from vtdlud.model.records import DeviceSlot, RefStatus
 from vtdlud.model.registers import ECAP_FIELDS
 from vtdlud.model.snapshot import Snapshot, Tier
@@ -83,46 +82,7 @@ class LiveView:
         return "kcore" if self.exact else "dmar_translation_struct"
 
 
-class UnitTables:
-    """Each unit's ``iommu_regset`` and ``dmar_translation_struct`` blocks, looked up by address
-    or name, and :func:`derive_unit_tables` of a pair computed once: one evaluation asks for the
-    same unit's tables from several checks."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self._regs_at: dict[int | None, RegsetUnit] = {}
-        self._regs_named: dict[str, RegsetUnit] = {}
-        self._trans_named: dict[str, TranslationUnit] = {}
-        for r in snapshot.regset.units if snapshot.regset is not None else ():
-            self._regs_at.setdefault(r.reg_base_addr, r)  # the first block wins, as a search
-            self._regs_named.setdefault(r.name, r)
-        for t in snapshot.translation.units if snapshot.translation is not None else ():
-            self._trans_named.setdefault(t.name, t)
-        self._derived: dict[tuple[int, int], tuple[object, object, LiveTables]] = {}
-
-    def regset_at(self, address: int | None) -> RegsetUnit | None:
-        """The regset block of the unit at ``address`` (names may differ between files)."""
-        return self._regs_at.get(address) if address is not None else None
-
-    def regset_named(self, name: str) -> RegsetUnit | None:
-        return self._regs_named.get(name)
-
-    def translation(self, name: str) -> TranslationUnit | None:
-        """dmar_translation_struct prints only the unit name."""
-        return self._trans_named.get(name)
-
-    def derive(self, regs: RegsetUnit | None, trans: TranslationUnit | None) -> LiveTables:
-        """:func:`derive_unit_tables` of this pair (the same objects give the same tables)."""
-        key = (id(regs), id(trans))
-        hit = self._derived.get(key)
-        if hit is None:
-            hit = (regs, trans, derive_unit_tables(regs, trans))  # holds the keys' objects
-            self._derived[key] = hit
-        return hit[2]
-
-
-def live_view(
-    snapshot: Snapshot, unit: UnitReport, tables: UnitTables | None = None
-) -> LiveView | None:
+def live_view(snapshot: Snapshot, unit: UnitReport) -> LiveView | None:
     """The unit's kcore walk when there is one, else what debugfs shows, else None."""
     walk = snapshot.kcore_walks.get(unit.address) if unit.address is not None else None
     if walk is not None and walk.root_entries:
@@ -130,14 +90,9 @@ def live_view(
         return LiveView(
             True, bits, tables_at, walk.devices, walk.unwalked_tables, walk.incomplete_devices
         )
-    tables = tables if tables is not None else UnitTables(snapshot)
-    trans = tables.translation(unit.name)
-    if trans is None or not trans.enabled:
+    live = snapshot.live_tables.get(unit.name)
+    if live is None or not live.debugfs_walked:
         return None
-    regs = tables.regset_named(unit.name)
-    if regs is not None and regs.reg_base_addr != unit.address:
-        regs = None
-    live = tables.derive(regs, trans)
     return LiveView(False, live.context_table_bits, {}, live.devices)
 
 

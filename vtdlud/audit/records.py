@@ -48,7 +48,6 @@ from vtdlud.audit.mirror import (
     REF_TEXT,
     LiveView,
     Sink,
-    UnitTables,
     _half,
     _key,
     _x,
@@ -110,14 +109,13 @@ class _Audit(Sink):
         wanted: Sequence[Wanted],
         *,
         aliases: DmaAliases,
-        tables: UnitTables,
     ) -> None:
         super().__init__(snapshot, policy)
         self.wanted = wanted
         self.units = {u.address: u for u in units if u.address is not None}
         self.by_name = {u.name: u.address for u in units if u.address is not None}
         self.records: PreservedRecords | None = snapshot.preserved
-        self.aliases, self.unit_tables = aliases, tables
+        self.aliases = aliases
 
     def name(self, address: int | None) -> str:
         u = self.units.get(address) if address is not None else None
@@ -166,7 +164,7 @@ class _Audit(Sink):
             rec, view = hw.record, self.units[address]
             assert isinstance(rec, IommuHwSerV1)  # hw_records keeps only those
             mine = members.get(address, [])
-            live, mode = live_view(self.snap, view, self.unit_tables), unit_mode(view)
+            live, mode = live_view(self.snap, view), unit_mode(view)
             u = _Unit(state, view, address, hw, rec, mine, mode, live, before, complete, view.name)
             self.unit(u)
         if before:
@@ -478,9 +476,8 @@ def record_findings(
     wanted: Sequence[Wanted],
     *,
     aliases: DmaAliases,
-    tables: UnitTables,
 ) -> list[Finding]:
     """The record audit (see the module docstring): pure, from the snapshot and the unit views
     ``evaluate`` built; ``wanted`` are the devices the policy says must be preserved;
-    ``aliases`` and ``tables`` the evaluation's."""
-    return _Audit(snapshot, units, policy, wanted, aliases=aliases, tables=tables).run()
+    ``aliases`` the evaluation's."""
+    return _Audit(snapshot, units, policy, wanted, aliases=aliases).run()

@@ -16,7 +16,7 @@ from vtdlud.host.procs import process_facts
 from vtdlud.host.root import HostRoot, describe_oserror, link_basename
 from vtdlud.model.debugfs import Regset, TranslationStruct
 from vtdlud.model.dmar import DmarTable
-from vtdlud.model.live import unit_root_table
+from vtdlud.model.live import LiveTables, derive_live_tables
 from vtdlud.model.snapshot import (
     KCORE_MISSING_LIVE,
     KCORE_MISSING_ROOT,
@@ -239,11 +239,7 @@ class SnapshotBuilder:
         return TierState(Tier.KCORE, TierStatus.AVAILABLE, "/proc/kcore"), mem
 
     def walk_tables(
-        self,
-        mem: PhysMem,
-        units: list[SysfsUnit],
-        regset: Regset | None,
-        translation: TranslationStruct | None,
+        self, mem: PhysMem, units: list[SysfsUnit], live: dict[str, LiveTables]
     ) -> dict[int, WalkResult]:
         """Walk each unit's root/context/PASID tables through kcore.
 
@@ -254,20 +250,13 @@ class SnapshotBuilder:
 
         walks: dict[int, WalkResult] = {}
         for unit in units:
-            if unit.address is None:
+            tables = live.get(unit.name)
+            if unit.address is None or tables is None:
                 continue
-            regs = (
-                next((r for r in regset.units if r.reg_base_addr == unit.address), None)
-                if regset
-                else None
-            )
-            trans = translation.unit(unit.name) if translation else None
-            if regs is None and trans is None:
+            if tables.root_table is None or tables.mode is Mode.UNKNOWN:
                 continue
-            root_table, mode = unit_root_table(regs, trans)
-            if root_table is None or mode is Mode.UNKNOWN:
-                continue
-            walks[unit.address] = walk_unit_tables(mem.read, root_table, mode is Mode.SCALABLE)
+            scalable = tables.mode is Mode.SCALABLE
+            walks[unit.address] = walk_unit_tables(mem.read, tables.root_table, scalable)
         return walks
 
     # -- inventory -------------------------------------------------------------------------
@@ -400,6 +389,7 @@ class SnapshotBuilder:
             lockdown,
             "KHO not built (CONFIG_KEXEC_HANDOVER_DEBUGFS) or not enabled (kho=on)",
         )
+        live = derive_live_tables(regset, translation, ((u.address, u.name) for u in units))
         tiers[Tier.KCORE], mem = self.open_kcore(lockdown)
         kho = None
         preserved: PreservedRecords | None = None
@@ -407,7 +397,7 @@ class SnapshotBuilder:
         pages: dict[int, bytes] | None = None
         try:
             if mem is not None:
-                walks = self.walk_tables(mem, units, regset, translation)
+                walks = self.walk_tables(mem, units, live)
             if tiers[Tier.KHO_DEBUGFS].available:
                 from vtdlud.host.kho import read_kho  # noqa: PLC0415 - FDT parsing
 
@@ -446,6 +436,7 @@ class SnapshotBuilder:
             regset=regset,
             translation=translation,
             problems=tuple(self.problems),
+            live_tables=live,
             processes=processes,
             kho=kho,
             kcore_walks=walks,

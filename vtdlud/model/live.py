@@ -14,7 +14,13 @@ from types import MappingProxyType
 
 from vtdlud.frozen import frozen
 from vtdlud.model.bitfield import field_named
-from vtdlud.model.debugfs import RegsetUnit, TranslationRow, TranslationUnit
+from vtdlud.model.debugfs import (
+    Regset,
+    RegsetUnit,
+    TranslationRow,
+    TranslationStruct,
+    TranslationUnit,
+)
 from vtdlud.model.registers import gsts_tes, rtaddr_is_scalable, rtaddr_root_table
 from vtdlud.model.tables import (
     SM_CONTEXT_LO_FIELDS,
@@ -105,6 +111,12 @@ class LiveTables:
     context_table_bits: frozenset[int]
     buses_shown: frozenset[int]
     devices: Mapping[tuple[int, int], ContextInfo]
+
+    @property
+    def debugfs_walked(self) -> bool:
+        """``dmar_translation_struct`` walked this unit: it printed its ``Root Table Address``
+        (not ``DMA Remapping is not enabled``), so its rows are the lower bound described above."""
+        return self.root_table_debugfs is not None
 
     @property
     def root_table_mismatch(self) -> bool:
@@ -211,3 +223,30 @@ def derive_unit_tables(
         buses_shown=frozenset(row.bus for row in rows),
         devices=MappingProxyType(_devices(rows)),
     )
+
+
+def unit_blocks(
+    regset: Regset | None, translation: TranslationStruct | None, address: int | None, name: str
+) -> tuple[RegsetUnit | None, TranslationUnit | None]:
+    """A sysfs unit's blocks: the first ``iommu_regset`` block at its register base address
+    (names may differ between files) and the ``dmar_translation_struct`` block of its name (that
+    file prints only the name)."""
+    regs = None
+    if regset is not None and address is not None:
+        regs = next((r for r in regset.units if r.reg_base_addr == address), None)
+    return regs, translation.unit(name) if translation is not None else None
+
+
+def derive_live_tables(
+    regset: Regset | None,
+    translation: TranslationStruct | None,
+    units: Iterable[tuple[int | None, str]],
+) -> dict[str, LiveTables]:
+    """:func:`derive_unit_tables` of each ``(address, name)`` unit's blocks (:func:`unit_blocks`),
+    by name; a unit neither file shows has none."""
+    out: dict[str, LiveTables] = {}
+    for address, name in units:
+        regs, trans = unit_blocks(regset, translation, address, name)
+        if regs is not None or trans is not None:
+            out[name] = derive_unit_tables(regs, trans)
+    return out

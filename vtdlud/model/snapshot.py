@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from vtdlud.host.records import PreservedRecords
     from vtdlud.model.debugfs import Regset, TranslationStruct
     from vtdlud.model.dmar import DmarTable
+    from vtdlud.model.live import LiveTables
     from vtdlud.model.walk import WalkResult
 
 
@@ -138,6 +139,9 @@ class Snapshot:
     regset: Regset | None
     translation: TranslationStruct | None
     problems: tuple[InputProblem, ...] = field(default=())
+    # Each unit's live tables as iommu_regset and dmar_translation_struct show them together
+    # (model.live.derive_live_tables), by unit name; none for a unit neither file shows.
+    live_tables: dict[str, LiveTables] = field(default_factory=dict)
     processes: ProcessFacts | None = None  # None: not known (a bundle without process facts)
     kho: KhoState | None = None  # None: the kho_debugfs tier is not available
     # Each unit's tables walked through /proc/kcore, by register base address.
