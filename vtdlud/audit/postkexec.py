@@ -9,7 +9,10 @@ count.  The first evaluation after the kexec compares this kernel with it and ma
   (no kexec happened since the gate), this boot is not a live update (no ``kho/in``), or the
   live-update count is not the ledger's + 1.  Nothing is compared then.
 - VTD060: a unit of the ledger has no incoming hw record, or its ``intel.restored`` is 0 (read
-  from the incoming records, through the LUO FLB and kcore), or the unit is gone.
+  from the incoming records through kcore: behind the LUO FLB while the incoming LUO state is
+  intact, else at the physical addresses the ledger recorded, ``located_by="ledger"``; on
+  Linux 7.2 the kernel frees the incoming LUO state early in boot), or the unit is gone.  When
+  neither way finds them the finding is UNKNOWN and says why.
 - VTD061: the live root table (RTADDR) or the incoming record's ``intel.root_table`` is not the
   ledger's.
 - VTD062: a context table a ledger bit names is absent, or a preserved device's live context
@@ -164,12 +167,21 @@ class _Check(Sink):
         kho = self.snap.kho
         inc = kho.incoming if kho is not None else None
         luo = inc.luo_state if inc is not None else None
-        if luo is not None and isinstance(luo.flbs, tuple) and luo.iommu is None:
+        recs = self.snap.preserved
+        why = recs.incoming_reason if recs is not None else None
+        if (
+            luo is not None
+            and inc is not None
+            and not inc.luo_freed  # freed memory proves no absence (vtdlud.parse.luo)
+            and isinstance(luo.flbs, tuple)
+            and luo.iommu is None
+        ):
             msg = f"{u.name}: the incoming LUO state holds no IOMMU FLB: nothing was handed over"
             self.add("VTD060", msg, unit=u.address)
         else:
             msg = f"{u.name}: intel.restored not checked: the incoming IOMMU records are not "
-            self.add("VTD060", msg + "visible", unit=u.address, unknown=RECORD_TIERS)
+            msg += "visible" + (f" ({why})" if why else "")
+            self.add("VTD060", msg, unit=u.address, unknown=RECORD_TIERS)
 
     # -- VTD061 -----------------------------------------------------------------------------
     def root_table(self, u: UnitReport, lu: LedgerUnit) -> None:

@@ -25,13 +25,38 @@ Three wire generations (reference/kernel-interfaces.md §2.3), each re-read from
     of one-page blocks, ``kho_block_header_ser {u64 next, u64 count}`` + entries
     (include/linux/kho/abi/block.h, kernel/liveupdate/kho_block.c @637315cb400e); the FLB header
     is as in (a).  [C]
-(c) ``struct luo_ser`` starting with ``char compatible[ALIGN(sizeof(LUO_ABI_COMPATIBLE), 8)]``
-    instead of the feature header.  Posted revisions used ``"luo-v3"``, ``"luo-v3-<block
-    compat>"``, ``"luo-v4"`` and ``"luo-v5"`` with *different* session/file layouts under the
-    same string in different postings; only ``"luo-v5"`` (8-byte compatible, then the three
-    u64 and block chains as in (b)) is decoded, every other string is :class:`UnknownLuo`.
-    [I: one posted luo.h revision found in a public index, unattributed; the reference has it
-    from a secondary source only.]
+(c) ``"luo-v5"``, Linux 7.2 [C: Linux 7.2.13 include/linux/kho/abi/luo.h, block.h,
+    kernel/liveupdate/luo_core.c, luo_session.c, luo_file.c, luo_flb.c, kho_block.c].  The KHO
+    entry ``"LUO"`` (``blob-size`` 32) is a packed ``struct luo_ser``: ``char compatible[8]``
+    (``ALIGN(sizeof("luo-v5"), 8)``) @0, ``u64 liveupdate_num`` @8, ``u64 sessions_pa`` @16,
+    ``u64 flbs_pa`` @24.  The kernel accepts it when ``strncmp(compatible, "luo-v5", 8)`` is 0.
+    ``sessions_pa``: the first block of a chain of one-page blocks (``struct
+    kho_block_header_ser {u64 next @0; u64 count @8}`` then ``count`` entries from @16, at most
+    ``(4096 - 16) / entry size`` per block) of ``struct luo_session_ser {char name[64] @0; u64
+    files @64; u64 count @72}`` (80 bytes, 51 a block); 0 until the kexec serializes the
+    sessions, and 0 when there is none.  ``files``: the first block of a chain of ``struct
+    luo_file_ser {char compatible[48] @0; u64 data @48; u64 token @56}`` (64 bytes, 63 a block),
+    ``count`` the files of the session.  ``flbs_pa``: one page allocated at boot,
+    ``struct luo_flb_header_ser {u64 pgcnt @0; u64 count @8}`` (``pgcnt`` 1, ``count`` 0 until
+    the kexec writes the list) then ``count`` ``struct luo_flb_ser {char name[48] @0; u64 data
+    @48; u64 count @56}`` (64 bytes).  A block with 0 entries or more than a block holds, or a
+    chain with a loop or more than 10000 blocks, is refused (``kho_block_set_restore()``); a
+    file set whose blocks hold another number of files than its ``count`` too.  The posted
+    revisions that used ``"luo-v3"``/``"luo-v4"`` and other layouts are not read: their strings
+    differ, so they are :class:`UnknownLuo`; the reader checked before 7.2 landed for
+    ``"luo-v5"`` had the layout above, which 7.2 confirms byte for byte.
+    Test FLBs (``CONFIG_LIVEUPDATE_TEST``, lib/tests/liveupdate.c): ``"liveupdate-test-flb-v0"``
+    to ``-v2``, registered on every file handler (memfd's in 7.2), data ``0xfeedf00dcafebee0`` +
+    index: :func:`flb_role` says ``"test"``, reported, never a finding.
+
+What the kernel does with the incoming blob [C: Linux 7.2.13 luo_core.c]: ``luo_early_startup()``
+(early_initcall) checks the compatible, reads the number and the two addresses, and frees the
+``luo_ser`` page (``kho_restore_free``) whatever happened; the session blocks are freed once
+``luo_session_deserialize()`` has read them (first open of ``/dev/liveupdate``); the FLB header
+page is kept.  So on such a kernel ``kho/in/sub_fdts/LUO``, read from userspace, is freed memory:
+:func:`read_freed_luo` decodes it only as far as it proves itself (the ``"luo-v5"`` string, a
+sane FLB list) and otherwise says why it is stale (:class:`StaleLuo`), which is no finding
+(neither VTD040 nor VTD041/VTD051): it is the reason given where the records were needed.
 
 Block sizes are not on the wire except the FLB ``pgcnt``; the bounds below are the kernel's
 allocation constants (``LUO_SESSION_PGCNT`` 16, ``LUO_FILE_PGCNT`` 2, ``KHO_BLOCK_SIZE`` =
@@ -41,6 +66,7 @@ same 16-page session block is inferred.]  Like ``kho_block_set_restore()``, a bl
 entries is corrupt.
 
 Results: :class:`UnknownLuo` (an unknown compatible, required feature or part) is for VTD040;
+:class:`StaleLuo` (freed memory, see above) is for no finding;
 :class:`LuoCorrupt` (a count over capacity, a loop, a null or unreadable pointer, an
 unterminated string behind a pointer) is for VTD041; a ParseError from
 :func:`parse_luo_blob` is an unreadable input (VTD051).
@@ -117,6 +143,8 @@ MAX_FLB_PGCNT = 16  # [I] the kernel writes LUO_FLB_PGCNT = 1; more than 16 page
 # Both posted IOMMU FLB compatibles start with this; a renamed later one is then still found
 # (and reported as an unknown ABI) rather than silently missed.  [I]
 IOMMU_FLB_PREFIX = "iommu-liveupdate"
+# LIVEUPDATE_TEST_FLB_COMPATIBLE(i) of Linux 7.2.13 include/linux/kho/abi/luo.h
+TEST_FLB_PREFIX = "liveupdate-test-flb-v"
 
 _U64 = struct.Struct("<Q")
 _U64X2 = struct.Struct("<QQ")
@@ -140,6 +168,15 @@ class UnknownLuo:
     """A LUO blob, or one of its parts, in a format this version does not decode (VTD040)."""
 
     compatible: str
+    reason: str
+
+
+@frozen
+class StaleLuo:
+    """An incoming LUO blob (or a part behind it) that the running kernel consumed and freed at
+    boot and that no longer reads as what the previous kernel wrote: no finding, a reason."""
+
+    what: str  # "blob", "sessions", "FLBs", "IOMMU FLB"
     reason: str
 
 
@@ -192,6 +229,21 @@ class LuoFlb:
     data: int  # what its .preserve() returned; for the IOMMU FLB, phys of iommu_flb_ser
     count: int  # preserved files depending on it
 
+    @property
+    def role(self) -> str:
+        return flb_role(self.name)
+
+
+def flb_role(name: str) -> str:
+    """``"iommu"`` (an IOMMU FLB, known or not: :func:`find_iommu_flb` decides), ``"test"``
+    (the kernel's own test FLBs, ``liveupdate-test-flb-v<N>``), else ``"other"``."""
+    if name.startswith(IOMMU_FLB_PREFIX):
+        return "iommu"
+    rest = name[len(TEST_FLB_PREFIX) :]
+    if name.startswith(TEST_FLB_PREFIX) and rest.isdigit():
+        return "test"
+    return "other"
+
 
 @frozen
 class LuoCorrupt:
@@ -224,9 +276,9 @@ class LuoState:
     """A walked LUO blob."""
 
     blob: LuoBlob
-    sessions: tuple[LuoSession, ...] | UnknownLuo | LuoCorrupt | None
-    flbs: tuple[LuoFlb, ...] | UnknownLuo | LuoCorrupt | None
-    iommu: IommuFlb | LuoCorrupt | None  # None: no IOMMU FLB (or FLBs not readable)
+    sessions: tuple[LuoSession, ...] | UnknownLuo | LuoCorrupt | StaleLuo | None
+    flbs: tuple[LuoFlb, ...] | UnknownLuo | LuoCorrupt | StaleLuo | None
+    iommu: IommuFlb | LuoCorrupt | StaleLuo | None  # None: no IOMMU FLB (or FLBs not readable)
 
     @property
     def liveupdate_num(self) -> int | None:
@@ -528,6 +580,44 @@ def walk_luo(blob: LuoBlob, read_phys: ReadPhys) -> LuoState:
         flbs = blob.flbs
     iommu = find_iommu_flb(flbs, read_phys) if isinstance(flbs, tuple) else None
     return LuoState(blob, sessions, flbs, iommu)
+
+
+def read_freed_luo(
+    data: bytes, read_phys: ReadPhys | None
+) -> tuple[LuoBlob | StaleLuo, LuoState | None]:
+    """An incoming blob the running kernel freed at boot (module doc): the blob when it still
+    reads as a ``"luo-v5"`` ``luo_ser`` (else :class:`StaleLuo`), and the walk behind it, where
+    every part that does not read soundly is :class:`StaleLuo` rather than corrupt.  A blob
+    that still reads is no proof either: what it leads to is proven by the records' signature
+    (:func:`vtdlud.model.relocate.signature_problem`)."""
+    freed = "the kernel freed the incoming LUO state at boot (luo_early_startup)"
+    try:
+        blob = parse_luo_blob(data)
+    except ParseError as exc:
+        return StaleLuo("blob", f"{freed}; what is there now is not a luo_ser: {exc}"), None
+    if not isinstance(blob, LuoBlob) or blob.compatible != LUO_ABI_COMPATIBLE_V5:
+        head = data[:8].hex()
+        return (
+            StaleLuo(
+                "blob",
+                f"{freed}; what is there now is other memory: its first bytes ({head}) are not "
+                f"the {LUO_ABI_COMPATIBLE_V5!r} compatible",
+            ),
+            None,
+        )
+    if read_phys is None:
+        return blob, None
+    state = walk_luo(blob, read_phys)
+    s, f, i = state.sessions, state.flbs, state.iommu
+    sessions = _stale("sessions", s, freed) if isinstance(s, UnknownLuo | LuoCorrupt) else s
+    flbs = _stale("FLBs", f, freed) if isinstance(f, UnknownLuo | LuoCorrupt) else f
+    iommu = _stale("IOMMU FLB", i, freed) if isinstance(i, LuoCorrupt) else i
+    return blob, LuoState(blob, sessions, flbs, iommu)
+
+
+def _stale(part: str, value: UnknownLuo | LuoCorrupt, freed: str) -> StaleLuo:
+    reason = value.reason if isinstance(value, UnknownLuo) else f"{value.what}: {value.reason}"
+    return StaleLuo(part, f"{freed}; its {part} do not read soundly now: {reason}")
 
 
 def parse_luo(data: bytes, read_phys: ReadPhys) -> LuoState | UnknownLuo:
