@@ -120,6 +120,7 @@ LUO_SER_FEATURES = "luo_ser+features"  # how an unknown (b) blob is named: it ha
 LUO_ABI_COMPATIBLE_V5 = "luo-v5"
 LUO_ABI_COMPATIBLE_PREFIX = b"luo-"
 LUO_ABI_COMPAT_MAX = 64  # where to look for the NUL ending the string
+LUO_V5_COMPAT_LEN = 8  # LUO_ABI_COMPAT_LEN of "luo-v5": ALIGN(sizeof("luo-v5"), 8)
 
 # struct sizes (all __packed)
 LIVEUPDATE_SESSION_NAME_LENGTH = 64
@@ -591,20 +592,24 @@ def read_freed_luo(
     that still reads is no proof either: what it leads to is proven by the records' signature
     (:func:`vtdlud.model.relocate.signature_problem`)."""
     freed = "the kernel freed the incoming LUO state at boot (luo_early_startup)"
+    want = LUO_ABI_COMPATIBLE_V5.encode()
+    head = data[:LUO_V5_COMPAT_LEN]
+    # The kernel's test: strncmp(compatible, "luo-v5", 8) == 0.
+    if head[: len(want)] != want or (len(head) > len(want) and head[len(want)] != 0):
+        return (
+            StaleLuo(
+                "blob",
+                f"{freed}; what is there now is other memory: its first bytes ({head.hex()}) "
+                f"are not the {LUO_ABI_COMPATIBLE_V5!r} compatible",
+            ),
+            None,
+        )
     try:
         blob = parse_luo_blob(data)
     except ParseError as exc:
         return StaleLuo("blob", f"{freed}; what is there now is not a luo_ser: {exc}"), None
-    if not isinstance(blob, LuoBlob) or blob.compatible != LUO_ABI_COMPATIBLE_V5:
-        head = data[:8].hex()
-        return (
-            StaleLuo(
-                "blob",
-                f"{freed}; what is there now is other memory: its first bytes ({head}) are not "
-                f"the {LUO_ABI_COMPATIBLE_V5!r} compatible",
-            ),
-            None,
-        )
+    if not isinstance(blob, LuoBlob):
+        return StaleLuo("blob", f"{freed}; what is there now is not a luo_ser"), None
     if read_phys is None:
         return blob, None
     state = walk_luo(blob, read_phys)

@@ -224,7 +224,8 @@ class KhoState:
             self.metadata_phys = self._preserved_page()
             release_raw = release.encode()[:64].ljust(65, b"\0")
             meta = struct.pack("<I", KEXEC_METADATA_VERSION) + release_raw
-            self.mem.write(self.metadata_phys, meta + struct.pack("<I", kexec_count))
+            # kexec_count: the next kernel's, kho_in.kexec_count + 1
+            self.mem.write(self.metadata_phys, meta + struct.pack("<I", kexec_count + 1))
             if not kho_boot:
                 self.fdt_registered = len(self._build_root(with_luo=False))
         self.blob_phys = self._preserved_page()
