@@ -39,6 +39,8 @@ from vtdlud.sim.iommu import (
 )
 from vtdlud.sim.kho import (
     KHO_COMPATIBLE,
+    TEST_FLB_DATA,
+    TEST_FLB_PREFIX,
     FlbEntry,
     HandedOver,
     KhoState,
@@ -113,6 +115,9 @@ class SimHost:
         self.kho_abi = kho_abi
         self.kexec_count = 0  # kexec-metadata (Linux 7.2 model)
         self.reuse_freed_luo = True  # Linux 7.2 model: the freed incoming LUO pages get reused
+        # CONFIG_LIVEUPDATE_TEST (lib/tests/liveupdate.c): liveupdate-test-flb-v0..2 on every
+        # file handler, preserved with the first file (the model counts every file for them)
+        self.test_flbs = False
         self.kho = self._kho_state(kho_boot=False)
         self.outgoing: Outgoing | None = None
         self.handed_over: HandedOver | None = None
@@ -361,6 +366,11 @@ class SimHost:
             raise RuntimeError("boot() the host before kexec()")
         self.shutdown()
         flbs = []
+        files = sum(len(s.files) for s in self.sessions())
+        if self.test_flbs and files:  # registered first, with the first file handler
+            flbs += [
+                FlbEntry(f"{TEST_FLB_PREFIX}{i}", TEST_FLB_DATA + i, files) for i in range(3)
+            ]
         if self.outgoing is not None:
             flbs.append(FlbEntry(self.outgoing.compatible, self.outgoing.flb_phys, 1))
         self.kho.serialize(self.sessions(), flbs)

@@ -70,6 +70,7 @@ KHO_V4 = "kho-v4"  # Linux 7.2
 KEXEC_METADATA = "kexec-metadata"
 KEXEC_METADATA_VERSION = 1
 TEST_FLB_DATA = 0xFEEDF00DCAFEBEE0  # lib/tests/liveupdate.c: data = this + index
+TEST_FLB_PREFIX = "liveupdate-test-flb-v"  # LIVEUPDATE_TEST_FLB_COMPATIBLE(i)
 
 PAGE_SHIFT = 12
 KHO_ORDER_0_BIT = 64 - PAGE_SHIFT  # 52
