@@ -368,9 +368,7 @@ class SimHost:
         flbs = []
         files = sum(len(s.files) for s in self.sessions())
         if self.test_flbs and files:  # registered first, with the first file handler
-            flbs += [
-                FlbEntry(f"{TEST_FLB_PREFIX}{i}", TEST_FLB_DATA + i, files) for i in range(3)
-            ]
+            flbs += [FlbEntry(f"{TEST_FLB_PREFIX}{i}", TEST_FLB_DATA + i, files) for i in range(3)]
         if self.outgoing is not None:
             flbs.append(FlbEntry(self.outgoing.compatible, self.outgoing.flb_phys, 1))
         self.kho.serialize(self.sessions(), flbs)
