@@ -25,7 +25,8 @@ from vtdlud.parse.khocut import (
     parse_kho_debugfs_root,
     recover_cut_root,
 )
-from vtdlud.parse.luo import LuoBlob, StaleLuo, flb_role, read_freed_luo
+from vtdlud.parse.luo import LuoBlob, StaleLuo, flb_role
+from vtdlud.parse.luofreed import read_freed_luo
 from vtdlud.sim.scenarios import linux72_host
 
 # --- an FDT by hand ---------------------------------------------------------------------------

@@ -173,7 +173,7 @@ class _Check(Sink):
         if (
             luo is not None
             and inc is not None
-            and not inc.luo_freed  # freed memory proves no absence (vtdlud.parse.luo)
+            and not inc.luo_freed  # freed memory proves no absence (parse.luofreed)
             and isinstance(luo.flbs, tuple)
             and luo.iommu is None
         ):

@@ -25,7 +25,7 @@ luo_core.c):
 * ``in/sub_fdts/LUO`` is freed memory once this kernel has booted (the incoming root being
   kho-v4 means this kernel is of that generation: ``kho_populate()`` accepts only its own
   compatible; that 7.2's successors keep freeing it is inferred): it is read with
-  :func:`~vtdlud.parse.luo.read_freed_luo`, and what does not read soundly is stale, no problem.
+  :func:`~vtdlud.parse.luofreed.read_freed_luo`, and what does not read soundly is stale, no problem.
 * ``sub_fdts/kexec-metadata`` names the kernel that wrote it (:class:`KexecMetadata`).
 
 A file that cannot be read or parsed becomes an :class:`InputProblem` naming its path (VTD051);
@@ -70,9 +70,9 @@ from vtdlud.parse.luo import (
     StaleLuo,
     UnknownLuo,
     parse_luo_blob,
-    read_freed_luo,
     walk_luo,
 )
+from vtdlud.parse.luofreed import read_freed_luo
 
 T = TypeVar("T")
 V = TypeVar("V")
