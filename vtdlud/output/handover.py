@@ -139,8 +139,8 @@ def handover_lines(snapshot: Snapshot) -> list[str]:
             text += f", read through kcore: debugfs copy {fdt['debugfs_size']} of "
             text += f"{fdt['totalsize']} bytes"
         text += ")"
-        if side["kexec_metadata"] and side["kexec_metadata"]["previous_release"]:
-            meta = side["kexec_metadata"]
+        meta = side["kexec_metadata"]
+        if name == "in" and meta is not None and meta["previous_release"]:
             text += f", from {meta['previous_release']} (kexec {meta['kexec_count']})"
         luo = side["luo"]
         if luo is not None:
