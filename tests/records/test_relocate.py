@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 
-from vtdlud.model.abi import IOMMU_SER_FLAG_DELETED, PAGE_SIZE, V1
+from vtdlud.model.abi import IOMMU_SER_FLAG_DELETED, PAGE_SIZE, V1, IommuHwSerV1
 from vtdlud.model.records import ChainHeads, PreservedState, walk_records
 from vtdlud.model.relocate import (
     RecordAddresses,
@@ -62,7 +62,8 @@ def test_located_after_the_kexec_at_the_same_addresses() -> None:
     located = locate_at(host.mem.read_phys, found, [UNIT])
     assert isinstance(located, PreservedState) and located.located_by == "ledger"
     [hw] = located.find_hw(UNIT)
-    assert hw.phys == found.units[0].hw_record and hw.record.intel.restored == 1
+    assert hw.phys == found.units[0].hw_record and isinstance(hw.record, IommuHwSerV1)
+    assert hw.record.intel.restored == 1
 
 
 def test_every_way_the_addresses_can_fail() -> None:
