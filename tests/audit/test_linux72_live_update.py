@@ -228,3 +228,5 @@ def test_cut_root_without_kcore_is_no_finding_and_unfindable_page_is_vtd051(tmp_
     [f] = [f for f in doc["findings"] if f["code"] == "VTD051"]
     assert "cut at 233 of 285 bytes" in f["message"]
     assert "could not be read through kcore" in f["message"]
+    [why] = [f["message"] for f in doc["findings"] if f["code"] == "VTD030"]
+    assert "records cannot be looked for by signature" in why

@@ -28,6 +28,7 @@ from vtdlud.model.records import PreservedState, walk_records
 from vtdlud.model.relocate import RecordAddresses, locate_at, signature_problem
 from vtdlud.model.signature import SignatureScan, find_hw_records
 from vtdlud.parse.kho import KhoRoot
+from vtdlud.parse.khocut import CutKhoRoot
 from vtdlud.parse.luo import IommuFlb, StaleLuo
 
 
@@ -113,6 +114,12 @@ def find_preserved(
     if outgoing is None or not isinstance(outgoing.root, KhoRoot):
         if outgoing is None or (outgoing.root is None and kho.incoming is None):
             notes.append("no outgoing KHO tree: nothing is being preserved for the next update")
+        elif isinstance(outgoing.root, CutKhoRoot):
+            notes.append(
+                "the outgoing root FDT could not be read whole (kho/out/fdt is cut and its page "
+                "was not found): without its preserved-memory map the records cannot be looked "
+                "for by signature"
+            )
         return replace(base, state=incoming_state, notes=tuple(notes))
     root = outgoing.root
     pm = outgoing.memory_map
