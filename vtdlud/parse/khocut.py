@@ -73,6 +73,7 @@ FDT_PROP = 3
 FDT_NOP = 4
 FDT_END = 9
 MAX_TOKENS = 4096  # a root of one page holds far fewer; bounds the walk
+PROBE_SIZE = 8  # read of every preserved page while looking for the root: magic + totalsize
 
 _HEADER = struct.Struct(">10I")
 _U32 = struct.Struct(">I")
@@ -331,8 +332,12 @@ def _search(
     size = len(cut.prefix)
     hits: list[int] = []
     unreadable = 0
+    magic = cut.prefix[:PROBE_SIZE]  # FDT magic and totalsize: 8 bytes a page, then the rest
     for page in pm.order0_pages():
         try:
+            head = probe(page, PROBE_SIZE)
+            if head != magic:
+                continue
             head = probe(page, size)
         except (ParseError, OSError):
             unreadable += 1
