@@ -258,8 +258,13 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.output.envelope import dumps, envelope
 
     policy = load_policy(ns.config)
+    hints = None
+    if ns.post_kexec:  # where the gate's ledger says the records were (model.relocate)
+        from vtdlud.service.ledger import ledger_record_hints
+
+        hints = ledger_record_hints(Path(ns.state_dir))
     with open_root(ns.root) as root:
-        report = evaluate(take_snapshot(root), policy)
+        report = evaluate(take_snapshot(root, record_hints=hints), policy)
         live = root.is_live
         if ns.post_kexec:
             from vtdlud.audit.postkexec import post_kexec

@@ -54,6 +54,7 @@ from vtdlud.parse.sysfs import (
 if TYPE_CHECKING:  # the live-update readers are imported only when their tier is there
     from vtdlud.host.kcore import PhysMem
     from vtdlud.host.records import PreservedRecords
+    from vtdlud.model.relocate import RecordAddresses
     from vtdlud.model.walk import WalkResult
 
 T = TypeVar("T")
@@ -79,11 +80,19 @@ LOCKDOWN = "sys/kernel/security/lockdown"
 
 
 class SnapshotBuilder:
-    def __init__(self, root: HostRoot, *, kcore: str | None = None, processes: bool = True) -> None:
+    def __init__(
+        self,
+        root: HostRoot,
+        *,
+        kcore: str | None = None,
+        processes: bool = True,
+        record_hints: RecordAddresses | None = None,
+    ) -> None:
         self.root = root
         self.problems: list[InputProblem] = []
         self.skip_kcore = kcore  # why /proc/kcore is not to be opened (None: open it)
         self.scan_processes = processes
+        self.record_hints = record_hints  # the ledger's record addresses (after a live update)
 
     # -- helpers ---------------------------------------------------------------------------
     def _problem(
@@ -414,12 +423,14 @@ class SnapshotBuilder:
             if tiers[Tier.KHO_DEBUGFS].available:
                 from vtdlud.host.kho import read_kho  # noqa: PLC0415 - FDT parsing
 
-                kho = read_kho(self.root, mem.read if mem is not None else None)
+                read = mem.read if mem is not None else None
+                kho = read_kho(self.root, read, mem.peek if mem is not None else None)
                 self.problems.extend(kho.problems)
             if mem is not None and kho is not None:
                 from vtdlud.host.records import find_preserved  # noqa: PLC0415
 
-                preserved = find_preserved(mem, kho, {u.address for u in units if u.address})
+                addresses = {u.address for u in units if u.address}
+                preserved = find_preserved(mem, kho, addresses, self.record_hints)
             if mem is not None:
                 pages = dict(mem.captured_pages())
         finally:
@@ -458,8 +469,17 @@ class SnapshotBuilder:
 
 
 def take_snapshot(
-    root: HostRoot, *, skip_kcore: str | None = None, processes: bool = True
+    root: HostRoot,
+    *,
+    skip_kcore: str | None = None,
+    processes: bool = True,
+    record_hints: RecordAddresses | None = None,
 ) -> Snapshot:
     """Read the host.  ``skip_kcore``: never open /proc/kcore, and say why in the kcore tier
-    (the sandboxed daemon); ``processes=False``: do not scan other processes' descriptors."""
-    return SnapshotBuilder(root, kcore=skip_kcore, processes=processes).build()
+    (the sandboxed daemon); ``processes=False``: do not scan other processes' descriptors;
+    ``record_hints``: where the gate's ledger says the IOMMU records were (after a live update,
+    :mod:`vtdlud.model.relocate`)."""
+    builder = SnapshotBuilder(
+        root, kcore=skip_kcore, processes=processes, record_hints=record_hints
+    )
+    return builder.build()

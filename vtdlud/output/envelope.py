@@ -132,6 +132,14 @@ def host_json(snapshot: Snapshot, root_label: str) -> JSON:
     }
 
 
+def _handover(snapshot: Snapshot) -> JSON | None:
+    if snapshot.kho is None:
+        return None
+    from vtdlud.output.handover import handover_json  # noqa: PLC0415 - FDT parsing, lazily
+
+    return handover_json(snapshot)
+
+
 def envelope(
     report: Report,
     *,
@@ -155,6 +163,7 @@ def envelope(
         "units": [unit_json(u) for u in report.units],
         "findings": [finding_json(f) for f in sorted(report.findings, key=order)],
         "preserve": [wanted_json(w, report, unit_of) for w in report.wanted],
+        "handover": _handover(report.snapshot),
         "verdict": report.verdict.value,
     }
 

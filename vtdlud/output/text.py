@@ -150,6 +150,10 @@ def format_status(report: Report, root_label: str, colour: bool) -> str:
             )
             prows.append([w.bdf, (d.driver if d else None) or "-", why, held or "-"])
         out += ["Devices to preserve", *_table(prows), ""]
+    if snap.kho is not None:
+        from vtdlud.output.handover import handover_lines  # noqa: PLC0415 - FDT parsing, lazily
+
+        out += handover_lines(snap)
     shown = [f for f in report.findings if f.severity is not Severity.PASS]
     if shown:
         out += ["Findings", *format_findings(shown, colour), ""]
