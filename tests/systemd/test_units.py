@@ -99,3 +99,44 @@ def test_tmpfiles_creates_the_directories(tmp_path: Path) -> None:
     assert run.returncode == 0 and run.stderr == "", run.stderr
     for d in ("var/lib/vtdlud", "run/vtdlud"):
         assert oct((tmp_path / d).stat().st_mode & 0o777) == "0o755"
+
+
+def _conditions(unit: Path) -> list[str]:
+    return [
+        line
+        for line in unit.read_text().splitlines()
+        if line.startswith(("ConditionPath", "AssertPath"))
+    ]
+
+
+@pytest.mark.parametrize("unit", _units(), ids=lambda u: u.name)
+def test_units_run_only_on_intel_vtd_hosts(unit: Path) -> None:
+    """Each unit is conditioned on a DMAR unit in sysfs (the post-kexec check also on a pending
+    ledger), and systemd-analyze evaluates the conditions on this machine as the glob does."""
+    conds = _conditions(unit)
+    glob = "/sys/class/iommu/dmar*"
+    assert any(c.endswith(glob) and c.startswith("ConditionPathExistsGlob=") for c in conds)
+    if unit.name == "vtdlud-post-kexec.service":
+        assert conds == [
+            f"ConditionPathExistsGlob=|{glob}",
+            "ConditionPathExists=|/var/lib/vtdlud/ledger.json",
+        ]
+    else:
+        assert conds == [f"ConditionPathExistsGlob={glob}"]
+    run = subprocess.run(
+        ["systemd-analyze", "condition", *conds], capture_output=True, text=True, check=False
+    )
+    has_vtd = bool(list(Path("/sys/class/iommu").glob("dmar*")))
+    pending = Path("/var/lib/vtdlud/ledger.json").exists() and "|" in conds[0]
+    assert run.returncode == (0 if has_vtd or pending else 1), run.stdout + run.stderr
+
+
+def test_condition_check_can_fail() -> None:
+    """Control: a condition on a path that cannot exist fails in systemd-analyze."""
+    run = subprocess.run(
+        ["systemd-analyze", "condition", "ConditionPathExistsGlob=/nonexistent/dmar*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 1 and "failed" in run.stderr

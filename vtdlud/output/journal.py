@@ -9,7 +9,8 @@ report) go through one path.  Nothing is logged per evaluation; an entry is sent
   :mod:`vtdlud.audit.catalog` (so ``journalctl -x`` shows the catalog text), ``PRIORITY`` by
   severity (FAIL 3 err, WARN and UNKNOWN 4 warning, NOTE 5 notice);
 - a finding clears: :data:`FINDING_RESOLVED`, PRIORITY 6 info, same ``VTDLUD_CODE``;
-- the verdict changes (:data:`VERDICT_CHANGED`, PRIORITY of the new verdict);
+- the verdict changes (:data:`VERDICT_CHANGED`, PRIORITY of the new verdict; NOT_APPLICABLE, a
+  host without Intel VT-d, is PRIORITY 6 info and says so);
 - the configuration is reloaded or rejected, and a oneshot's report is picked up or unreadable.
 
 A finding is identified by (code, unit, bdf, context-table bit): when its severity, message or
@@ -55,7 +56,14 @@ STOPPED = "16ad83ea22f14c37b8cb54793e25a3e9"
 
 # syslog priorities (sd-journal PRIORITY=)
 ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
-PRIORITY = {"FAIL": ERR, "WARN": WARNING, "UNKNOWN": WARNING, "NOTE": NOTICE, "PASS": INFO}
+PRIORITY = {
+    "FAIL": ERR,
+    "WARN": WARNING,
+    "UNKNOWN": WARNING,
+    "NOTE": NOTICE,
+    "PASS": INFO,
+    "NOT_APPLICABLE": INFO,
+}
 
 JSON = dict[str, Any]
 Event = dict[str, str]
@@ -248,8 +256,11 @@ def verdict_event(
     if old == new:
         return None
     was = f" (was {old})" if old is not None else ""
+    what = f"{units} DMAR unit(s), {findings} finding(s)"
+    if new == "NOT_APPLICABLE":
+        what = "no Intel VT-d on this host, nothing to audit"
     return _event(
-        f"vtdlud {source} verdict {new}{was}: {units} DMAR unit(s), {findings} finding(s)",
+        f"vtdlud {source} verdict {new}{was}: {what}",
         VERDICT_CHANGED,
         priority_of(new),
         source,

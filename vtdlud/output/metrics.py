@@ -8,7 +8,8 @@ own (sandboxed, kcore-less) evaluation, ``gate`` for ``vtdlud check --report
 
 Per source, from the envelope (DESIGN.md §4):
 
-- ``vtdlud_verdict{source,verdict}``: 1 for the current verdict, 0 for the other four;
+- ``vtdlud_verdict{source,verdict}``: 1 for the current verdict, 0 for the other five
+  (``NOT_APPLICABLE``: a host without Intel VT-d);
 - ``vtdlud_report_valid{source}``: 0 when the report file exists but could not be read;
 - ``vtdlud_report_generated_timestamp_seconds{source}``, ``vtdlud_report_exit_status{source}``;
 - ``vtdlud_units{source}``;
@@ -44,7 +45,7 @@ from typing import Any
 from vtdlud.audit.catalog import CATALOG
 from vtdlud.host.atomic import write_atomic
 
-VERDICTS = ("PASS", "NOTE", "WARN", "FAIL", "UNKNOWN")
+VERDICTS = ("PASS", "NOTE", "WARN", "FAIL", "UNKNOWN", "NOT_APPLICABLE")
 TIERS = ("sysfs", "iommu_debugfs", "kho_debugfs", "kcore")
 
 JSON = dict[str, Any]
