@@ -70,9 +70,11 @@ def _depends(built: DebBuild) -> dict[str, str | None]:
 
 
 def _pyproject_minimums() -> dict[str, str]:
+    """The dependencies and the C bindings' extra (which the distributions' packages depend on:
+    the .deb ships the design's stack, pip users may go without the bindings)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     out = {}
-    for req in project["dependencies"]:
+    for req in [*project["dependencies"], *project["optional-dependencies"]["bindings"]]:
         m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)", req)
         assert m is not None, f"unexpected requirement form {req!r}"
         out[m.group(1)] = m.group(2)
@@ -149,6 +151,7 @@ def test_man_pages_and_completion_are_generated_from_this_code(deb: DebBuild) ->
 
 def test_depends_declares_the_pyproject_minimums(deb: DebBuild) -> None:
     deps = _depends(deb)
+    assert set(_pyproject_minimums()) == set(DEBIAN_NAME)  # all five, the bindings included
     for dist, minimum in _pyproject_minimums().items():
         assert deps.get(DEBIAN_NAME[dist]) == minimum, (dist, deps)
     assert deps.get("python3:any") == "3.11~"

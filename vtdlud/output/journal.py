@@ -27,10 +27,11 @@ has them, ``VTDLUD_BUS``, ``VTDLUD_DEVFN``, ``VTDLUD_BIT``, ``VTDLUD_EXPECTED`` 
 ``@VTDLUD_BDF@`` and ``@MESSAGE@``.
 
 :class:`JournalSink` sends through ``systemd.journal.sendv`` (imported on first use: the CLI
-never pays for it).  journald that is restarting leaves a stale socket behind and ``sendv``
-raises ``ConnectionRefusedError``: the entry is handed to a fallback (the daemon logs it to
-stderr), kept in a bounded backlog and re-sent, oldest first, before the next entry once
-journald accepts entries again.  With no journald socket at all libsystemd drops entries
+never pays for it), or without systemd-python through :mod:`vtdlud.output.journal_native`.
+journald that is restarting leaves a stale socket behind and ``sendv`` raises
+``ConnectionRefusedError``: the entry is handed to a fallback (the daemon logs it to stderr),
+kept in a bounded backlog and re-sent, oldest first, before the next entry once journald
+accepts entries again.  With no journald socket at all libsystemd drops entries
 silently; nothing can be done about that from here.
 """
 
@@ -39,6 +40,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 SYSLOG_IDENTIFIER = "vtdlud"
@@ -315,10 +317,22 @@ def simple_event(
     return _event(message, message_id, priority, source, **fields)
 
 
-def _default_send(fields: Iterable[str]) -> None:
-    import systemd.journal  # noqa: PLC0415 - the daemon path only
+@cache
+def _sendv() -> Callable[..., None]:
+    """systemd-python's ``sendv``, or the pure-Python native protocol where it is not installed
+    (:mod:`vtdlud.output.journal_native`, which stores the same entries)."""
+    try:
+        import systemd.journal  # noqa: PLC0415 - the daemon path only
+    except ImportError:
+        from vtdlud.output.journal_native import sendv  # noqa: PLC0415
 
-    systemd.journal.sendv(*fields)
+        return sendv
+    send: Callable[..., None] = systemd.journal.sendv
+    return send
+
+
+def _default_send(fields: Iterable[str]) -> None:
+    _sendv()(*fields)
 
 
 class JournalSink:
