@@ -157,6 +157,7 @@ SPEC_STUBS: dict[str, str] = {
     "_tmpfilesdir": "/usr/lib/tmpfiles.d",
     "_journalcatalogdir": "/usr/lib/systemd/catalog",
     "_datadir": "/usr/share",
+    "_presetdir": "/usr/lib/systemd/system-preset",
     "bash_completions_dir": "/usr/share/bash-completion/completions",
     "python3": "/usr/bin/python3",
     "pyproject_files": "%{_builddir}/pyproject-files",
