@@ -373,3 +373,23 @@ def test_the_boot_unit_runs_this_check_early() -> None:
     assert "local-fs.target" in keys["After"][0].split()
     assert "sysinit.target" in keys["Before"][0].split() and keys["WantedBy"] == ["sysinit.target"]
     assert "CAP_SYS_RAWIO" in keys["CapabilityBoundingSet"][0].split()
+
+
+def test_a_kernel_without_vtd(tmp_path: Path) -> None:
+    """The new kernel came back without its DMAR units (e.g. booted with intel_iommu=off): with
+    the gate's ledger pending that is a failure (VTD060: the unit is gone), not a host without
+    VT-d.  Without a ledger, the same host is NOT_APPLICABLE and the check exits 0."""
+    host = _host()
+    state = _gate(host, tmp_path)
+    host.kexec()
+    root = write_tree(host, tmp_path / "after")
+    (root / "sys/class/iommu/dmar0").unlink()  # a link to /sys/devices/virtual/iommu/dmar0
+    argv = ["check", "--post-kexec", "--json", "--root", str(root), "--state-dir", str(state)]
+    rc, out, _ = run_cli(*argv)
+    doc = validate(json.loads(out))
+    assert (rc, doc["verdict"]) == (1, "FAIL")
+    assert ("VTD060", "FAIL", DMAR0, None) in _keys(doc)
+    (state / LEDGER_NAME).unlink()
+    rc, out, _ = run_cli(*argv)
+    doc = validate(json.loads(out))
+    assert (rc, doc["verdict"], doc["findings"]) == (0, "NOT_APPLICABLE", [])

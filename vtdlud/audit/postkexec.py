@@ -24,7 +24,9 @@ count.  The first evaluation after the kexec compares this kernel with it and ma
   kernel log's ``DMAR: [DMA Read|Write ...] Request device [bb:dd.f]`` lines (format of
   ``dmar_fault_do_one()`` in drivers/iommu/intel/dmar.c) naming a preserved device.
 - VTD065: there is no ledger for this boot (NOTE on a boot that is not a live update; UNKNOWN on
-  one that is: the preserved state cannot be verified against what the gate saw).
+  one that is: the preserved state cannot be verified against what the gate saw).  On a host
+  without Intel VT-d and no ledger pending there is nothing to say: the verdict stays
+  NOT_APPLICABLE; a pending ledger still compares (its units are gone: VTD060).
 
 The kernel log is read from ``/dev/kmsg`` (non-blocking, this boot's records only; needs
 CAP_SYSLOG when ``kernel.dmesg_restrict`` is set).  Under ``--root`` a regular file ``dev/kmsg``
@@ -358,6 +360,9 @@ def _no_ledger(report: Report, why: str) -> Finding:
 def post_kexec_findings(report: Report, found: LedgerInput, log: KernelLog) -> PostKexec:
     """The VTD06x findings of ``report``'s snapshot against the ledger (pure)."""
     snap = report.snapshot
+    pending = found.ledger is not None and not found.ledger.consumed
+    if report.not_applicable is not None and found.error is None and not pending:
+        return PostKexec((), False, False)  # no VT-d and nothing pending: NOT_APPLICABLE
     if found.error is not None:
         msg = f"{found.path}: {found.error}"
         return PostKexec(

@@ -39,6 +39,7 @@ from vtdlud.parse.debugfs import (
 from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.pciconfig import parse_pci_config
 from vtdlud.parse.sysfs import (
+    cmdline_value,
     parse_bdf,
     parse_bool01,
     parse_cmdline,
@@ -362,6 +363,28 @@ class SnapshotBuilder:
             devices=tuple(self._listdir(f"{base}/devices", t)),
         )
 
+    def vtd_absent(self, iommus: list[str], cmdline: tuple[str, ...] | None) -> str:
+        """Why a host whose sysfs shows no DMAR unit has no Intel VT-d, in the words an operator
+        needs: what /sys/class/iommu holds instead, whether the firmware has an ACPI DMAR table
+        (only its existence is looked at), and ``intel_iommu=off`` on the command line."""
+        others = sorted(n for n in iommus if not n.startswith("dmar"))
+        where = (
+            f"no DMAR unit in /sys/class/iommu (it holds {', '.join(others)}: another IOMMU)"
+            if others
+            else "no DMAR unit in /sys/class/iommu"
+        )
+        if not self.root.exists(ACPI_DMAR):
+            return (
+                f"{where} and no ACPI DMAR table: not an Intel VT-d host (AMD, a VM without a "
+                "virtual VT-d), or VT-d is disabled in the firmware"
+            )
+        opts = cmdline_value(cmdline, "intel_iommu") if cmdline is not None else None
+        if opts is not None and "off" in opts.split(","):
+            why = "the kernel was booted with intel_iommu=off"
+        else:
+            why = "VT-d is off in this kernel (intel_iommu=off, or CONFIG_INTEL_IOMMU not built)"
+        return f"{where}, although the firmware has an ACPI DMAR table: {why}"
+
     def dmar_table(self) -> DmarTable | None:
         return self._parse_bytes(ACPI_DMAR, parse_dmar, Tier.SYSFS)
 
@@ -373,6 +396,7 @@ class SnapshotBuilder:
         pci: dict[str, PciDevice] = {}
         groups: dict[int, IommuGroup] = {}
         dmar = None
+        names: list[str] = []
         if tiers[Tier.SYSFS].available:
             names = self._listdir(SYS_CLASS_IOMMU, t, optional=True)
             units = [self.unit(n) for n in names if n.startswith("dmar")]
@@ -440,6 +464,10 @@ class SnapshotBuilder:
         if problem is not None:
             path, _, reason = problem.partition(": ")
             self._problem(path.lstrip("/"), reason, Tier.SYSFS)
+        cmdline = self._parse(PROC_CMDLINE, parse_cmdline, t)
+        absent = None
+        if tiers[Tier.SYSFS].available and not units:
+            absent = self.vtd_absent(names, cmdline)
 
         return Snapshot(
             root=str(self.root.root),
@@ -447,7 +475,7 @@ class SnapshotBuilder:
                 OSRELEASE, lambda s: parse_word(s, "a kernel release"), t, optional=True
             ),
             boot_id=self._parse(BOOT_ID, lambda s: parse_word(s, "a boot id"), t, optional=True),
-            cmdline=self._parse(PROC_CMDLINE, parse_cmdline, t),
+            cmdline=cmdline,
             kexec_loaded=self._parse(
                 KEXEC_LOADED, lambda s: parse_bool01(s, "kexec_loaded"), t, optional=True
             ),
@@ -465,6 +493,7 @@ class SnapshotBuilder:
             kcore_walks=walks,
             kcore_pages=pages,
             preserved=preserved,
+            vtd_absent=absent,
         )
 
 

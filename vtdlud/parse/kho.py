@@ -48,7 +48,10 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-import libfdt
+try:
+    import libfdt
+except ImportError:  # pip install without the C binding: the pure-Python reader (same results)
+    from vtdlud.parse import fdt as libfdt
 
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
