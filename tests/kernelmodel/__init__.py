@@ -18,9 +18,10 @@ not part of the installed package, and vtdlud never imports it.  Typical use::
 Modules: :mod:`.memory` (physical memory and page allocator), :mod:`.pci` (topology, aliases,
 groups, config space), :mod:`.iommu` (a DMAR unit's registers, tables, DIDs, the debugfs walk),
 :mod:`.records` (the IOMMU live-update records), :mod:`.kho` (KHO root FDT, preserved-memory
-map, LUO generations), :mod:`.kernel` (:class:`~tests.kernelmodel.kernel.SimHost`: boot, attach,
+map, LUO generations; with ``kho_abi="kho-v4"`` Linux 7.2's cut ``kho/out/fdt``,
+``kexec-metadata`` and the incoming LUO state freed at boot), :mod:`.kernel` (:class:`~tests.kernelmodel.kernel.SimHost`: boot, attach,
 preserve, kexec), :mod:`.tree` (the written host root), :mod:`.acpi` (the DMAR table),
 :mod:`.faults` (fault registry), :mod:`.scenarios` (hosts shaped
-like the real captures) and :mod:`.capture` (a host rebuilt from a real capture, to check the
+like the real captures; ``linux72_host`` on the 7.2 KHO/LUO model) and :mod:`.capture` (a host rebuilt from a real capture, to check the
 model against the kernel).
 """

@@ -125,6 +125,7 @@ def serve(doc: JSON, argv: list[str], exit_status: int) -> JSON:
     """The cached envelope with ``argv`` and ``exit_status`` of the current invocation."""
     out = dict(doc)
     out["vtdlud"] = dict(doc["vtdlud"], argv=argv, exit_status=exit_status)
+    out["vtdlud"].setdefault("messages", [])  # a daemon older than json_format_version 1.1
     return out
 
 
@@ -134,7 +135,7 @@ def serve_json(doc: JSON, argv: list[str], exit_status: int) -> str:
     return json.dumps(serve(doc, argv, exit_status), indent=2) + "\n"
 
 
-def format_cached(doc: JSON, root_label: str, colour: bool) -> str:
+def format_cached(doc: JSON, root_label: str, colour: bool, *, brief: bool = False) -> str:
     """Human output of a cached envelope, in the same layout as a direct ``status``.
 
     The envelope has no drivers, groups or VFIO cdevs: those columns show ``-``; a last line
@@ -204,7 +205,7 @@ def format_cached(doc: JSON, root_label: str, colour: bool) -> str:
         regset=None,
         translation=None,
     )
-    text = format_status(Report(snap, Policy(), units, findings), root_label, colour)
+    text = format_status(Report(snap, Policy(), units, findings), root_label, colour, brief=brief)
     return text + (
         f"(from the vtdlud daemon's evaluation at {doc.get('generated_at')}; "
         "`vtdlud status --live` evaluates directly)\n"
