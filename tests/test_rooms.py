@@ -141,7 +141,6 @@ def test_every_module_is_in_a_room() -> None:
 KNOWN_UPWARD = {
     "vtdlud.audit.postkexec imports vtdlud.service.ledger",
     "vtdlud.audit.report imports vtdlud.service.ledger",
-    "vtdlud.host.config imports vtdlud.audit.policy",
     "vtdlud.model.snapshot imports vtdlud.host.kho",
     "vtdlud.model.snapshot imports vtdlud.host.records",
 }

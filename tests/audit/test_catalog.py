@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vtdlud.audit.catalog import CATALOG, Severity
+from vtdlud.audit.catalog import CATALOG
+from vtdlud.model.severity import Severity
 from vtdlud.output.catalog import DAEMON_EVENTS, render_catalog
 
 SHIPPED = Path(__file__).parents[2] / "systemd" / "vtdlud.catalog"

@@ -21,9 +21,8 @@ from tests.kernelmodel.faults import Fault, inject
 from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.scenarios import q35_host
 from tests.kernelmodel.tree import TreeOptions, write_tree
-from vtdlud.audit.catalog import CATALOG, Severity
+from vtdlud.audit.catalog import CATALOG
 from vtdlud.audit.evaluate import evaluate
-from vtdlud.audit.policy import Policy
 from vtdlud.audit.postkexec import LedgerInput, parse_dmar_faults, post_kexec_findings
 from vtdlud.cli import build_parser
 from vtdlud.host import snapshot as host_snapshot
@@ -31,6 +30,8 @@ from vtdlud.host.kmsg import KernelLog, read_kernel_log
 from vtdlud.host.procs import PROCESSES_JSON, facts_from_json
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
+from vtdlud.model.policy import Policy
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import ProcessFacts
 from vtdlud.service.ledger import LEDGER_NAME, read_ledger
 

@@ -16,12 +16,13 @@ import pytest
 
 from tests.cli.helpers import copy_tree, run_cli, status_json
 from vtdlud.audit.evaluate import evaluate
-from vtdlud.audit.policy import Policy, parse_policy
 from vtdlud.audit.report import Finding
 from vtdlud.host.procs import PROCESSES_JSON, facts_to_json
 from vtdlud.host.root import Fault, FaultPlan, HostRoot
 from vtdlud.host.snapshot import take_snapshot
+from vtdlud.model.policy import Policy
 from vtdlud.model.snapshot import ProcessFacts, VfioHolder
+from vtdlud.parse.policy import parse_policy
 
 VFIO_DEV = "0000:00:05.0"
 ARMED = "console=ttyS0 intel_iommu=on kho=on liveupdate\n"

@@ -20,15 +20,15 @@ from tests.kernelmodel.faults import Fault, inject
 from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.scenarios import q35_host, two_unit_host
 from tests.kernelmodel.tree import TreeOptions, write_tree
-from vtdlud.audit.catalog import Severity
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.mirror import field_diffs, mirror_hw, points_nowhere
-from vtdlud.audit.policy import Policy
 from vtdlud.audit.report import Finding, Report
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.abi import IommuHwSerV1
 from vtdlud.model.live import derive_live_tables
+from vtdlud.model.policy import Policy
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import Snapshot, Tier
 
 DMAR0, DMAR1 = 0xFED90000, 0xFED91000

@@ -11,11 +11,11 @@ import pytest
 from tests.daemon.test_udev import Dev, FakeMonitor
 from tests.kernelmodel.scenarios import q35_host
 from tests.kernelmodel.tree import TreeOptions, write_tree
-from vtdlud.audit.catalog import Severity
 from vtdlud.audit.evaluate import evaluate
-from vtdlud.audit.policy import Policy
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
+from vtdlud.model.policy import Policy
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import Tier, TierStatus
 from vtdlud.output.journal import JournalSink
 from vtdlud.service.daemon import (

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from tests.daemon.conftest import Journald, clean_env
-from vtdlud.audit.catalog import CATALOG, Severity
+from vtdlud.audit.catalog import CATALOG
 from vtdlud.audit.report import finding
+from vtdlud.model.severity import Severity
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import finding_json
 from vtdlud.service.daemon import Daemon, DaemonOptions

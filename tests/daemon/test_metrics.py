@@ -13,7 +13,7 @@ from tests.kernelmodel.scenarios import two_unit_host
 from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud import __version__
 from vtdlud.audit.catalog import CATALOG
-from vtdlud.audit.policy import Policy
+from vtdlud.model.policy import Policy
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import DaemonStats, SourceState, render_metrics, write_metrics
 from vtdlud.service.daemon import daemon_evaluate

@@ -23,13 +23,13 @@ import pytest
 from tests.cli.helpers import validate
 from tests.kernelmodel.scenarios import q35_host
 from tests.kernelmodel.tree import write_tree
-from vtdlud.audit.catalog import Severity
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.gate import gate_exit
 from vtdlud.audit.report import Report
 from vtdlud.errors import ExitCode
 from vtdlud.host.root import DirEntries, Fault, FaultPlan, HostRoot
 from vtdlud.host.snapshot import take_snapshot
+from vtdlud.model.severity import Severity
 from vtdlud.output.envelope import envelope
 
 VFIO = "0000:00:05.0"

@@ -14,7 +14,6 @@ import contextlib
 import struct
 from collections.abc import Callable
 
-from vtdlud.audit.policy import PolicyError, parse_policy
 from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.procs import facts_from_json
 from vtdlud.model.abi import (
@@ -33,6 +32,7 @@ from vtdlud.parse.kcore import parse_kcore_layout
 from vtdlud.parse.kho import parse_kho_root
 from vtdlud.parse.luo import LuoBlob, parse_luo_blob, walk_luo
 from vtdlud.parse.pciconfig import parse_pci_config
+from vtdlud.parse.policy import PolicyError, parse_policy
 from vtdlud.parse.regset import parse_iommu_regset
 from vtdlud.parse.sysfs import parse_cmdline, parse_hex, parse_reserved_regions, parse_version
 from vtdlud.parse.translation import parse_dmar_translation_struct

@@ -27,9 +27,10 @@ from vtdlud._build.manpage import (
     render_vtdlud_toml_5,
 )
 from vtdlud.audit.catalog import CATALOG
-from vtdlud.audit.policy import _SCHEMA, Policy, PolicyError, parse_policy
 from vtdlud.cli import build_parser
 from vtdlud.errors import ExitCode
+from vtdlud.model.policy import Policy
+from vtdlud.parse.policy import _SCHEMA, PolicyError, parse_policy
 
 needs_groff = pytest.mark.skipif(
     shutil.which("groff", path=SYSTEM_PATH) is None, reason="needs groff (apt package groff-base)"

@@ -16,7 +16,7 @@ from tests.cli.helpers import run_cli
 from tests.kernelmodel.scenarios import two_unit_host
 from tests.kernelmodel.tree import TreeOptions, write_tree
 from tests.tools import require_tool
-from vtdlud.audit.policy import Policy
+from vtdlud.model.policy import Policy
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import DaemonStats, SourceState, render_metrics
 from vtdlud.service.daemon import daemon_evaluate

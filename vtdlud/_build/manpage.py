@@ -26,14 +26,10 @@ from vtdlud import __version__
 from vtdlud._build import roff
 from vtdlud._build.argspec import Cli, Command, Option, describe
 from vtdlud.audit.catalog import CATALOG
-from vtdlud.audit.policy import (
-    _SCHEMA,
-    DEFAULT_CONFIG,
-    DEFAULT_CONFIG_DIR,
-    FAIL_SEVERITIES,
-    Policy,
-    parse_policy,
-)
+from vtdlud.parse.policy import _SCHEMA
+from vtdlud.host.config import DEFAULT_CONFIG, DEFAULT_CONFIG_DIR
+from vtdlud.parse.policy import FAIL_SEVERITIES, parse_policy
+from vtdlud.model.policy import Policy
 from vtdlud.cli import build_parser
 from vtdlud.errors import ExitCode
 from vtdlud.model.snapshot import Tier

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from vtdlud.audit.policy import Policy
 from vtdlud.audit.preconditions import check_preconditions, pci_nodes
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted, finding
 from vtdlud.model.alias import DmaAliases
+from vtdlud.model.policy import Policy
 from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
 from vtdlud.model.tables import Mode, bdf_name
 

@@ -9,9 +9,9 @@ and VMs; the verdict in the JSON tells it apart from PASS).
 
 from __future__ import annotations
 
-from vtdlud.audit.catalog import Severity
 from vtdlud.audit.report import Report
 from vtdlud.errors import ExitCode
+from vtdlud.model.severity import Severity
 
 
 def gate_exit(report: Report) -> ExitCode:

@@ -8,15 +8,15 @@ import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
-from vtdlud.audit.catalog import Severity
-from vtdlud.audit.policy import Policy
 from vtdlud.audit.report import Finding, UnitReport, finding
 from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1, IommuTypeSer
 from vtdlud.model.bitfield import field_named
 from vtdlud.model.live import ContextInfo
+from vtdlud.model.policy import Policy
 from vtdlud.model.records import DeviceSlot, RefStatus
 from vtdlud.model.registers import ECAP_FIELDS
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import Snapshot, Tier
 from vtdlud.model.tables import (
     CONTEXT_HI_FIELDS,

@@ -47,7 +47,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from vtdlud.audit.catalog import Severity
 from vtdlud.audit.mirror import Sink, live_view, required_for, unit_mode
 from vtdlud.audit.preserved import device_bdf
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
@@ -58,6 +57,7 @@ from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.abi import IommuDeviceSerV1, IommuHwSerV1
 from vtdlud.model.bitfield import field_named
 from vtdlud.model.registers import FSTS_FIELDS
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import Tier
 from vtdlud.model.tables import Mode, context_table_bit
 from vtdlud.parse.sysfs import parse_bdf

@@ -9,10 +9,10 @@ old kernel clears the alias's context entry at kexec.
 
 from __future__ import annotations
 
-from vtdlud.audit.catalog import Severity
-from vtdlud.audit.policy import Policy, policy_wants
 from vtdlud.audit.report import Finding, Wanted, finding
 from vtdlud.model.alias import DmaAliases, PciNode, Rid
+from vtdlud.model.policy import Policy, policy_wants
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import VFIO_PCI, PciDevice, Snapshot, VfioHolder
 from vtdlud.parse.sysfs import cmdline_value, kstrtobool, parse_bdf
 

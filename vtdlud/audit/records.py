@@ -61,7 +61,6 @@ from vtdlud.audit.mirror import (
     points_nowhere,
     unit_mode,
 )
-from vtdlud.audit.policy import Policy
 from vtdlud.audit.preserved import PreservedDevice, device_bdf, rid_bits
 from vtdlud.audit.report import Finding, UnitReport, Wanted, bits_detail
 from vtdlud.frozen import frozen
@@ -69,6 +68,7 @@ from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1
 from vtdlud.model.alias import DmaAliases, Rid
 from vtdlud.model.khomem import MapState, MemMapProblemKind
 from vtdlud.model.live import ContextInfo
+from vtdlud.model.policy import Policy
 from vtdlud.model.records import Chain, HwSlot, PreservedState, RefStatus
 from vtdlud.model.records import ProblemKind as ChainKind
 from vtdlud.model.snapshot import Snapshot, Tier

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import TYPE_CHECKING
 
-from vtdlud.audit.catalog import CATALOG, Severity
-from vtdlud.audit.policy import Policy
+from vtdlud.audit.catalog import CATALOG
 from vtdlud.frozen import frozen
+from vtdlud.model.policy import Policy
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import Snapshot, VfioHolder
 from vtdlud.model.tables import Mode
 

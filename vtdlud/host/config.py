@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vtdlud.audit.policy import (
-    DEFAULT_CONFIG,
-    DEFAULT_CONFIG_DIR,
-    Policy,
-    PolicyError,
-    parse_policy,
-)
 from vtdlud.host.root import describe_oserror
+from vtdlud.model.policy import Policy
+from vtdlud.parse.policy import PolicyError, parse_policy
+
+DEFAULT_CONFIG = "/etc/vtdlud/vtdlud.toml"
+DEFAULT_CONFIG_DIR = "/etc/vtdlud/vtdlud.conf.d"
 
 
 def _read(path: Path) -> tuple[str, str]:

@@ -13,8 +13,8 @@ import os
 from collections.abc import Iterable
 from typing import TextIO
 
-from vtdlud.audit.catalog import Severity
 from vtdlud.audit.report import Finding, Report, UnitReport
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import TierStatus
 
 _COLOURS = {

@@ -52,7 +52,6 @@ from typing import Any
 
 from vtdlud import __version__
 from vtdlud.audit.evaluate import evaluate
-from vtdlud.audit.policy import Policy
 from vtdlud.audit.report import Report, finding
 from vtdlud.errors import ExitCode, UsageError, VtdludError
 from vtdlud.frozen import frozen
@@ -60,6 +59,7 @@ from vtdlud.host.bundle import open_root
 from vtdlud.host.config import load_policy
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
+from vtdlud.model.policy import Policy
 from vtdlud.model.snapshot import Snapshot, Tier
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import envelope

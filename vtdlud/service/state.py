@@ -140,9 +140,9 @@ def format_cached(doc: JSON, root_label: str, colour: bool, *, brief: bool = Fal
 
     The envelope has no drivers, groups or VFIO cdevs: those columns show ``-``; a last line
     says where the report came from."""
-    from vtdlud.audit.catalog import Severity  # noqa: PLC0415 - human output only
-    from vtdlud.audit.policy import Policy  # noqa: PLC0415
     from vtdlud.audit.report import DETAIL_KEYS, Finding, Report, UnitReport  # noqa: PLC0415
+    from vtdlud.model.policy import Policy  # noqa: PLC0415
+    from vtdlud.model.severity import Severity  # noqa: PLC0415 - human output only
     from vtdlud.model.snapshot import Snapshot, Tier, TierState, TierStatus  # noqa: PLC0415
     from vtdlud.model.tables import Mode  # noqa: PLC0415
     from vtdlud.output.text import format_status  # noqa: PLC0415

@@ -1,4 +1,4 @@
-"""The policy: which devices must survive a live update, and what the gate requires.
+"""The policy files: ``vtdlud.toml`` text into a :class:`~vtdlud.model.policy.Policy`.
 
 ``/etc/vtdlud/vtdlud.toml`` then ``/etc/vtdlud/vtdlud.conf.d/*.toml`` in name order; a later file
 replaces the keys it sets.  Pure: :func:`parse_policy` takes ``(name, text)`` pairs.  Every
@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import field
 from typing import Any
 
-from vtdlud.audit.catalog import Severity
 from vtdlud.errors import UsageError
-from vtdlud.frozen import frozen
+from vtdlud.model.policy import DeviceId, Policy
+from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import Tier
-
-DEFAULT_CONFIG = "/etc/vtdlud/vtdlud.toml"
-DEFAULT_CONFIG_DIR = "/etc/vtdlud/vtdlud.conf.d"
 
 # A BDF glob: segment:bus:device.function, each part hex digits, '?', [classes] or '*'.
 _GLOB_ATOM = re.compile(r"[0-9a-f?*]|\[!?[0-9a-f-]+\]")
@@ -32,30 +28,6 @@ FAIL_SEVERITIES = ("NOTE", "WARN", "FAIL")
 
 class PolicyError(UsageError):
     """A configuration mistake: one line naming file:line (exit 2)."""
-
-
-@frozen
-class DeviceId:
-    vendor: int
-    device: int | None  # None: any device of the vendor
-
-    def matches(self, vendor: int | None, device: int | None) -> bool:
-        return vendor == self.vendor and (self.device is None or device == self.device)
-
-    def __str__(self) -> str:
-        return f"{self.vendor:04x}:" + ("*" if self.device is None else f"{self.device:04x}")
-
-
-@frozen
-class Policy:
-    """What must be preserved and what the gate requires (defaults as DESIGN.md §3)."""
-
-    devices: tuple[str, ...] = ()  # BDF globs ("0000:03:00.0", "0000:81:*.*")
-    ids: tuple[DeviceId, ...] = ()
-    vmm_held: bool = True  # every device a VMM holds through a VFIO cdev + /dev/iommu
-    fail_severity: Severity = Severity.FAIL
-    required_tiers: frozenset[Tier] = frozenset({Tier.SYSFS, Tier.KHO_DEBUGFS, Tier.KCORE})
-    sources: tuple[str, ...] = field(default=(), compare=False)
 
 
 # table -> key -> the type it takes (the checks are in _check)
@@ -236,13 +208,3 @@ def parse_policy(files: Iterable[tuple[str, str]]) -> Policy:
         required_tiers=acc.get("gate.required_tiers", base.required_tiers),
         sources=tuple(names),
     )
-
-
-def policy_wants(policy: Policy, bdf: str, vendor: int | None, device: int | None) -> bool:
-    """Does the policy's device list or ID list name this device (vmm_held aside)?"""
-    if policy.devices:
-        from fnmatch import fnmatchcase  # noqa: PLC0415 - 3 ms of import, for device globs only
-
-        if any(fnmatchcase(bdf, g) for g in policy.devices):
-            return True
-    return any(i.matches(vendor, device) for i in policy.ids)
