@@ -299,18 +299,20 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.output.envelope import dumps, envelope
 
     policy = load_policy(ns.config)
-    hints = None
-    if ns.post_kexec:  # where the gate's ledger says the records were (model.relocate)
-        from vtdlud.service.ledger import ledger_record_hints
+    found = None
+    if ns.post_kexec:  # the ledger the gate wrote, and where it says the records were
+        from vtdlud.host.ledger import read_ledger_input
 
-        hints = ledger_record_hints(Path(ns.state_dir))
+        found = read_ledger_input(Path(ns.state_dir))
+    hints = found.ledger.record_addresses() if found and found.ledger else None
     with open_root(ns.root) as root:
-        report = evaluate(take_snapshot(root, record_hints=hints), policy)
+        snap = take_snapshot(root, record_hints=hints, kernel_log=ns.post_kexec)
+        report = evaluate(snap, policy, found)
         live = root.is_live
-        if ns.post_kexec:
-            from vtdlud.audit.postkexec import post_kexec
+    if ns.post_kexec and live:
+        from vtdlud.service.ledger import consume_ledger
 
-            report = post_kexec(report, root, Path(ns.state_dir), consume=live)
+        report = consume_ledger(report, Path(ns.state_dir))
     code = gate_exit(report)
     doc = envelope(report, argv=argv, exit_status=code, root_label=ns.root)
     if ns.report:
@@ -321,7 +323,8 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
         except OSError as exc:
             raise UsageError(f"--report {ns.report}: cannot write ({exc.strerror or exc})") from exc
     if code is ExitCode.OK and live and not ns.no_ledger and not ns.post_kexec:
-        from vtdlud.service.ledger import ledger_from_report, write_ledger
+        from vtdlud.audit.ledger import ledger_from_report
+        from vtdlud.service.ledger import write_ledger
 
         try:
             write_ledger(Path(ns.state_dir), ledger_from_report(report))

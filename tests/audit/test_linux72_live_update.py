@@ -22,11 +22,11 @@ from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.scenarios import linux72_host
 from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.host import snapshot as host_snapshot
+from vtdlud.host.ledger import LEDGER_NAME, read_ledger
 from vtdlud.host.procs import PROCESSES_JSON, facts_from_json
 from vtdlud.host.root import HostRoot
 from vtdlud.model.abi import PAGE_SIZE
 from vtdlud.model.snapshot import ProcessFacts
-from vtdlud.service.ledger import LEDGER_NAME, read_ledger
 
 VFIO = "0000:00:05.0"
 

@@ -23,17 +23,19 @@ from tests.kernelmodel.scenarios import q35_host
 from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.audit.catalog import CATALOG
 from vtdlud.audit.evaluate import evaluate
-from vtdlud.audit.postkexec import LedgerInput, parse_dmar_faults, post_kexec_findings
+from vtdlud.audit.postkexec import post_kexec_findings
 from vtdlud.cli import build_parser
 from vtdlud.host import snapshot as host_snapshot
-from vtdlud.host.kmsg import KernelLog, read_kernel_log
+from vtdlud.host.kmsg import read_kernel_log
+from vtdlud.host.ledger import LEDGER_NAME, read_ledger
 from vtdlud.host.procs import PROCESSES_JSON, facts_from_json
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
+from vtdlud.model.ledger import LedgerInput
 from vtdlud.model.policy import Policy
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import ProcessFacts
-from vtdlud.service.ledger import LEDGER_NAME, read_ledger
+from vtdlud.model.snapshot import KernelLog, ProcessFacts
+from vtdlud.parse.kmsg import kmsg_lines, parse_dmar_faults
 
 DMAR0 = "0xfed90000"
 VFIO, NIC = "0000:00:05.0", "0000:00:02.0"
@@ -350,9 +352,20 @@ def test_read_kernel_log(tmp_path: Path) -> None:
     (tmp_path / "dev").mkdir()
     (tmp_path / KMSG).write_bytes(b"6,1,2,-;first\n SUBSYSTEM=pci\n4,2,3,c;second; with ;\n")
     log = read_kernel_log(HostRoot(tmp_path))
-    assert (log.source, log.lines) == ("/dev/kmsg", ("first", "second; with ;"))
+    assert (log.source, log.dmar_faults) == ("/dev/kmsg", ())
+    (tmp_path / KMSG).write_bytes(
+        b"6,1,2,-;first\n SUBSYSTEM=pci\n3,4,5,-;" + FAULT_LINE.format("05:00.0").encode() + b"\n"
+    )
+    assert [(f.bus, f.devfn) for f in read_kernel_log(HostRoot(tmp_path)).dmar_faults or ()] == [
+        (5, 0)
+    ]
     missing = read_kernel_log(HostRoot(tmp_path / "nowhere"))
-    assert missing.lines is None and missing.reason == "no such file or directory"
+    assert missing.dmar_faults is None and missing.reason == "no such file or directory"
+
+
+def test_kmsg_lines() -> None:
+    data = b"6,1,2,-;first\n SUBSYSTEM=pci\n4,2,3,c;second; with ;\n"
+    assert kmsg_lines(data) == ("first", "second; with ;")
 
 
 def test_the_boot_unit_runs_this_check_early() -> None:

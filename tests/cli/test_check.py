@@ -10,10 +10,10 @@ import pytest
 
 from tests.cli.helpers import copy_tree, run_cli, validate
 from tests.conftest import capture_tarball
+from vtdlud.host.ledger import read_ledger
 from vtdlud.host.procs import PROCESSES_JSON, facts_to_json
 from vtdlud.host.root import HostRoot
 from vtdlud.model.snapshot import ProcessFacts, VfioHolder
-from vtdlud.service.ledger import read_ledger
 
 SYSFS_ONLY = '[gate]\nrequired_tiers = ["sysfs"]\n[preserve]\nvmm_held = false\n'
 

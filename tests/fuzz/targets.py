@@ -30,13 +30,13 @@ from vtdlud.model.walk import walk_unit_tables
 from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.kcore import parse_kcore_layout
 from vtdlud.parse.kho import parse_kho_root
+from vtdlud.parse.ledger import ledger_from_json
 from vtdlud.parse.luo import LuoBlob, parse_luo_blob, walk_luo
 from vtdlud.parse.pciconfig import parse_pci_config
 from vtdlud.parse.policy import PolicyError, parse_policy
 from vtdlud.parse.regset import parse_iommu_regset
 from vtdlud.parse.sysfs import parse_cmdline, parse_hex, parse_reserved_regions, parse_version
 from vtdlud.parse.translation import parse_dmar_translation_struct
-from vtdlud.service.ledger import ledger_from_json
 
 PAGE = 4096
 

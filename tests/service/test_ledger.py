@@ -11,18 +11,10 @@ from pathlib import Path
 import pytest
 
 from vtdlud.errors import ParseError
-from vtdlud.service.ledger import (
-    LEDGER_NAME,
-    Ledger,
-    LedgerDevice,
-    LedgerRecords,
-    LedgerUnit,
-    ledger_from_json,
-    ledger_to_json,
-    mark_consumed,
-    read_ledger,
-    write_ledger,
-)
+from vtdlud.host.ledger import LEDGER_NAME, read_ledger
+from vtdlud.model.ledger import Ledger, LedgerDevice, LedgerRecords, LedgerUnit
+from vtdlud.parse.ledger import ledger_from_json, ledger_to_json
+from vtdlud.service.ledger import mark_consumed, write_ledger
 
 
 def _ledger(generation: int, units: int = 8) -> Ledger:

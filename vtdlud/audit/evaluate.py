@@ -1,6 +1,8 @@
-"""``evaluate(snapshot, policy) -> Report``: the one evaluation path of status, check and daemon.
+"""``evaluate(snapshot, policy, ledger) -> Report``: the one evaluation path of status, check
+(the gate and ``--post-kexec``) and the daemon.
 
-Pure: it reads only the snapshot.  A check whose inputs are not visible reports UNKNOWN (VTD050,
+Pure: it reads only its arguments (``host/`` read the host into the snapshot, the kernel log
+included, and the ledger; tests/audit/test_pure.py holds it to that).  A check whose inputs are not visible reports UNKNOWN (VTD050,
 VTD051, VTD052), never FAIL.  A host without Intel VT-d (sysfs visible, no DMAR unit) gets no
 finding at all and the verdict NOT_APPLICABLE.
 """
@@ -18,6 +20,7 @@ from vtdlud.model.tables import Mode, bdf_name
 
 if TYPE_CHECKING:
     from vtdlud.audit.preserved import PreservedIndex, PreservedUnit
+    from vtdlud.model.ledger import LedgerInput
 
 
 def unit_report(
@@ -148,8 +151,21 @@ def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
     return out
 
 
-def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
-    policy = policy or Policy()
+def evaluate(
+    snapshot: Snapshot, policy: Policy | None = None, ledger: LedgerInput | None = None
+) -> Report:
+    """The report on ``snapshot`` under ``policy``; with the ``ledger`` a passing gate wrote
+    (as :func:`vtdlud.host.ledger.read_ledger_input` found it), the post-kexec report: this
+    kernel against the ledger (:mod:`vtdlud.audit.postkexec`)."""
+    report = _evaluate(snapshot, policy or Policy())
+    if ledger is None:
+        return report
+    from vtdlud.audit.postkexec import post_kexec  # noqa: PLC0415 - after a live update only
+
+    return post_kexec(report, ledger)
+
+
+def _evaluate(snapshot: Snapshot, policy: Policy) -> Report:
     if snapshot.vtd_absent is not None:
         # No Intel VT-d: nothing to audit, and no finding (a VMM holding VFIO devices behind
         # another IOMMU is none of vtdlud's business).  The verdict is NOT_APPLICABLE.

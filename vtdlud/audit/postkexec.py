@@ -1,14 +1,16 @@
 """Post-kexec verification (``vtdlud check --post-kexec``): the new kernel against the ledger.
 
 The gate that passed before the live update wrote the ledger (``/var/lib/vtdlud/ledger.json``,
-:mod:`vtdlud.service.ledger`): per unit the register base, the root table, the bitmap bits and
+:mod:`vtdlud.model.ledger`): per unit the register base, the root table, the bitmap bits and
 the preserved devices with their DIDs and PASID directories, plus the boot id and the live-update
-count.  The first evaluation after the kexec compares this kernel with it and marks it consumed:
+count.  The first evaluation after the kexec compares this kernel with it (and the command then
+marks it consumed, :func:`vtdlud.service.ledger.consume_ledger`):
 
 - VTD064 (WARN): the ledger does not belong to this boot chain: it was written in this very boot
   (no kexec happened since the gate), this boot is not a live update (no ``kho/in``), the
   previous kernel named by ``kho/in/sub_fdts/kexec-metadata`` (Linux 7.2) is not the release
-  the ledger was written under, or the live-update count is not the ledger's + 1.  Nothing is compared then.
+  the ledger was written under, or the live-update count is not the ledger's + 1.  Nothing is
+  compared then.
 - VTD060: a unit of the ledger has no incoming hw record, or its ``intel.restored`` is 0 (read
   from the incoming records through kcore: behind the LUO FLB while the incoming LUO state is
   intact, else at the physical addresses the ledger recorded, ``located_by="ledger"``; on
@@ -28,86 +30,44 @@ count.  The first evaluation after the kexec compares this kernel with it and ma
   without Intel VT-d and no ledger pending there is nothing to say: the verdict stays
   NOT_APPLICABLE; a pending ledger still compares (its units are gone: VTD060).
 
-The kernel log is read from ``/dev/kmsg`` (non-blocking, this boot's records only; needs
-CAP_SYSLOG when ``kernel.dmesg_restrict`` is set).  Under ``--root`` a regular file ``dev/kmsg``
-in the same record format is read instead; bundles carry none, so there only FSTS is looked at.
+The kernel log's fault lines come with the snapshot (:mod:`vtdlud.host.kmsg` reads
+``/dev/kmsg`` when asked, :mod:`vtdlud.parse.kmsg` finds the lines); bundles carry no log, so
+there only FSTS is looked at.  The ledger is read by :mod:`vtdlud.host.ledger`.
 
 The post-kexec report is the evaluation of this kernel without the gate's own codes (VTD025,
 VTD026, VTD029-VTD031: they are about the next update, and devices are not held by their VMMs yet
 this early in the boot), plus these findings.  A check whose inputs are not visible is UNKNOWN,
-never FAIL.  :func:`post_kexec_findings` and :func:`parse_dmar_faults` are pure; the readers at
-the end do the I/O.  Tested on the kernel model (tests/kernelmodel) only: no real capture of
+never FAIL.  Everything here is pure: ``evaluate(snapshot, policy, ledger)`` calls
+:func:`post_kexec` with what ``host/`` read.  Tested on the kernel model (tests/kernelmodel) only: no real capture of
 a live update.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Sequence
-from pathlib import Path
 
+from vtdlud.audit.ledger import liveupdate_count
 from vtdlud.audit.mirror import Sink, live_view, required_for, unit_mode
 from vtdlud.audit.preserved import device_bdf
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
-from vtdlud.host.kmsg import KernelLog, read_kernel_log
-from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.abi import IommuDeviceSerV1, IommuHwSerV1
 from vtdlud.model.bitfield import field_named
+from vtdlud.model.ledger import Ledger, LedgerInput, LedgerUnit
 from vtdlud.model.registers import FSTS_FIELDS
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import Tier
+from vtdlud.model.snapshot import DmarFault, KernelLog, Tier
 from vtdlud.model.tables import Mode, context_table_bit
 from vtdlud.parse.sysfs import parse_bdf
-from vtdlud.service.ledger import (
-    LEDGER_NAME,
-    Ledger,
-    LedgerUnit,
-    liveupdate_count,
-    mark_consumed,
-    read_ledger,
-)
 
 GATE_ONLY = frozenset({"VTD025", "VTD026", "VTD029", "VTD030", "VTD031"})
 LIVE_TIERS = (Tier.IOMMU_DEBUGFS, Tier.KCORE)
 RECORD_TIERS = (Tier.KHO_DEBUGFS, Tier.KCORE)
 _PPF = field_named(FSTS_FIELDS, "ppf")
 _PFO = field_named(FSTS_FIELDS, "pfo")
-# "DMAR: [DMA Read NO_PASID] Request device [03:00.0] fault addr 0x... [fault reason 0x..] ..."
-# (older kernels: "[DMA Write] Request device [...] fault addr ...").  INTR-REMAP is no DMA.
-_FAULT = re.compile(
-    r"DMAR: \[(DMA Read|DMA Write)[^\]]*\] Request device "
-    r"\[([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])\]"
-)
-
-
-@frozen
-class LedgerInput:
-    """The ledger as found in the state directory (``error``: it exists but cannot be used)."""
-
-    path: str
-    ledger: Ledger | None
-    error: str | None = None
-
-
-@frozen
-class DmarFault:
-    bus: int
-    devfn: int
-    line: str
-
-
-def parse_dmar_faults(lines: Sequence[str]) -> list[DmarFault]:
-    """The DMA remapping fault lines of a kernel log."""
-    out = []
-    for line in lines:
-        m = _FAULT.search(line)
-        if m is not None:
-            bus, dev, fn = int(m.group(2), 16), int(m.group(3), 16), int(m.group(4))
-            out.append(DmarFault(bus, dev << 3 | fn, line.strip()))
-    return out
+# What the post-kexec check says about the kernel log when the caller did not read it.
+LOG_NOT_READ = KernelLog("/dev/kmsg", None, "not read (take_snapshot(kernel_log=True))")
 
 
 @frozen
@@ -290,18 +250,18 @@ class _Check(Sink):
                 msg = f"{name}: FSTS {fsts:#x}: {what} on a unit with {len(lu.devices)} "
                 msg += "preserved device(s); the fault record "
                 self.add("VTD063", msg + "(its source) is not in iommu_regset", unit=lu.address)
-        lines = self.log.lines
-        if lines is None and regset is None and self.ledger.units:
+        faults = self.log.dmar_faults
+        if faults is None and regset is None and self.ledger.units:
             msg = f"DMAR faults not checked: no iommu_regset (FSTS), kernel log {self.log.source}: "
             self.add("VTD063", msg + self.log.reason, unknown=(Tier.IOMMU_DEBUGFS,))
         seen: dict[tuple[int, int], list[DmarFault]] = {}
-        for fault in parse_dmar_faults(lines or ()):
+        for fault in faults or ():
             if (fault.bus, fault.devfn) in owners:
                 seen.setdefault((fault.bus, fault.devfn), []).append(fault)
-        for key, faults in sorted(seen.items()):
+        for key, lines in sorted(seen.items()):
             address, bdf = owners[key]
-            msg = f"{bdf}: {len(faults)} DMAR fault line(s) in {self.log.source}, first: "
-            self.add("VTD063", msg + repr(faults[0].line[:160]), unit=address, bdf=bdf)
+            msg = f"{bdf}: {len(lines)} DMAR fault line(s) in {self.log.source}, first: "
+            self.add("VTD063", msg + repr(lines[0].line[:160]), unit=address, bdf=bdf)
 
 
 def _boot_chain(report: Report, ledger: Ledger) -> Finding | None:
@@ -389,32 +349,13 @@ def post_kexec_findings(report: Report, found: LedgerInput, log: KernelLog) -> P
 
 def post_kexec_report(report: Report, result: PostKexec) -> Report:
     kept = tuple(f for f in report.findings if f.code not in GATE_ONLY)
-    return dataclasses.replace(report, findings=kept + result.findings)
+    return dataclasses.replace(
+        report, findings=kept + result.findings, consume_ledger=result.consume
+    )
 
 
-# --- I/O ----------------------------------------------------------------------------------------
-
-
-def read_ledger_input(state_dir: Path) -> LedgerInput:
-    path = str(state_dir / LEDGER_NAME)
-    try:
-        return LedgerInput(path, read_ledger(state_dir))
-    except ParseError as exc:
-        return LedgerInput(path, None, str(exc))
-    except OSError as exc:
-        return LedgerInput(path, None, describe_oserror(exc))
-
-
-def post_kexec(report: Report, root: HostRoot, state_dir: Path, *, consume: bool) -> Report:
-    """The post-kexec report; the ledger is marked consumed by this boot when ``consume`` (the
-    root is this host) and it was this boot's to consume."""
-    result = post_kexec_findings(report, read_ledger_input(state_dir), read_kernel_log(root))
-    boot_id = report.snapshot.boot_id
-    if consume and result.consume and boot_id is not None:
-        try:
-            mark_consumed(state_dir, boot_id)
-        except OSError as exc:
-            msg = f"{state_dir / LEDGER_NAME}: cannot mark it consumed ({describe_oserror(exc)})"
-            extra = finding("VTD051", msg, required=False)
-            result = dataclasses.replace(result, findings=(*result.findings, extra))
-    return post_kexec_report(report, result)
+def post_kexec(report: Report, found: LedgerInput) -> Report:
+    """The post-kexec report of ``report``: its snapshot (and kernel log) against the ledger
+    ``found`` (pure; :func:`vtdlud.audit.evaluate.evaluate` with a ledger calls it)."""
+    log = report.snapshot.kernel_log or LOG_NOT_READ
+    return post_kexec_report(report, post_kexec_findings(report, found, log))

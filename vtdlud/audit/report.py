@@ -16,7 +16,7 @@ from vtdlud.model.tables import Mode
 
 if TYPE_CHECKING:  # imported when used: the live-update modules are not on status's hot path
     from vtdlud.audit.preserved import PreservedUnit
-    from vtdlud.service.ledger import LedgerUnit
+    from vtdlud.model.ledger import LedgerUnit
 
 
 # The structured details a finding may carry (JSON ``details``, journald ``VTDLUD_<KEY>``), in
@@ -121,7 +121,7 @@ class UnitReport:
         if p is None or self.address is None:
             return None
         from vtdlud.model.abi import IommuDeviceSerV1  # noqa: PLC0415
-        from vtdlud.service.ledger import LedgerDevice, LedgerUnit  # noqa: PLC0415
+        from vtdlud.model.ledger import LedgerDevice, LedgerUnit  # noqa: PLC0415
 
         return LedgerUnit(
             address=self.address,
@@ -147,6 +147,9 @@ class Report:
     units: tuple[UnitReport, ...]
     findings: tuple[Finding, ...] = field(default=())
     wanted: tuple[Wanted, ...] = field(default=())  # the devices to preserve
+    # A post-kexec report whose ledger was this boot's to consume: the command marks it
+    # consumed (vtdlud.service.ledger.consume_ledger).  Not part of the JSON.
+    consume_ledger: bool = False
 
     @property
     def not_applicable(self) -> str | None:

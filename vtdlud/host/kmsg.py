@@ -1,5 +1,5 @@
-"""The kernel log of this boot, from ``/dev/kmsg`` (the post-kexec check looks for DMAR fault
-lines of preserved devices, VTD063).
+"""The kernel log of this boot, from ``/dev/kmsg``, for the snapshot of the post-kexec check (it
+looks for DMAR fault lines of preserved devices, VTD063; :mod:`vtdlud.parse.kmsg`).
 
 Read non-blocking (EAGAIN ends it; EPIPE — records overwritten while reading — is skipped),
 bounded; needs CAP_SYSLOG when ``kernel.dmesg_restrict`` is set.  Under ``--root`` a regular file
@@ -12,18 +12,9 @@ import errno
 import os
 from pathlib import Path
 
-from vtdlud.frozen import frozen
 from vtdlud.host.root import HostRoot, describe_oserror
-
-
-@frozen
-class KernelLog:
-    """This boot's kernel log lines (the text after ``;`` of each record), None: not readable."""
-
-    source: str
-    lines: tuple[str, ...] | None
-    reason: str = ""
-
+from vtdlud.model.snapshot import KernelLog
+from vtdlud.parse.kmsg import kmsg_lines, parse_dmar_faults
 
 KMSG = "dev/kmsg"
 MAX_LOG_BYTES = 16 << 20
@@ -55,8 +46,4 @@ def read_kernel_log(root: HostRoot) -> KernelLog:
             data += chunk  # /dev/kmsg: one record ("...;text\n" + dictionary) per read
     finally:
         os.close(fd)
-    lines = []
-    for record in data.decode("utf-8", "replace").split("\n"):
-        if record and not record.startswith(" "):  # " KEY=value": a record's dictionary
-            lines.append(record.partition(";")[2] if ";" in record else record)
-    return KernelLog(source, tuple(lines))
+    return KernelLog(source, tuple(parse_dmar_faults(kmsg_lines(bytes(data)))))

@@ -23,6 +23,7 @@ from vtdlud.model.snapshot import (
     VFIO_PCI,
     InputProblem,
     IommuGroup,
+    KernelLog,
     PciDevice,
     Snapshot,
     SysfsUnit,
@@ -85,8 +86,10 @@ class SnapshotBuilder:
         kcore: str | None = None,
         processes: bool = True,
         record_hints: RecordAddresses | None = None,
+        kernel_log: bool = False,
     ) -> None:
         self.root = root
+        self.read_log = kernel_log  # read /dev/kmsg (the post-kexec check's DMAR fault lines)
         self.problems: list[InputProblem] = []
         self.skip_kcore = kcore  # why /proc/kcore is not to be opened (None: open it)
         self.scan_processes = processes
@@ -268,6 +271,13 @@ class SnapshotBuilder:
             scalable = tables.mode is Mode.SCALABLE
             walks[unit.address] = walk_unit_tables(mem.read, tables.root_table, scalable)
         return walks
+
+    def kernel_log(self) -> KernelLog | None:
+        if not self.read_log:
+            return None
+        from vtdlud.host.kmsg import read_kernel_log  # noqa: PLC0415 - post-kexec only
+
+        return read_kernel_log(self.root)
 
     # -- inventory -------------------------------------------------------------------------
     def unit(self, name: str) -> SysfsUnit:
@@ -481,6 +491,7 @@ class SnapshotBuilder:
             kcore_walks=walks,
             kcore_pages=pages,
             preserved=preserved,
+            kernel_log=self.kernel_log(),
             vtd_absent=absent,
         )
 
@@ -491,12 +502,18 @@ def take_snapshot(
     skip_kcore: str | None = None,
     processes: bool = True,
     record_hints: RecordAddresses | None = None,
+    kernel_log: bool = False,
 ) -> Snapshot:
     """Read the host.  ``skip_kcore``: never open /proc/kcore, and say why in the kcore tier
     (the sandboxed daemon); ``processes=False``: do not scan other processes' descriptors;
     ``record_hints``: where the gate's ledger says the IOMMU records were (after a live update,
-    :mod:`vtdlud.model.relocate`)."""
+    :mod:`vtdlud.model.relocate`); ``kernel_log``: read this boot's kernel log (the post-kexec
+    check's DMAR fault lines; needs CAP_SYSLOG under ``kernel.dmesg_restrict``)."""
     builder = SnapshotBuilder(
-        root, kcore=skip_kcore, processes=processes, record_hints=record_hints
+        root,
+        kcore=skip_kcore,
+        processes=processes,
+        record_hints=record_hints,
+        kernel_log=kernel_log,
     )
     return builder.build()

@@ -124,6 +124,25 @@ class ProcessFacts:
 
 
 @frozen
+class DmarFault:
+    """A DMA remapping fault line of the kernel log (``dmar_fault_do_one()``), by requester."""
+
+    bus: int
+    devfn: int
+    line: str
+
+
+@frozen
+class KernelLog:
+    """This boot's kernel log as the post-kexec check needs it: its DMA remapping fault lines
+    (:mod:`vtdlud.parse.kmsg`); ``dmar_faults`` None: the log was not readable (``reason``)."""
+
+    source: str
+    dmar_faults: tuple[DmarFault, ...] | None
+    reason: str = ""
+
+
+@frozen
 class Snapshot:
     root: str
     kernel_release: str | None
@@ -151,6 +170,8 @@ class Snapshot:
     # The kernel's IOMMU live-update records (after kexec through the LUO FLB, before it by
     # signature through KHO's preserved-memory map).
     preserved: PreservedRecords | None = None  # None: kcore or KHO not visible
+    # This boot's kernel log; None: not read (only the post-kexec check asks host/ for it).
+    kernel_log: KernelLog | None = None
     # Why this host has no Intel VT-d (sysfs visible, no DMAR unit): what sysfs, the ACPI DMAR
     # table and the command line show.  None: it has DMAR units, or sysfs is not visible.  The
     # verdict is then NOT_APPLICABLE (DESIGN.md §3).
