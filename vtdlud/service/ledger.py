@@ -308,6 +308,14 @@ def read_ledger(state_dir: Path) -> Ledger | None:
     return ledger_from_json(data)
 
 
+def ledger_bytes(state_dir: Path) -> bytes | None:
+    """The ledger file as it is, for ``collect``; None when there is none or it cannot be read."""
+    try:
+        return (state_dir / LEDGER_NAME).read_bytes()
+    except OSError:
+        return None
+
+
 def mark_consumed(state_dir: Path, boot_id: str) -> Ledger | None:
     with _locked(state_dir):
         current = read_ledger(state_dir)
