@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtdlud.frozen import frozen
+from vtdlud.host.limits import InputTooLarge, debugfs_cap, input_cap
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
 
@@ -65,6 +66,8 @@ def describe_oserror(exc: OSError) -> str:
             return "symbolic link leaves the root"
         case errno.EISDIR:
             return "is a directory"
+        case errno.EFBIG:  # InputTooLarge: strerror names the cap
+            return exc.strerror or "file too large"
         case _:
             return exc.strerror or f"errno {exc.errno}"
 
@@ -86,7 +89,17 @@ def _read_fd(fd: int, limit: int | None) -> bytes:
     return b"".join(chunks)
 
 
-def _read_attribute(fd: int) -> bytes:
+def _read_capped(fd: int, cap: int | None, limit: int | None, path: str) -> bytes:
+    """Read to EOF, or the first ``limit`` bytes; more than ``cap`` raises InputTooLarge."""
+    if cap is None or (limit is not None and limit <= cap):
+        return _read_fd(fd, limit)
+    data = _read_fd(fd, cap + 1)
+    if len(data) > cap:
+        raise InputTooLarge(cap, path)
+    return data
+
+
+def _read_attribute(fd: int, cap: int | None, path: str) -> bytes:
     """A sysfs attribute in one read(2) where it fits: a text attribute is a single seq_file
     record of at most PAGE_SIZE (sysfs_kf_seq_show) that the first read returns whole, a binary
     one (``config``) gives min(count, size - pos), and a bundle's regular file reads short only at
@@ -95,7 +108,12 @@ def _read_attribute(fd: int) -> bytes:
     chunk = os.read(fd, 65536)
     if len(chunk) < 65536:
         return chunk
-    return chunk + _read_fd(fd, None)
+    if cap is None:
+        return chunk + _read_fd(fd, None)
+    data = chunk + _read_fd(fd, max(cap + 1 - len(chunk), 1))
+    if len(data) > cap:
+        raise InputTooLarge(cap, path)
+    return data
 
 
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -135,10 +153,21 @@ class HostRoot:
         self.contents: dict[str, bytes] = {}
         self.listed: dict[str, list[str]] = {}
         self.unreadable: dict[str, str] = {}
+        # The cap of debugfs dumps and KHO blobs (vtdlud.host.limits), scaled to the host by
+        # scale_to_host once the inventory is known.
+        self.debugfs_cap = debugfs_cap(0, 0)
 
     @property
     def is_live(self) -> bool:
         return self._live
+
+    def scale_to_host(self, units: int, devices: int) -> None:
+        """Scale the debugfs cap to a host of ``units`` DMAR units and ``devices`` PCI devices."""
+        self.debugfs_cap = debugfs_cap(units, devices)
+
+    def cap(self, real: str) -> int | None:
+        """How much of the resolved input ``real`` is read at most (vtdlud.host.limits)."""
+        return input_cap(real, self.debugfs_cap)
 
     # -- resolution ------------------------------------------------------------------------
     def _abs(self, rel: str) -> str:
@@ -235,7 +264,7 @@ class HostRoot:
                 self.faults.check(real, "read")
                 fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC)
             try:
-                data = _read_fd(fd, limit)
+                data = _read_capped(fd, self.cap(real), limit, rel)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -284,7 +313,7 @@ class HostRoot:
                     out.files[name] = exc
                     continue
                 try:
-                    data = _read_attribute(fd)
+                    data = _read_attribute(fd, self.cap(prefix + name), f"{rel_dir}/{name}")
                 except OSError as exc:
                     self._failed(f"{rel_dir}/{name}", exc)
                     out.files[name] = exc

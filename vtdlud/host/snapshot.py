@@ -379,6 +379,7 @@ class SnapshotBuilder:
             if units:
                 dmar = self.dmar_table()
         units.sort(key=lambda u: (u.address is None, u.address or 0, u.name))
+        self.root.scale_to_host(len(units), len(pci))  # debugfs dumps grow with the host
 
         mount = self.debugfs_mount(lockdown)
         debugfs = self.debugfs_tier(
