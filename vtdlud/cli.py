@@ -357,11 +357,13 @@ def cmd_decode(ns: argparse.Namespace) -> int:
 
     if ns.kind == "dmar":
         from vtdlud.errors import ParseError
+        from vtdlud.host.files import read_regular
+        from vtdlud.host.limits import ACPI_TABLE_CAP
         from vtdlud.output.dmar import dmar_to_json, format_dmar_text
         from vtdlud.parse.dmar import parse_dmar
 
         try:
-            data = Path(ns.value).read_bytes()
+            data = read_regular(ns.value, ACPI_TABLE_CAP)
         except OSError as exc:
             raise UsageError(f"decode dmar: {ns.value}: {exc.strerror or exc}") from exc
         try:

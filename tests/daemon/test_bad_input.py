@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 
 import pytest
@@ -137,3 +138,22 @@ def test_unwritable_metrics_directory_is_logged_not_fatal(
     d.wait_evaluation(n)
     assert d.running.poll() is None
     assert not os.path.exists("/nonexistent-dir")
+
+
+def test_fifo_config_and_report_do_not_stall(daemon: DaemonProc, testbed: HostBed) -> None:
+    """Issue #11 item 4: on main a FIFO as the config blocked the daemon in open(2) at SIGHUP
+    (and one as gate.json at every pickup); now the reload is rejected with the reason, the
+    report is "unreadable", and the loop goes on."""
+    daemon.config.unlink()
+    os.mkfifo(daemon.config)
+    os.mkfifo(daemon.runtime / "gate.json")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_message(lambda m: "READY=1" in m)
+    assert f"{daemon.config}: cannot read: a FIFO, not a regular file" in daemon.stderr_text()
+    n = daemon.evaluations()
+    testbed.uevent(testbed.devpath("0000:00:02.0"), "change")
+    daemon.wait_evaluation(n)
+    assert daemon.running.poll() is None
+    assert daemon.daemon_json()["reports"]["gate"]["error"] == (
+        "cannot read: a FIFO, not a regular file"
+    )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtdlud.frozen import frozen
+from vtdlud.host.files import check_regular
 from vtdlud.host.limits import InputTooLarge, debugfs_cap, input_cap
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
@@ -142,6 +143,9 @@ class HostRoot:
         self.root = Path(root)
         self._prefix = str(self.root).rstrip("/") + "/"
         self._live = self.root.resolve() == Path("/")
+        # Off the live kernel's trees a file can be a FIFO (open would block) or a device (read
+        # would never end): open without blocking and refuse anything but a regular file.
+        self._nonblock = 0 if self._live else os.O_NONBLOCK
         self.faults = faults or FaultPlan()
         # Every path resolved so far -> its resolved form (one look at the host: a link is read
         # once per snapshot).
@@ -245,12 +249,21 @@ class HostRoot:
             return None
         real = f"{real_parent}/{name}" if real_parent else name
         try:
-            fd = os.open(self._abs(real), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self._abs(real), _O_FILE | self._nonblock)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # the last component is a symbolic link
                 return None
             raise
         return real, fd
+
+    def _check_regular(self, fd: int, rel: str) -> None:
+        """Off the live root, refuse a FIFO, a device or a socket (NotRegularFile)."""
+        if self._nonblock:
+            try:
+                check_regular(fd, rel)
+            except OSError:
+                os.close(fd)
+                raise
 
     def read_bytes(self, rel: str, *, limit: int | None = None) -> bytes:
         """Read a whole file (or its first ``limit`` bytes). Raises OSError."""
@@ -262,7 +275,8 @@ class HostRoot:
                 self.faults.check(rel, "read")
                 real = self.resolve(rel)
                 self.faults.check(real, "read")
-                fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC | self._nonblock)
+            self._check_regular(fd, rel)
             try:
                 data = _read_capped(fd, self.cap(real), limit, rel)
             finally:
@@ -304,11 +318,17 @@ class HostRoot:
         try:
             for name in files:
                 try:
-                    fd = os.open(name, _O_FILE, dir_fd=dfd)
+                    fd = os.open(name, _O_FILE | self._nonblock, dir_fd=dfd)
                 except OSError as exc:
                     if exc.errno == errno.ELOOP:  # the entry is a link: resolve it
                         out.files[name] = self._read_or_error(f"{rel_dir}/{name}")
                         continue
+                    self._failed(f"{rel_dir}/{name}", exc)
+                    out.files[name] = exc
+                    continue
+                try:
+                    self._check_regular(fd, f"{rel_dir}/{name}")
+                except OSError as exc:
                     self._failed(f"{rel_dir}/{name}", exc)
                     out.files[name] = exc
                     continue

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from vtdlud.errors import UsageError
+from vtdlud.host.files import NotRegularFile, check_regular
 from vtdlud.host.limits import MAX_BUNDLE_BYTES, MAX_HEADER_BYTES, MAX_MEMBERS, member_cap
 
 if TYPE_CHECKING:  # imported when a bundle is really opened
@@ -290,7 +291,13 @@ def _each_member(bundle: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFil
     import tarfile  # noqa: PLC0415
 
     count = size = 0
-    with open(bundle, "rb") as f:
+    fd = os.open(bundle, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block
+    try:
+        check_regular(fd, str(bundle))
+    except OSError:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
         stream = _Bounded(_decompressed(f))
         try:
             stream.header_budget = MAX_HEADER_BYTES  # opening reads the first member
@@ -343,6 +350,10 @@ def extract_bundle(bundle: Path, dest: Path) -> None:
     except _errors() as exc:
         if isinstance(exc, FileNotFoundError) and not bundle.exists():
             raise UsageError(f"--root {bundle}: no such file or directory") from exc
+        if isinstance(exc, NotRegularFile):
+            raise UsageError(
+                f"--root {bundle}: {exc.strerror}; expected a directory or a bundle"
+            ) from exc
         raise UsageError(
             f"bundle {bundle}: not a readable .tar.gz bundle ({exc})",
             hint="make bundles with `vtdlud collect -o FILE`",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ from vtdlud import __version__
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
 from vtdlud.host.atomic import write_atomic
+from vtdlud.host.files import check_regular, read_regular
+from vtdlud.host.limits import JSON_CAP
 from vtdlud.parse.luo import LuoBlob
 
 if TYPE_CHECKING:
@@ -178,15 +181,24 @@ def ledger_from_report(report: Report) -> Ledger:
     )
 
 
+_O_LOCK = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 @contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
     state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / LOCK_NAME, "a") as lock:
+    # O_NONBLOCK: a FIFO in its place must not block the gate (opening it fails with ENXIO,
+    # or check_regular refuses it).
+    lock = os.open(state_dir / LOCK_NAME, _O_LOCK, 0o600)
+    try:
+        check_regular(lock, str(state_dir / LOCK_NAME))
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
 
 
 def _sweep_temps(state_dir: Path) -> None:
@@ -204,7 +216,7 @@ def write_ledger(state_dir: Path, ledger: Ledger) -> None:
 def read_ledger(state_dir: Path) -> Ledger | None:
     """The ledger, None when there is none; ParseError/OSError for one that cannot be used."""
     try:
-        data = (state_dir / LEDGER_NAME).read_bytes()
+        data = read_regular(state_dir / LEDGER_NAME, JSON_CAP)
     except FileNotFoundError:
         return None
     return ledger_from_json(data)

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from vtdlud.host.atomic import write_atomic
+from vtdlud.host.files import read_regular
+from vtdlud.host.limits import JSON_CAP
 
 DEFAULT_RUNTIME_DIR = "/run/vtdlud"
 STATUS_JSON = "status.json"
@@ -72,7 +74,7 @@ def write_state(runtime_dir: Path, status: JSON, daemon: JSON) -> None:
 
 def _load(path: Path) -> JSON | None:
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_regular(path, JSON_CAP))
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
