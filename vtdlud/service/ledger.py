@@ -26,6 +26,7 @@ from vtdlud.host.atomic import write_atomic
 from vtdlud.host.files import check_regular, read_regular
 from vtdlud.host.limits import JSON_CAP
 from vtdlud.parse.luo import LuoBlob
+from vtdlud.parse.nesting import too_deep
 
 if TYPE_CHECKING:
     from vtdlud.audit.report import Report
@@ -119,6 +120,8 @@ def ledger_from_json(data: bytes) -> Ledger:
         doc = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ParseError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise too_deep(data.decode("utf-8", "replace")) from None
     if not isinstance(doc, dict) or doc.get("ledger_format") != LEDGER_FORMAT:
         fmt = doc.get("ledger_format") if isinstance(doc, dict) else None
         raise ParseError(f"ledger_format {fmt!r}, expected {LEDGER_FORMAT}")

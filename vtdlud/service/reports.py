@@ -21,6 +21,7 @@ from typing import Any
 from vtdlud.frozen import frozen
 from vtdlud.host.files import check_regular, read_fd_capped
 from vtdlud.host.limits import InputTooLarge
+from vtdlud.parse.nesting import too_deep
 from vtdlud.service.state import GATE_JSON, POST_KEXEC_JSON
 
 SOURCES = {"gate": GATE_JSON, "post_kexec": POST_KEXEC_JSON}
@@ -85,6 +86,9 @@ def read_report(source: str, path: Path) -> ReportFile:
         doc = json.loads(data)
     except ValueError as exc:
         return ReportFile(source, path, (*base, ""), None, f"not JSON: {exc}")
+    except RecursionError:
+        err = too_deep(data.decode("utf-8", "replace"))
+        return ReportFile(source, path, (*base, ""), None, f"not a vtdlud report: {err}")
     problem = check_envelope(doc)
     if problem is not None:
         return ReportFile(source, path, (*base, ""), None, f"not a vtdlud report: {problem}")

@@ -75,7 +75,7 @@ def write_state(runtime_dir: Path, status: JSON, daemon: JSON) -> None:
 def _load(path: Path) -> JSON | None:
     try:
         doc = json.loads(read_regular(path, JSON_CAP))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # nested too deeply: not ours either
         return None
     return doc if isinstance(doc, dict) else None
 
