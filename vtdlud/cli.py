@@ -251,7 +251,7 @@ def cmd_status(ns: argparse.Namespace, argv: list[str]) -> int:
 
 def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.audit.evaluate import evaluate
-    from vtdlud.audit.gate import gate_exit, gate_summary
+    from vtdlud.audit.gate import gate_exit, gate_floor, gate_summary
     from vtdlud.host.bundle import open_root
     from vtdlud.host.config import load_policy
     from vtdlud.host.snapshot import take_snapshot
@@ -259,7 +259,7 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
 
     policy = load_policy(ns.config)
     with open_root(ns.root) as root:
-        report = evaluate(take_snapshot(root), policy)
+        report = gate_floor(evaluate(take_snapshot(root), policy))
         live = root.is_live
         if ns.post_kexec:
             from vtdlud.audit.postkexec import post_kexec
