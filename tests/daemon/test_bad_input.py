@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,23 @@ def test_fifo_config_and_report_do_not_stall(daemon: DaemonProc, testbed: HostBe
     assert daemon.daemon_json()["reports"]["gate"]["error"] == (
         "cannot read: a FIFO, not a regular file"
     )
+
+
+def test_start_sweeps_the_temp_files_a_killed_daemon_left(testbed: HostBed, tmp_path: Path) -> None:
+    """Issue #11 item 8: on main a daemon killed mid-write left .status.json.*.tmp for good."""
+    d = DaemonProc(tmp_path, testbed)
+    left = [
+        d.runtime / ".status.json.0123456789ab.tmp",
+        d.runtime / ".daemon.json.0123456789ab.tmp",
+        d.metrics_dir / ".vtdlud.prom.0123456789ab.tmp",
+    ]
+    for p in left:
+        p.write_text("half")
+    other = d.runtime / ".gate.json.0123456789ab.tmp"  # the gate's, possibly being written
+    other.write_text("half")
+    try:
+        d.launch()
+        assert [p for p in left if p.exists()] == []
+        assert other.exists()
+    finally:
+        d.close()

@@ -138,9 +138,59 @@ def open_root(arg: str) -> Iterator[HostRoot]:
     import shutil  # noqa: PLC0415 - see the note at the imports
     import tempfile  # noqa: PLC0415
 
-    tmp = Path(tempfile.mkdtemp(prefix="vtdlud-bundle-"))
+    with _exit_on_signals():
+        tmp: Path | None = None
+        try:
+            with _signals_held():  # a signal between mkdtemp and the assignment: after it
+                tmp = Path(tempfile.mkdtemp(prefix="vtdlud-bundle-"))
+            extract_bundle(path, tmp)
+            yield HostRoot(tmp)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Block SIGTERM and SIGHUP in the block; one that came meanwhile is handled at its end."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        extract_bundle(path, tmp)
-        yield HostRoot(tmp)
+        yield
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise SystemExit(128 + signal) while a bundle is open, so the
+    temporary directory is removed (their default action ends the process on the spot).  A
+    handler installed inside (the daemon's own) takes precedence while it is installed."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: object) -> None:
+        for s in old:  # leaving now: a second signal must not interrupt the cleanup
+            signal.signal(s, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    old = {  # only where the default would end the process (not under nohup's SIG_IGN)
+        s: signal.signal(s, leave)
+        for s in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(s) is signal.SIG_DFL
+    }
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

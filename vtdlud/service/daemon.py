@@ -57,6 +57,7 @@ from vtdlud.audit.policy import Policy
 from vtdlud.audit.report import Report, finding
 from vtdlud.errors import ExitCode, UsageError, VtdludError
 from vtdlud.frozen import frozen
+from vtdlud.host.atomic import sweep_temps
 from vtdlud.host.bundle import open_root
 from vtdlud.host.config import load_policy
 from vtdlud.host.root import HostRoot
@@ -71,7 +72,9 @@ from vtdlud.service.reports import SOURCES, ReportFile, read_report
 from vtdlud.service.runtime import _signals, configure_logging, release_memory
 from vtdlud.service.state import (
     DAEMON_FORMAT,
+    DAEMON_JSON,
     DEFAULT_RUNTIME_DIR,
+    STATUS_JSON,
     proc_start_ticks,
     read_daemon_json,
     write_daemon_json,
@@ -467,6 +470,11 @@ class Daemon:
                 f"--runtime-dir {self.opts.runtime_dir}: {exc.strerror or exc}",
                 hint="run as root, or pass a writable --runtime-dir",
             ) from exc
+        # Temp files of a daemon killed mid-write (it is the only writer of these).
+        for mine in (STATUS_JSON, DAEMON_JSON):
+            sweep_temps(self.opts.runtime_dir / mine)
+        if self.opts.metrics is not None:
+            sweep_temps(self.opts.metrics)
         self.previous = read_daemon_json(self.opts.runtime_dir)
         rsock, wsock = socket.socketpair()
         rsock.setblocking(False)
