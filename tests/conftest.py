@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import missing
+
 DATA = Path(__file__).parent / "data"
 CAPTURES = DATA / "captures"
 CAPTURE_NAMES = ("a_legacy", "b_scalable", "d_legacy_passthrough", "g_scalable_alias_fault")
@@ -35,3 +37,10 @@ def capture_root(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
 
 def capture_file(capture_root: Callable[[str], Path], name: str, rel: str) -> str:
     return (capture_root(name) / rel).read_text()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@needs(ok, reason)`` (tests/needs.py): skip, or under CI=true fail, unless ``ok``."""
+    for mark in item.iter_markers("needs"):
+        if not mark.kwargs["ok"]:
+            missing(mark.kwargs["reason"])
