@@ -119,6 +119,8 @@ def _check_member(m: tarfile.TarInfo) -> str:
     while lead.startswith("./"):
         lead = lead[2:]
     name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
+    if "\0" in m.name or "\0" in m.linkname:  # tarfile keeps a NUL of a pax header's name
+        raise _Refused("has a NUL byte in its name or link target")
     if lead.startswith("/"):
         raise _Refused("has an absolute name")
     if ".." in name.split("/"):
