@@ -13,10 +13,13 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from vtdlud import __version__
 from vtdlud.errors import ExitCode, UsageError, VtdludError
+
+if TYPE_CHECKING:
+    from vtdlud.host.root import HostRoot
 
 PROG = "vtdlud"
 # The commands whose --json prints the envelope, on every exit (like smartctl's --json).
@@ -93,10 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--config", metavar="FILE", help="policy file (default: /etc/vtdlud/...)")
     ch.add_argument(
         "--state-dir",
-        default="/var/lib/vtdlud",
+        default=None,
         metavar="DIR",
         help="where the ledger is written when the gate passes, and read (then marked "
-        "consumed) by --post-kexec (default: /var/lib/vtdlud)",
+        "consumed) by --post-kexec (default: /var/lib/vtdlud; for a bundle made by collect, "
+        "the ledger it carries)",
     )
     ch.add_argument(
         "--post-kexec",
@@ -130,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="add proc/kcore: an ELF core of only the physical pages vtdlud read (root/context/"
         "PASID tables, live-update records), so the bundle replays the kcore tier; off by "
         "default because memory contents are sensitive",
+    )
+    co.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help="the ledger to carry in the bundle (vtdlud/ledger.json) and, after a kexec, whose "
+        "record addresses to read (default: /var/lib/vtdlud)",
     )
 
     de = sub.add_parser(
@@ -299,20 +310,21 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.output.envelope import dumps, envelope
 
     policy = load_policy(ns.config)
-    found = None
-    if ns.post_kexec:  # the ledger the gate wrote, and where it says the records were
-        from vtdlud.host.ledger import read_ledger_input
-
-        found = read_ledger_input(Path(ns.state_dir))
-    hints = found.ledger.record_addresses() if found and found.ledger else None
     with open_root(ns.root) as root:
-        snap = take_snapshot(root, record_hints=hints, kernel_log=ns.post_kexec)
-        report = evaluate(snap, policy, found)
         live = root.is_live
+        state_dir = _state_dir(ns.state_dir, root)
+        found = None
+        if ns.post_kexec:  # the ledger the gate wrote, and where it says the records were
+            from vtdlud.host.ledger import read_ledger_input
+
+            found = read_ledger_input(state_dir)
+        hints = found.ledger.record_addresses() if found and found.ledger else None
+        snap = take_snapshot(root, record_hints=hints, kernel_log=ns.post_kexec)
+        report = evaluate(snap, policy, found, gate=True)
     if ns.post_kexec and live:
         from vtdlud.service.ledger import consume_ledger
 
-        report = consume_ledger(report, Path(ns.state_dir))
+        report = consume_ledger(report, state_dir)
     code = gate_exit(report)
     doc = envelope(report, argv=argv, exit_status=code, root_label=ns.root)
     if ns.report:
@@ -327,7 +339,7 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
         from vtdlud.service.ledger import write_ledger
 
         try:
-            write_ledger(Path(ns.state_dir), ledger_from_report(report))
+            write_ledger(state_dir, ledger_from_report(report))
         except OSError as exc:
             raise UsageError(
                 f"--state-dir {ns.state_dir}: cannot write the ledger ({exc.strerror or exc})",
@@ -355,15 +367,32 @@ def _default_bundle_name(kernel_release: str | None) -> Path:
     return Path(f"vtdlud-{kernel_release or 'unknown'}-{stamp}.tar.gz")
 
 
+DEFAULT_STATE_DIR = "/var/lib/vtdlud"
+BUNDLE_STATE_DIR = "vtdlud"  # a bundle carries the ledger as vtdlud/ledger.json
+
+
+def _state_dir(given: str | None, root: HostRoot) -> Path:
+    """--state-dir, else the ledger a bundle carries (collect puts it there), else the host's."""
+    if given is not None:
+        return Path(given)
+    if not root.is_live:
+        return root.root / BUNDLE_STATE_DIR
+    return Path(DEFAULT_STATE_DIR)
+
+
 def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.audit.evaluate import evaluate
     from vtdlud.host.bundle import make_manifest, open_root, write_bundle
+    from vtdlud.host.ledger import LEDGER_NAME, ledger_bytes, ledger_record_hints
     from vtdlud.host.procs import PROCESSES_JSON, facts_to_json
     from vtdlud.host.snapshot import PROC_KCORE, take_snapshot
     from vtdlud.model.snapshot import Tier
 
     with open_root(ns.root) as root:
-        snap = take_snapshot(root)
+        state_dir = Path(ns.state_dir) if root.is_live else root.root / BUNDLE_STATE_DIR
+        # After a kexec the records are where the gate's ledger says (model.relocate): read
+        # them, so a --memory bundle carries their pages.
+        snap = take_snapshot(root, record_hints=ledger_record_hints(state_dir))
         report = evaluate(snap)
         out = Path(ns.output) if ns.output else _default_bundle_name(snap.kernel_release)
         if out.is_dir():
@@ -374,6 +403,9 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
         extra = {}
         if snap.processes is not None:
             extra[PROCESSES_JSON] = facts_to_json(snap.processes)
+        ledger = ledger_bytes(state_dir)
+        if ledger is not None:
+            extra[f"{BUNDLE_STATE_DIR}/{LEDGER_NAME}"] = ledger
         if ns.memory:
             if not snap.kcore_pages:
                 raise UsageError(

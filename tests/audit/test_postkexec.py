@@ -24,7 +24,7 @@ from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.audit.catalog import CATALOG
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.postkexec import post_kexec_findings
-from vtdlud.cli import build_parser
+from vtdlud.cli import _state_dir, build_parser
 from vtdlud.host import snapshot as host_snapshot
 from vtdlud.host.kmsg import read_kernel_log
 from vtdlud.host.ledger import LEDGER_NAME, read_ledger
@@ -323,6 +323,7 @@ def test_report_file_for_the_daemon(tmp_path: Path) -> None:
     host.kexec()
     inject(host, Fault.NOT_RESTORED)
     report = tmp_path / "run" / "post-kexec.json"
+    report.parent.mkdir()  # --report never creates directories (systemd's RuntimeDirectory does)
     root = write_tree(host, tmp_path / "after")
     rc, out, _ = run_cli(
         "check", "--post-kexec", "--json", "--root", str(root), "--state-dir", str(state),
@@ -381,7 +382,9 @@ def test_the_boot_unit_runs_this_check_early() -> None:
     prog, *args = exec_start.split()
     ns = build_parser().parse_args(args)
     assert prog == "/usr/bin/vtdlud" and ns.command == "check" and ns.post_kexec
-    assert (ns.report, ns.state_dir) == ("/run/vtdlud/post-kexec.json", "/var/lib/vtdlud")
+    # No --state-dir: on the host itself that is /var/lib/vtdlud.
+    state_dir = _state_dir(ns.state_dir, HostRoot(Path("/")))
+    assert (ns.report, state_dir) == ("/run/vtdlud/post-kexec.json", Path("/var/lib/vtdlud"))
     assert keys["Type"] == ["oneshot"] and keys["DefaultDependencies"] == ["no"]
     assert keys["RequiresMountsFor"] == ["/var/lib/vtdlud"]
     assert "local-fs.target" in keys["After"][0].split()

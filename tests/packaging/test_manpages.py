@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import needs
 from tests.packaging import REPO, SYSTEM_PATH
 from vtdlud._build import manpage
 from vtdlud._build.manpage import (
@@ -32,8 +33,8 @@ from vtdlud.errors import ExitCode
 from vtdlud.model.policy import Policy
 from vtdlud.parse.policy import _SCHEMA, PolicyError, parse_policy
 
-needs_groff = pytest.mark.skipif(
-    shutil.which("groff", path=SYSTEM_PATH) is None, reason="needs groff (apt package groff-base)"
+needs_groff = needs(
+    shutil.which("groff", path=SYSTEM_PATH) is not None, "needs groff (apt package groff-base)"
 )
 
 

@@ -45,8 +45,9 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD003",
             S.FAIL,
             "81a5d37c638d4073b91bc942a3570863",
-            "IOMMU hw record type/token inconsistent",
-            "The record is not a VT-d record (type != IOMMU_INTEL or token != phys_addr); report a kernel bug.",
+            "IOMMU record inconsistent (type/token, flags, ref counts, devid, restored)",
+            "The record is not as the kernel writes it (the message says which field): the next "
+            "kernel would misread it; do not kexec, and report a kernel bug.",
         ),
         _e(
             "VTD010",
@@ -122,8 +123,9 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD024",
             S.FAIL,
             "b5bd8d6bb88849118946d6f604701000",
-            "pasid_table differs from the live PASID directory pointer",
-            "The new kernel would restore the wrong PASID directory; do not kexec.",
+            "pasid_table or max_pasid differs from the live PASID directory",
+            "The new kernel would restore the wrong PASID directory (or BUG() on max_pasid); do "
+            "not kexec.",
         ),
         _e(
             "VTD025",

@@ -152,12 +152,21 @@ def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
 
 
 def evaluate(
-    snapshot: Snapshot, policy: Policy | None = None, ledger: LedgerInput | None = None
+    snapshot: Snapshot,
+    policy: Policy | None = None,
+    ledger: LedgerInput | None = None,
+    *,
+    gate: bool = False,
 ) -> Report:
-    """The report on ``snapshot`` under ``policy``; with the ``ledger`` a passing gate wrote
-    (as :func:`vtdlud.host.ledger.read_ledger_input` found it), the post-kexec report: this
-    kernel against the ledger (:mod:`vtdlud.audit.postkexec`)."""
+    """The report on ``snapshot`` under ``policy``.  ``gate``: with what blocks any gate
+    (:func:`vtdlud.audit.gate.gate_floor`), as ``vtdlud check`` reports.  With the ``ledger``
+    a passing gate wrote (as :func:`vtdlud.host.ledger.read_ledger_input` found it), the
+    post-kexec report: this kernel against the ledger (:mod:`vtdlud.audit.postkexec`)."""
     report = _evaluate(snapshot, policy or Policy())
+    if gate:
+        from vtdlud.audit.gate import gate_floor  # noqa: PLC0415
+
+        report = gate_floor(report)
     if ledger is None:
         return report
     from vtdlud.audit.postkexec import post_kexec  # noqa: PLC0415 - after a live update only

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vtdlud.host.files import read_regular
+from vtdlud.host.limits import CONFIG_CAP
 from vtdlud.host.root import describe_oserror
 from vtdlud.model.policy import Policy
 from vtdlud.parse.policy import PolicyError, parse_policy
@@ -14,7 +16,7 @@ DEFAULT_CONFIG_DIR = "/etc/vtdlud/vtdlud.conf.d"
 
 def _read(path: Path) -> tuple[str, str]:
     try:
-        return str(path), path.read_text(encoding="utf-8")
+        return str(path), read_regular(path, CONFIG_CAP, allow_null=True).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{path}: not UTF-8 text (byte {exc.start:#x})") from exc
     except OSError as exc:

@@ -7,6 +7,7 @@ from typing import Any
 
 from vtdlud.errors import ParseError
 from vtdlud.model.ledger import LEDGER_FORMAT, Ledger, LedgerDevice, LedgerRecords, LedgerUnit
+from vtdlud.parse.nesting import too_deep
 
 
 def _hex(v: int | None) -> str | None:
@@ -76,6 +77,8 @@ def ledger_from_json(data: bytes) -> Ledger:
         doc = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ParseError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise too_deep(data.decode("utf-8", "replace")) from None
     if not isinstance(doc, dict) or doc.get("ledger_format") != LEDGER_FORMAT:
         fmt = doc.get("ledger_format") if isinstance(doc, dict) else None
         raise ParseError(f"ledger_format {fmt!r}, expected {LEDGER_FORMAT}")

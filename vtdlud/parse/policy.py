@@ -16,6 +16,7 @@ from vtdlud.errors import UsageError
 from vtdlud.model.policy import DeviceId, Policy
 from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import Tier
+from vtdlud.parse.nesting import too_deep
 
 # A BDF glob: segment:bus:device.function, each part hex digits, '?', [classes] or '*'.
 _GLOB_ATOM = re.compile(r"[0-9a-f?*]|\[!?[0-9a-f-]+\]")
@@ -126,6 +127,9 @@ def _parse_toml(f: _File) -> dict[str, Any]:
         line = m.group(1) if m else "1"
         reason = str(exc).split(" (at ")[0]
         raise PolicyError(f"{f.name}:{line}: TOML syntax error: {reason}") from exc
+    except RecursionError:  # tomllib recurses per level of arrays and inline tables
+        err = too_deep(f.text, toml=True)
+        raise PolicyError(f"{f.name}:{err.line}: {err.reason}", hint="see vtdlud.toml(5)") from None
 
 
 def _apply(f: _File, doc: dict[str, Any], acc: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -16,23 +17,31 @@ from pathlib import Path
 
 from vtdlud.audit.report import Report, finding
 from vtdlud.host.atomic import write_atomic
+from vtdlud.host.files import check_regular
 from vtdlud.host.ledger import LEDGER_NAME, read_ledger
 from vtdlud.host.root import describe_oserror
 from vtdlud.model.ledger import Ledger
 from vtdlud.parse.ledger import ledger_to_json
 
 LOCK_NAME = ".ledger.lock"
+_O_LOCK = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
     state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / LOCK_NAME, "a") as lock:
+    # O_NONBLOCK: a FIFO in its place must not block the gate (opening it fails with ENXIO,
+    # or check_regular refuses it).
+    lock = os.open(state_dir / LOCK_NAME, _O_LOCK, 0o600)
+    try:
+        check_regular(lock, str(state_dir / LOCK_NAME))
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
 
 
 def _sweep_temps(state_dir: Path) -> None:
