@@ -303,7 +303,7 @@ def test_report_file_for_the_daemon(tmp_path: Path) -> None:
     host.kexec()
     inject(host, Fault.NOT_RESTORED)
     report = tmp_path / "run" / "post-kexec.json"
-    report.parent.mkdir()  # a missing directory is refused
+    report.parent.mkdir()  # --report never creates directories (systemd's RuntimeDirectory does)
     root = write_tree(host, tmp_path / "after")
     rc, out, _ = run_cli(
         "check", "--post-kexec", "--json", "--root", str(root), "--state-dir", str(state),
