@@ -386,7 +386,7 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.host.ledger import LEDGER_NAME, ledger_bytes, ledger_record_hints
     from vtdlud.host.procs import PROCESSES_JSON, facts_to_json
     from vtdlud.host.snapshot import PROC_KCORE, take_snapshot
-    from vtdlud.model.snapshot import Tier
+    from vtdlud.model.tiers import Tier
 
     with open_root(ns.root) as root:
         state_dir = Path(ns.state_dir) if root.is_live else root.root / BUNDLE_STATE_DIR

@@ -14,7 +14,7 @@ from tests.cli.helpers import run_cli, status_json
 from tests.conftest import capture_tarball
 from vtdlud.model.policy import DeviceId, Policy, policy_wants
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import Tier
+from vtdlud.model.tiers import Tier
 from vtdlud.parse.policy import PolicyError, _bare_tables, parse_policy
 
 ETC = Path(__file__).parents[2] / "etc" / "vtdlud" / "vtdlud.toml"

@@ -29,7 +29,8 @@ from vtdlud.model.abi import IommuHwSerV1
 from vtdlud.model.live import derive_live_tables
 from vtdlud.model.policy import Policy
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import Snapshot, Tier
+from vtdlud.model.snapshot import Snapshot
+from vtdlud.model.tiers import Tier
 
 DMAR0, DMAR1 = 0xFED90000, 0xFED91000
 VFIO, NVME, NIC = "0000:00:05.0", "0000:01:00.0", "0000:00:02.0"

@@ -16,7 +16,7 @@ from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.policy import Policy
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import Tier, TierStatus
+from vtdlud.model.tiers import Tier, TierStatus
 from vtdlud.output.journal import JournalSink
 from vtdlud.service.daemon import (
     KCORE_REASON,

@@ -29,13 +29,14 @@ from vtdlud.model.abi import (
     unpack_array_page,
 )
 from vtdlud.model.khomem import walk_preserved_memory
+from vtdlud.model.luo import LuoBlob
 from vtdlud.model.records import walk_records
 from vtdlud.model.walk import walk_unit_tables
 from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.kcore import parse_kcore_layout
 from vtdlud.parse.kho import parse_kho_root
 from vtdlud.parse.ledger import ledger_from_json
-from vtdlud.parse.luo import LuoBlob, parse_luo_blob, walk_luo
+from vtdlud.parse.luo import parse_luo_blob, walk_luo
 from vtdlud.parse.pciconfig import parse_pci_config
 from vtdlud.parse.policy import PolicyError, parse_policy
 from vtdlud.parse.regset import parse_iommu_regset

@@ -16,7 +16,7 @@ from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.corewriter import ExtraSegment, build_core, write_core
 from vtdlud.host.kcore import PROC_KCORE, KcoreLimits, KcoreOpenError, PhysMem
 from vtdlud.host.root import Fault, FaultPlan, HostRoot
-from vtdlud.model.snapshot import TierStatus
+from vtdlud.model.tiers import TierStatus
 
 PAGE = 4096
 

@@ -28,17 +28,11 @@ from tests.kho.blobs import (
 )
 from vtdlud.errors import ParseError
 from vtdlud.model.abi import IommuFlbSerV2
-from vtdlud.parse.kho import KhoRoot, UnknownKho, parse_finalize, parse_kho_root, parse_scratch
-from vtdlud.parse.khocut import CutKhoRoot, parse_kho_debugfs_root, recover_cut_root
-from vtdlud.parse.luo import (
-    LuoBlob,
-    LuoCorrupt,
-    LuoState,
-    StaleLuo,
-    UnknownLuo,
-    parse_luo_blob,
-    walk_luo,
-)
+from vtdlud.model.kho import CutKhoRoot, KhoRoot, UnknownKho
+from vtdlud.model.luo import LuoBlob, LuoCorrupt, LuoState, StaleLuo, UnknownLuo
+from vtdlud.parse.kho import parse_finalize, parse_kho_root, parse_scratch
+from vtdlud.parse.khocut import parse_kho_debugfs_root, recover_cut_root
+from vtdlud.parse.luo import parse_luo_blob, walk_luo
 from vtdlud.parse.luofreed import read_freed_luo
 
 FUZZ = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])

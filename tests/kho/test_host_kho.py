@@ -22,12 +22,12 @@ from tests.kho.blobs import (
     luo_ser_features,
     u64le,
 )
-from vtdlud.host.kho import KHO_DEBUGFS, SubBlob, read_kho
+from vtdlud.host.kho import KHO_DEBUGFS, read_kho
 from vtdlud.host.root import Fault, FaultPlan, HostRoot
 from vtdlud.model.abi import IommuFlbSerV2
-from vtdlud.model.snapshot import Tier
-from vtdlud.parse.kho import KhoRoot, ScratchRegion, UnknownKho
-from vtdlud.parse.luo import IommuFlb, LuoBlob, LuoGeneration, UnknownLuo
+from vtdlud.model.kho import KhoRoot, ScratchRegion, SubBlob, UnknownKho
+from vtdlud.model.luo import IommuFlb, LuoBlob, LuoGeneration, UnknownLuo
+from vtdlud.model.tiers import Tier
 
 SCRATCH_PHYS = "0x1000000\n0x40000000\n"
 SCRATCH_LEN = "0x1000000\n0x10000000\n"

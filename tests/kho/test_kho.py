@@ -13,13 +13,9 @@ import pytest
 
 from tests.kho.blobs import Node, build_fdt, cstr, kho_root, kho_v1, kho_v2, u64le
 from vtdlud.errors import ParseError
+from vtdlud.model.kho import KexecMetadata, KhoRoot, KhoSubsystem, ScratchRegion, UnknownKho
 from vtdlud.parse.kho import (
     FdtView,
-    KexecMetadata,
-    KhoRoot,
-    KhoSubsystem,
-    ScratchRegion,
-    UnknownKho,
     is_fdt,
     parse_finalize,
     parse_kexec_metadata,

@@ -17,16 +17,14 @@ import pytest
 from tests.kernelmodel.scenarios import linux72_host
 from tests.kho.blobs import FakeMemory, block, fixed, flb_ser, session_ser_v2
 from vtdlud.errors import ParseError
-from vtdlud.parse.kho import KhoRoot, KhoSubsystem, UnknownKho
+from vtdlud.model.kho import CutKhoRoot, KhoRoot, KhoSubsystem, RecoveredRoot, UnknownKho
+from vtdlud.model.luo import LuoBlob, StaleLuo, flb_role
 from vtdlud.parse.khocut import (
-    CutKhoRoot,
-    RecoveredRoot,
     parse_cut_root,
     parse_fdt_header,
     parse_kho_debugfs_root,
     recover_cut_root,
 )
-from vtdlud.parse.luo import LuoBlob, StaleLuo, flb_role
 from vtdlud.parse.luofreed import read_freed_luo
 
 # --- an FDT by hand ---------------------------------------------------------------------------

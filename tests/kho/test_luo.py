@@ -32,8 +32,7 @@ from tests.kho.blobs import (
 )
 from vtdlud.errors import ParseError
 from vtdlud.model.abi import V1, V2, IommuFlbSerV1, IommuFlbSerV2, UnknownAbi
-from vtdlud.parse import luo
-from vtdlud.parse.luo import (
+from vtdlud.model.luo import (
     FlbsRef,
     IommuFlb,
     LuoBlob,
@@ -47,6 +46,9 @@ from vtdlud.parse.luo import (
     SessionFormat,
     SessionsRef,
     UnknownLuo,
+)
+from vtdlud.parse import luo
+from vtdlud.parse.luo import (
     find_iommu_flb,
     parse_luo,
     parse_luo_blob,

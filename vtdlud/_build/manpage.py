@@ -32,7 +32,7 @@ from vtdlud.parse.policy import FAIL_SEVERITIES, parse_policy
 from vtdlud.model.policy import Policy
 from vtdlud.cli import build_parser
 from vtdlud.errors import ExitCode
-from vtdlud.model.snapshot import Tier
+from vtdlud.model.tiers import Tier
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIG = SOURCE_ROOT / "etc" / "vtdlud" / "vtdlud.toml"

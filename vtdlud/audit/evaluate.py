@@ -15,8 +15,9 @@ from vtdlud.audit.preconditions import check_preconditions, pci_nodes
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted, finding
 from vtdlud.model.alias import DmaAliases
 from vtdlud.model.policy import Policy
-from vtdlud.model.snapshot import Snapshot, SysfsUnit, Tier
+from vtdlud.model.snapshot import Snapshot, SysfsUnit
 from vtdlud.model.tables import Mode, bdf_name
+from vtdlud.model.tiers import Tier
 
 if TYPE_CHECKING:
     from vtdlud.audit.preserved import PreservedIndex, PreservedUnit

@@ -18,7 +18,7 @@ import dataclasses
 from vtdlud.audit.report import Finding, Report, finding
 from vtdlud.errors import ExitCode
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import Tier
+from vtdlud.model.tiers import Tier
 
 RECORD_TIERS = (Tier.KHO_DEBUGFS, Tier.KCORE)
 

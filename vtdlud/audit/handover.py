@@ -9,11 +9,10 @@ its reason goes to the checks that needed the records, see vtdlud.host.records).
 from __future__ import annotations
 
 from vtdlud.audit.report import Finding, finding
-from vtdlud.host.kho import KhoSide
 from vtdlud.model.abi import UnknownAbi
+from vtdlud.model.kho import KhoSide, UnknownKho
+from vtdlud.model.luo import IommuFlb, LuoCorrupt, UnknownLuo
 from vtdlud.model.snapshot import Snapshot
-from vtdlud.parse.kho import UnknownKho
-from vtdlud.parse.luo import IommuFlb, LuoCorrupt, UnknownLuo
 
 
 def _side_findings(side: KhoSide) -> list[Finding]:

@@ -8,9 +8,9 @@ from dataclasses import replace
 from vtdlud import __version__
 from vtdlud.audit.report import Report
 from vtdlud.model.ledger import Ledger, LedgerRecords
+from vtdlud.model.luo import LuoBlob
 from vtdlud.model.relocate import record_addresses
 from vtdlud.model.snapshot import Snapshot
-from vtdlud.parse.luo import LuoBlob
 
 
 def liveupdate_count(snapshot: Snapshot) -> int | None:

@@ -17,7 +17,7 @@ from vtdlud.model.policy import Policy
 from vtdlud.model.records import DeviceSlot, RefStatus
 from vtdlud.model.registers import ECAP_FIELDS
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import Snapshot, Tier
+from vtdlud.model.snapshot import Snapshot
 from vtdlud.model.tables import (
     CONTEXT_HI_FIELDS,
     CONTEXT_LO_FIELDS,
@@ -25,6 +25,7 @@ from vtdlud.model.tables import (
     PASID_VAL2_FIELDS,
     Mode,
 )
+from vtdlud.model.tiers import Tier
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -57,8 +57,9 @@ from vtdlud.model.bitfield import field_named
 from vtdlud.model.ledger import Ledger, LedgerInput, LedgerUnit
 from vtdlud.model.registers import FSTS_FIELDS
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import DmarFault, KernelLog, Tier
+from vtdlud.model.snapshot import DmarFault, KernelLog
 from vtdlud.model.tables import Mode, context_table_bit
+from vtdlud.model.tiers import Tier
 from vtdlud.parse.sysfs import parse_bdf
 
 GATE_ONLY = frozenset({"VTD025", "VTD026", "VTD029", "VTD030", "VTD031"})

@@ -79,14 +79,15 @@ from vtdlud.model.live import ContextInfo
 from vtdlud.model.policy import Policy
 from vtdlud.model.records import Chain, HwSlot, PreservedState, RefStatus
 from vtdlud.model.records import ProblemKind as ChainKind
-from vtdlud.model.snapshot import Snapshot, Tier
+from vtdlud.model.snapshot import Snapshot
 from vtdlud.model.tables import (
     Mode,
     context_table_bit,
 )
+from vtdlud.model.tiers import Tier
 
 if TYPE_CHECKING:
-    from vtdlud.host.records import PreservedRecords
+    from vtdlud.model.preserved import PreservedRecords
 
 
 INCOMING = frozenset({"flb", "ledger"})  # located_by of the incoming records

@@ -31,7 +31,8 @@ from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.frozen import frozen
 from vtdlud.host.root import FaultPlan, HostRoot, describe_oserror
 from vtdlud.model.registers import VTD_PAGE_MASK, VTD_PAGE_SIZE
-from vtdlud.model.snapshot import KCORE_MISSING_LIVE, KCORE_MISSING_ROOT, TierStatus
+from vtdlud.model.snapshot import KCORE_MISSING_LIVE, KCORE_MISSING_ROOT
+from vtdlud.model.tiers import TierStatus
 from vtdlud.parse.kcore import (
     EHDR_SIZE,
     MAX_HEADER_BYTES,

@@ -39,39 +39,32 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from vtdlud.errors import ParseError
-from vtdlud.frozen import frozen
 from vtdlud.host.root import HostRoot, describe_oserror
-from vtdlud.model.khomem import PreservedMemory
-from vtdlud.model.snapshot import InputProblem, Tier
-from vtdlud.parse.kho import (
+from vtdlud.model.kho import (
     KHO_COMPATIBLE_V4,
-    KHO_METADATA_NODE_NAME,
     KHO_SUB_TREE_PROP,
+    CutKhoRoot,
     KexecMetadata,
     KhoRoot,
+    KhoSide,
+    KhoState,
+    RecoveredRoot,
     ScratchRegion,
+    SubBlob,
     UnknownKho,
+)
+from vtdlud.model.khomem import PreservedMemory
+from vtdlud.model.luo import LuoBlob, LuoState, StaleLuo, UnknownLuo
+from vtdlud.model.tiers import InputProblem, Tier
+from vtdlud.parse.kho import (
+    KHO_METADATA_NODE_NAME,
     is_fdt,
     parse_finalize,
     parse_kexec_metadata,
     parse_scratch,
 )
-from vtdlud.parse.khocut import (
-    CutKhoRoot,
-    RecoveredRoot,
-    parse_kho_debugfs_root,
-    recover_cut_root,
-)
-from vtdlud.parse.luo import (
-    LUO_KHO_ENTRY_NAME,
-    LuoBlob,
-    LuoState,
-    ReadPhys,
-    StaleLuo,
-    UnknownLuo,
-    parse_luo_blob,
-    walk_luo,
-)
+from vtdlud.parse.khocut import parse_kho_debugfs_root, recover_cut_root
+from vtdlud.parse.luo import LUO_KHO_ENTRY_NAME, ReadPhys, parse_luo_blob, walk_luo
 from vtdlud.parse.luofreed import read_freed_luo
 
 T = TypeVar("T")
@@ -79,44 +72,6 @@ V = TypeVar("V")
 
 KHO_DEBUGFS = "sys/kernel/debug/kho"
 MAX_BLOB = 64 << 20  # debugfs KHO blobs are a few pages; a bigger file is not one
-
-
-@frozen
-class SubBlob:
-    """One file of ``sub_fdts/``."""
-
-    name: str
-    size: int
-    is_fdt: bool
-
-
-@frozen
-class KhoSide:
-    """``kho/out`` (this kernel's outgoing state) or ``kho/in`` (what the previous one handed over)."""
-
-    side: str  # "out" or "in"
-    finalized: bool | None  # out/finalize (older debugfs only); None when there is no such file
-    # None: no fdt (yet), or unreadable (see problems).  CutKhoRoot: the debugfs copy is cut
-    # and the whole FDT could not be read through kcore (see ``cut`` for a root that was).
-    root: KhoRoot | UnknownKho | CutKhoRoot | None
-    scratch: tuple[ScratchRegion, ...] | None  # out only
-    blobs: tuple[SubBlob, ...]
-    # sub_fdts/LUO decoded; None when absent or unreadable; StaleLuo: freed memory (Linux 7.2)
-    luo: LuoBlob | UnknownLuo | StaleLuo | None
-    luo_state: LuoState | None  # the LUO blob walked through read_phys, when one was given
-    cut: CutKhoRoot | None = None  # the debugfs copy of the root, when it was cut
-    memory_map: PreservedMemory | None = None  # walked to read a cut root through kcore
-    metadata: KexecMetadata | None = None  # sub_fdts/kexec-metadata
-    luo_freed: bool = False  # in/: this kernel freed the LUO blob at boot (Linux 7.2)
-
-
-@frozen
-class KhoState:
-    outgoing: KhoSide | None  # None: no kho/out
-    incoming: KhoSide | None  # None: no kho/in (this boot was not a KHO kexec)
-    has_finalize: bool  # the older debugfs generation (out/finalize exists)
-    problems: tuple[InputProblem, ...]
-    notes: tuple[str, ...] = ()  # what is normal for the kernel but limits what is visible
 
 
 class _Reader:

@@ -17,37 +17,17 @@ neither works the reason is kept (``incoming_reason``) for the checks that neede
 
 from __future__ import annotations
 
-from dataclasses import field, replace
+from dataclasses import replace
 
-from vtdlud.frozen import frozen
 from vtdlud.host.kcore import PhysMem
-from vtdlud.host.kho import KhoSide, KhoState
 from vtdlud.model.abi import AbiVariant
-from vtdlud.model.khomem import MapState, PreservedMemory, walk_preserved_memory
+from vtdlud.model.kho import CutKhoRoot, KhoRoot, KhoSide, KhoState
+from vtdlud.model.khomem import MapState, walk_preserved_memory
+from vtdlud.model.luo import IommuFlb, StaleLuo
+from vtdlud.model.preserved import PreservedRecords
 from vtdlud.model.records import PreservedState, walk_records
 from vtdlud.model.relocate import RecordAddresses, locate_at, signature_problem
-from vtdlud.model.signature import SignatureScan, find_hw_records
-from vtdlud.parse.kho import KhoRoot
-from vtdlud.parse.khocut import CutKhoRoot
-from vtdlud.parse.luo import IommuFlb, StaleLuo
-
-
-@frozen
-class PreservedRecords:
-    """Where the records were looked for and what was found (all None: not looked for).
-
-    ``state`` is what status and the gate judge: the outgoing records (found by signature) when
-    this kernel has preserved anything for the next update, else the incoming ones (read
-    through the LUO FLB, or at the ledger's addresses, after a live update).  ``incoming`` is
-    always the latter, for the post-kexec verification; ``incoming_reason`` says why it is None
-    on a live-update boot."""
-
-    state: PreservedState | None = None
-    memory_map: PreservedMemory | None = None  # KHO's outgoing preserved pages
-    scan: SignatureScan | None = None
-    notes: tuple[str, ...] = field(default=())
-    incoming: PreservedState | None = None
-    incoming_reason: str | None = None
+from vtdlud.model.signature import find_hw_records
 
 
 def _stale_reasons(side: KhoSide) -> list[str]:

@@ -21,17 +21,14 @@ from vtdlud.model.snapshot import (
     KCORE_MISSING_LIVE,
     KCORE_MISSING_ROOT,
     VFIO_PCI,
-    InputProblem,
     IommuGroup,
     KernelLog,
     PciDevice,
     Snapshot,
     SysfsUnit,
-    Tier,
-    TierState,
-    TierStatus,
 )
 from vtdlud.model.tables import Mode
+from vtdlud.model.tiers import InputProblem, Tier, TierState, TierStatus
 from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.pciconfig import parse_pci_config
 from vtdlud.parse.regset import parse_iommu_regset
@@ -52,7 +49,7 @@ from vtdlud.parse.translation import parse_dmar_translation_struct
 
 if TYPE_CHECKING:  # the live-update readers are imported only when their tier is there
     from vtdlud.host.kcore import PhysMem
-    from vtdlud.host.records import PreservedRecords
+    from vtdlud.model.preserved import PreservedRecords
     from vtdlud.model.relocate import RecordAddresses
     from vtdlud.model.walk import WalkResult
 

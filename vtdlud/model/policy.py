@@ -10,7 +10,7 @@ from dataclasses import field
 
 from vtdlud.frozen import frozen
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import Tier
+from vtdlud.model.tiers import Tier
 
 
 @frozen

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import field
-from enum import Enum
 from typing import TYPE_CHECKING
 
 from vtdlud.frozen import frozen
 from vtdlud.model.pci import PciConfig
+from vtdlud.model.tiers import InputProblem, Tier, TierState
 
 if TYPE_CHECKING:
-    from vtdlud.host.kho import KhoState
-    from vtdlud.host.records import PreservedRecords
     from vtdlud.model.debugfs import Regset, TranslationStruct
     from vtdlud.model.dmar import DmarTable
+    from vtdlud.model.kho import KhoState
     from vtdlud.model.live import LiveTables
+    from vtdlud.model.preserved import PreservedRecords
     from vtdlud.model.walk import WalkResult
 
 
@@ -22,43 +22,6 @@ if TYPE_CHECKING:
 KCORE_MISSING_LIVE = "no /proc/kcore (CONFIG_PROC_KCORE=n)"
 KCORE_MISSING_ROOT = "no proc/kcore under this root (bundles carry no physical memory)"
 VFIO_PCI = "vfio-pci"  # the driver a device must be bound to for VFIO to hand it to a VMM
-
-
-class Tier(Enum):
-    """Tiers of visibility (DESIGN.md §2), in the order they are reported."""
-
-    SYSFS = "sysfs"
-    IOMMU_DEBUGFS = "iommu_debugfs"
-    KHO_DEBUGFS = "kho_debugfs"
-    KCORE = "kcore"
-
-
-class TierStatus(Enum):
-    AVAILABLE = "available"
-    UNAVAILABLE = "unavailable"  # not mounted, not built, not present in the bundle
-    DENIED = "denied"  # permission denied or kernel lockdown
-
-
-@frozen
-class TierState:
-    tier: Tier
-    status: TierStatus
-    reason: str
-
-    @property
-    def available(self) -> bool:
-        return self.status is TierStatus.AVAILABLE
-
-
-@frozen
-class InputProblem:
-    """An input that could not be read (VTD051) or is in an unsupported format (VTD052)."""
-
-    path: str  # absolute path as on the host, e.g. /sys/kernel/debug/iommu/intel/iommu_regset
-    reason: str
-    tier: Tier
-    unsupported: bool = False
-    unit: int | None = None  # register base address when the input belongs to one unit
 
 
 @frozen

@@ -14,7 +14,8 @@ from typing import Any, cast
 from vtdlud import __version__
 from vtdlud.audit.report import Finding, Report, UnitReport, Wanted
 from vtdlud.model.registers import decode_cap, decode_ecap
-from vtdlud.model.snapshot import Snapshot, Tier
+from vtdlud.model.snapshot import Snapshot
+from vtdlud.model.tiers import Tier
 
 # 1.1 added ``vtdlud.messages``, the envelope on error exits and the NOT_APPLICABLE verdict
 # (fields and values only added: a 1.0 reader reads 1.1).

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from vtdlud.host.kho import KhoSide
+from vtdlud.model.kho import CutKhoRoot, KhoRoot, KhoSide, UnknownKho
+from vtdlud.model.luo import LuoBlob, LuoCorrupt, LuoFlb, LuoSession, StaleLuo, UnknownLuo
 from vtdlud.model.snapshot import Snapshot
-from vtdlud.parse.kho import KhoRoot, UnknownKho
-from vtdlud.parse.khocut import CutKhoRoot
-from vtdlud.parse.luo import LuoBlob, LuoCorrupt, LuoFlb, LuoSession, StaleLuo, UnknownLuo
 
 JSON = dict[str, Any]
 

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from vtdlud.audit.report import Finding, Report, UnitReport
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import TierStatus
+from vtdlud.model.tiers import TierStatus
 
 _COLOURS = {
     "PASS": "32",

@@ -46,7 +46,21 @@ pylibfdt 1.6.1 (Debian) and 1.7.x.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
+
+from vtdlud.model.kho import (
+    KHO_COMPATIBLE_V1,
+    KHO_COMPATIBLE_V2,
+    KHO_COMPATIBLE_V3,
+    KHO_COMPATIBLE_V4,
+    KHO_MEMORY_MAP_PROP,
+    KHO_SUB_TREE_PROP,
+    KexecMetadata,
+    KhoRoot,
+    KhoSubsystem,
+    ScratchRegion,
+    UnknownKho,
+)
 
 try:
     import libfdt
@@ -54,25 +68,12 @@ except ImportError:  # pip install without the C binding: the pure-Python reader
     from vtdlud.parse import fdt as libfdt
 
 from vtdlud.errors import ParseError
-from vtdlud.frozen import frozen
 
 FDT_MAGIC = 0xD00DFEED  # big-endian at offset 0 of every FDT
 FDT_HEADER_SIZE = 40  # struct fdt_header, version 17
 MAX_FDT_SIZE = 16 << 20  # far above LUO_FDT_SIZE/KHO's one-page root; bounds the copy
 MAX_CHILDREN = 4096  # a root FDT lists a handful of subsystems; bounds the walk
 
-KHO_COMPATIBLE_V1 = "kho-v1"
-KHO_COMPATIBLE_V2 = "kho-v2"
-KHO_COMPATIBLE_V3 = "kho-v3"
-KHO_COMPATIBLE_V4 = "kho-v4"  # Linux 7.2
-KHO_MEMORY_MAP_PROP = "preserved-memory-map"
-# The sub-tree property by ABI: "fdt" (kho-v1) became "preserved-data" (kho-v2 on).
-KHO_SUB_TREE_PROP = {
-    KHO_COMPATIBLE_V1: "fdt",
-    KHO_COMPATIBLE_V2: "preserved-data",
-    KHO_COMPATIBLE_V3: "preserved-data",
-    KHO_COMPATIBLE_V4: "preserved-data",
-}
 KHO_SUB_TREE_SIZE_PROP = "blob-size"  # optional in kho-v2, required from kho-v3 on
 # blob-size by ABI: None = not part of the ABI, False = optional, True = required
 KHO_SUB_TREE_SIZE_REQUIRED: dict[str, bool | None] = {
@@ -215,39 +216,6 @@ def compatible_text(values: tuple[str, ...]) -> str:
 # --- the KHO root FDT --------------------------------------------------------------------------
 
 
-class KhoSubsystem(NamedTuple):
-    """A root child: the physical address of the subsystem's preserved blob and its size
-    (``blob-size``; None where the ABI has no size: kho-v1 and the first kho-v2)."""
-
-    phys: int
-    size: int | None
-
-
-@frozen
-class KhoRoot:
-    """A KHO root FDT of a known ABI."""
-
-    compatible: str  # "kho-v1" .. "kho-v4"
-    preserved_memory_map: int | None  # phys of the tracker (kho-v1: absent before finalize)
-    subsystems: dict[str, KhoSubsystem]  # child node name -> (phys, size)
-    # Where the bytes came from: "debugfs", or "kcore" when the debugfs copy was cut and the
-    # whole FDT was read from its preserved page at ``phys`` (vtdlud.parse.khocut).
-    read_from: str = "debugfs"
-    phys: int | None = None
-
-    @property
-    def sub_tree_prop(self) -> str:
-        return KHO_SUB_TREE_PROP[self.compatible]
-
-
-@frozen
-class UnknownKho:
-    """A KHO root FDT whose ``compatible`` this version does not decode (VTD040)."""
-
-    compatible: str
-    reason: str
-
-
 def parse_kho_root(data: bytes) -> KhoRoot | UnknownKho:
     """Decode ``kho/{out,in}/fdt``.
 
@@ -282,15 +250,6 @@ def parse_kho_root(data: bytes) -> KhoRoot | UnknownKho:
     return KhoRoot(abi, memory_map, subsystems)
 
 
-@frozen
-class KexecMetadata:
-    """``sub_fdts/kexec-metadata``: the kernel that wrote it and its kexec count."""
-
-    version: int
-    previous_release: str | None  # None: a version this parser does not decode
-    kexec_count: int | None
-
-
 def parse_kexec_metadata(data: bytes) -> KexecMetadata:
     """Decode ``struct kho_kexec_metadata`` (Linux 7.2.13 include/linux/kho/abi/kexec_metadata.h):
     ``u32 version`` @0, ``char previous_release[65]`` @4, ``u32 kexec_count`` @69, packed, 73
@@ -314,11 +273,6 @@ def parse_kexec_metadata(data: bytes) -> KexecMetadata:
 
 
 # --- text files --------------------------------------------------------------------------------
-
-
-class ScratchRegion(NamedTuple):
-    phys: int
-    size: int
 
 
 def _hex_lines(text: str, what: str) -> list[int]:

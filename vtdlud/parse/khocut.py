@@ -47,21 +47,21 @@ from collections.abc import Callable
 
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
+from vtdlud.model.kho import (
+    CutKhoRoot,
+    CutNode,
+    CutProp,
+    KhoRoot,
+    RecoveredRoot,
+    UnknownKho,
+)
 from vtdlud.model.khomem import (
     KHO_RADIX,
     KHO_V4,
     MemMapLimits,
-    PreservedMemory,
     walk_preserved_memory,
 )
-from vtdlud.parse.kho import (
-    FDT_HEADER_SIZE,
-    FDT_MAGIC,
-    KHO_MEMORY_MAP_PROP,
-    KhoRoot,
-    UnknownKho,
-    parse_kho_root,
-)
+from vtdlud.parse.kho import FDT_HEADER_SIZE, FDT_MAGIC, parse_kho_root
 
 ReadPhys = Callable[[int, int], bytes]
 
@@ -121,70 +121,6 @@ def parse_fdt_header(data: bytes) -> FdtHeader:
                 offset=8,
             )
     return h
-
-
-@frozen
-class CutProp:
-    """A property inside the copy: ``name`` None when the strings block holding it is cut,
-    ``value`` None when the value itself is cut."""
-
-    name: str | None
-    length: int
-    value: bytes | None
-
-
-@frozen
-class CutNode:
-    name: str
-    props: tuple[CutProp, ...]
-    complete: bool  # its FDT_END_NODE lies inside the copy
-
-
-@frozen
-class CutKhoRoot:
-    """A ``kho/out/fdt`` copy shorter than the FDT it shows (not an error: see the module)."""
-
-    size: int  # bytes in the copy
-    totalsize: int  # the FDT's, from its header
-    root_props: tuple[CutProp, ...]
-    children: tuple[CutNode, ...]  # nodes whose name lies inside the copy
-    struct_complete: bool  # the whole structure block lies inside the copy
-    prefix: bytes = dataclasses.field(repr=False, compare=False, default=b"")
-
-    @property
-    def compatible(self) -> str | None:
-        """The root ``compatible``, when its name and value both lie inside the copy."""
-        for p in self.root_props:
-            if p.name == "compatible" and p.value and p.value.endswith(b"\x00"):
-                return p.value[:-1].split(b"\x00")[0].decode("ascii", "backslashreplace")
-        return None
-
-    @property
-    def map_candidates(self) -> tuple[int, ...]:
-        """Root properties that may be ``preserved-memory-map``: 8 bytes long, named so or with
-        the name cut.  Only :func:`recover_cut_root` uses them, and it proves the one it keeps."""
-        out = []
-        for p in self.root_props:
-            if p.value is not None and p.length == 8 and p.name in (None, KHO_MEMORY_MAP_PROP):
-                out.append(int.from_bytes(p.value, "little"))
-        return tuple(dict.fromkeys(out))
-
-    @property
-    def unnamed(self) -> int:
-        """Properties whose name is cut."""
-        return sum(p.name is None for n in self.children for p in n.props) + sum(
-            p.name is None for p in self.root_props
-        )
-
-    @property
-    def reason(self) -> str:
-        what = "the structure block is whole" if self.struct_complete else "the structure "
-        what += "" if self.struct_complete else "block is cut too"
-        return (
-            f"the debugfs copy is cut at {self.size} of {self.totalsize} bytes (the kernel sized "
-            f"kho/out/fdt when it registered it, and later subsystems grew the FDT in place); "
-            f"{what}, {self.unnamed} property name(s) lie in the cut part"
-        )
 
 
 def _name(data: bytes, h: FdtHeader, nameoff: int) -> str | None:
@@ -282,18 +218,6 @@ def parse_kho_debugfs_root(data: bytes) -> KhoRoot | UnknownKho | CutKhoRoot:
 
 
 # --- the whole FDT through physical memory -------------------------------------------------
-
-
-@frozen
-class RecoveredRoot:
-    """The whole root FDT read from its page.  ``root`` is a :class:`KhoRoot` (read_from
-    "kcore", phys = the FDT page) with the map walked to find it, or an :class:`UnknownKho`
-    when the page (proven by the copy's bytes) names a compatible this version does not know:
-    that is VTD040, and its map is not used."""
-
-    root: KhoRoot | UnknownKho
-    memory_map: PreservedMemory | None
-    page: int
 
 
 def recover_cut_root(

@@ -15,15 +15,11 @@ Tested with blobs written by hand and with the kernel model (tests.kernelmodel):
 from __future__ import annotations
 
 from vtdlud.errors import ParseError
+from vtdlud.model.luo import LuoBlob, LuoCorrupt, LuoState, StaleLuo, UnknownLuo
 from vtdlud.parse.luo import (
     LUO_ABI_COMPATIBLE_V5,
     LUO_V5_COMPAT_LEN,
-    LuoBlob,
-    LuoCorrupt,
-    LuoState,
     ReadPhys,
-    StaleLuo,
-    UnknownLuo,
     parse_luo_blob,
     walk_luo,
 )

@@ -15,7 +15,7 @@ from typing import Any
 from vtdlud.errors import UsageError
 from vtdlud.model.policy import DeviceId, Policy
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import Tier
+from vtdlud.model.tiers import Tier
 from vtdlud.parse.nesting import too_deep
 
 # A BDF glob: segment:bus:device.function, each part hex digits, '?', [classes] or '*'.

@@ -62,7 +62,8 @@ from vtdlud.host.config import load_policy
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.policy import Policy
-from vtdlud.model.snapshot import Snapshot, Tier
+from vtdlud.model.snapshot import Snapshot
+from vtdlud.model.tiers import Tier
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import (

@@ -154,8 +154,9 @@ def format_cached(doc: JSON, root_label: str, colour: bool, *, brief: bool = Fal
     from vtdlud.audit.report import DETAIL_KEYS, Finding, Report, UnitReport  # noqa: PLC0415
     from vtdlud.model.policy import Policy  # noqa: PLC0415
     from vtdlud.model.severity import Severity  # noqa: PLC0415 - human output only
-    from vtdlud.model.snapshot import Snapshot, Tier, TierState, TierStatus  # noqa: PLC0415
+    from vtdlud.model.snapshot import Snapshot  # noqa: PLC0415
     from vtdlud.model.tables import Mode  # noqa: PLC0415
+    from vtdlud.model.tiers import Tier, TierState, TierStatus  # noqa: PLC0415
     from vtdlud.output.text import format_status  # noqa: PLC0415
 
     def num(v: object) -> int | None:
