@@ -115,6 +115,14 @@ CATALOG: dict[str, CatalogEntry] = {
             "The tables changed during the read or one source is wrong; re-run, then collect a bundle.",
         ),
         _e(
+            "VTD016",
+            S.FAIL,
+            "d40681f1c06946958b40d21ec5615bd1",
+            "a live root/context/PASID table pointer leads outside RAM or into another table",
+            "The translation structures the hardware walks are corrupt (KHO cannot preserve a "
+            "page outside RAM); do not kexec, collect a bundle with --memory.",
+        ),
+        _e(
             "VTD020",
             S.FAIL,
             "f0ca1c7eb3e7453c8153b149fe316363",
