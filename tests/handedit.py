@@ -9,6 +9,7 @@ from ``iommu_regset``, then the root entry, the context entry, and so on.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from pathlib import Path
@@ -108,3 +109,39 @@ def context_entry(root: Path, bus: int, devfn: int, unit: str = "dmar0") -> int:
     lo = u64(root, table_root + bus * 16)
     assert lo & 1, f"bus {bus:#x} has no context table"
     return (lo & ~0xFFF) + devfn * 16
+
+
+# -- sysfs ------------------------------------------------------------------------------------
+
+
+def pci_dir(root: Path, bdf: str) -> Path:
+    """The device's directory under sys/devices (resolving the sys/bus/pci/devices link)."""
+    link = root / "sys/bus/pci/devices" / bdf
+    return (link.parent / link.readlink()).resolve()
+
+
+def set_ids(root: Path, bdf: str, vendor: int, device: int) -> None:
+    """Vendor and device ID, in the sysfs attributes and in config space."""
+    d = pci_dir(root, bdf)
+    (d / "vendor").write_text(f"0x{vendor:04x}\n")
+    (d / "device").write_text(f"0x{device:04x}\n")
+    cfg = bytearray((d / "config").read_bytes())
+    cfg[0:4] = struct.pack("<HH", vendor, device)
+    (d / "config").write_bytes(bytes(cfg))
+
+
+def set_group(root: Path, bdf: str, group: int) -> None:
+    """Move the device into IOMMU group ``group`` (its iommu_group link and the group's
+    devices/ entry)."""
+    d = pci_dir(root, bdf)
+    old = (d / "iommu_group").resolve()
+    (old / "devices" / bdf).unlink()
+    new = root / "sys/kernel/iommu_groups" / str(group)
+    (new / "devices").mkdir(parents=True, exist_ok=True)
+    (d / "iommu_group").unlink()
+    (d / "iommu_group").symlink_to(os.path.relpath(new, d))
+    (new / "devices" / bdf).symlink_to(os.path.relpath(d, new / "devices"))
+
+
+def group_of(root: Path, bdf: str) -> int:
+    return int((pci_dir(root, bdf) / "iommu_group").resolve().name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from vtdlud.model.snapshot import VFIO_PCI
 from vtdlud.model.tables import context_table_bit
 from vtdlud.sim.iommu import DomainKind
 from vtdlud.sim.kernel import SimHost
@@ -61,8 +62,9 @@ def run(host: SimHost, actions: list[tuple[str, int]]) -> None:
             if str(arg) in host.preserved:
                 continue
             domain = host.attached.get(str(arg))
-            if domain is None or domain.kind is not DomainKind.UNMANAGED:
-                host.vfio_attach(str(arg))
+            bound = host.device(str(arg)).driver == VFIO_PCI
+            if domain is None or domain.kind is not DomainKind.UNMANAGED or not bound:
+                host.vfio_attach(str(arg))  # a group peer has the VMM's domain already
             host.preserve(str(arg))
             assert host.outgoing is not None
             slot = host.outgoing.device_slot[str(arg)]

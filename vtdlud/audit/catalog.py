@@ -147,7 +147,8 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD023",
             S.FAIL,
             "d03f775c2863440ab2d30a929f53b2a7",
-            "attachment_id differs from the DID in the live context/PASID entry",
+            "attachment_id differs from the DID in the live context/PASID entry of the device or of a "
+            "DMA alias",
             "The new kernel would reserve the wrong domain ID; do not kexec.",
         ),
         _e(
@@ -177,6 +178,17 @@ CATALOG: dict[str, CatalogEntry] = {
             "afe4570c27f547eeac967d59302438c0",
             "domain record disagrees with the live tables or points at a deleted slot",
             "The new kernel would restore the wrong page table; do not kexec.",
+        ),
+        _e(
+            "VTD028",
+            S.UNKNOWN,
+            "49b88dc5b899497c8c8bf64efb9b6b7a",
+            "device to preserve shares its IOMMU group with a device that is not preserved, "
+            "for no DMA alias vtdlud knows",
+            "The kernel builds IOMMU groups from DMA aliases: a peer may share a requester ID "
+            "through a quirk this vtdlud does not know, and lose it at kexec. Preserve every "
+            "device of the group, or make sure the peer's group membership comes from missing "
+            "ACS isolation only.",
         ),
         _e(
             "VTD029",
@@ -253,7 +265,8 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD062",
             S.FAIL,
             "fe8f9c4805a040859d8aa045bb903448",
-            "after kexec: a preserved context table or entry changed",
+            "after kexec: a preserved context table, or the entry of a preserved device or of its DMA "
+            "alias, changed",
             "A preserved device lost or changed its translation; stop its guest and collect a bundle.",
         ),
         _e(

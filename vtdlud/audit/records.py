@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from vtdlud.audit.aliasentries import alias_problems
 from vtdlud.audit.mirror import (
     DEVICE_FIELDS,
     DOMAIN_FIELDS,
@@ -397,6 +398,8 @@ class _Audit(Sink):
             self.add("VTD027", msg, unit=u.address, bdf=bdf)
         if live is None:
             return
+        if u.before:
+            self.alias_entries(u, dev, live)
         key = _key(slot)
         info = live.devices.get(key)
         if info is None or info.did is None:
@@ -428,6 +431,34 @@ class _Audit(Sink):
             self.add("VTD023", msg + f" (per {live.source})", unit=u.address, bdf=bdf, details=cmp)
         if dom.slot is not None and dom.status is RefStatus.OK:
             self.domain(u, bdf, dom.slot.phys, dom.slot.record, info)
+
+    def alias_entries(self, u: _Unit, dev: PreservedDevice, live: LiveView) -> None:
+        """VTD023 (legacy) / VTD024 (scalable): the context entries of the RIDs the device's
+        DMA uses besides its own (:mod:`vtdlud.audit.aliasentries`)."""
+        if dev.rids is None:
+            return  # not visible: VTD011 says so
+        rec = dev.slot.record
+        dirs = {
+            m.slot.record.intel.pasid_table
+            for m in u.members
+            if isinstance(m.slot.record, IommuDeviceSerV1) and m.slot.record.intel.pasid_table
+        }
+        pasid = rec.intel.pasid_table if isinstance(rec, IommuDeviceSerV1) else None
+        own = self.aliases.own(dev.bdf) or dev.rids[:1]
+        code = "VTD024" if u.mode is Mode.SCALABLE else "VTD023"
+        for p in alias_problems(
+            dev.rids,
+            own,
+            u.mode,
+            live,
+            did=rec.domain_iommu_ser.attachment_id,
+            pasid_dir=pasid,
+            preserved_dirs=dirs,
+        ):
+            msg = f"{u.name}: {dev.bdf}: device record at {dev.slot.phys:#x}: {p.message}"
+            unknown = LIVE_TIERS if p.unknown else None
+            details = dict(p.details)
+            self.add(code, msg, unit=u.address, bdf=dev.bdf, unknown=unknown, details=details)
 
     def domain(self, u: _Unit, bdf: str, phys: int, rec: IommuDomainSer, info: ContextInfo) -> None:
         """VTD027: the domain record against the page table the device's live entry uses."""

@@ -19,6 +19,8 @@ PCI_STATUS = 0x06
 PCI_STATUS_CAP_LIST = 0x10
 PCI_CAPABILITY_LIST = 0x34
 PCI_SECONDARY_BUS = 0x19
+PCI_SUBSYSTEM_VENDOR_ID = 0x2C  # header type 0 only
+PCI_SUBSYSTEM_ID = 0x2E
 PCI_CAP_ID_EXP = 0x10
 PCI_EXP_FLAGS = 2
 PCI_EXP_FLAGS_TYPE_SHIFT = 4
@@ -54,6 +56,9 @@ class PciConfig:
     pri_enabled: bool | None  # None: extended config space not readable
     ats_enabled: bool | None
     pasid_enabled: bool | None
+    # (subsystem vendor, subsystem device) of a type-0 header (the fixed-DMA-alias quirk
+    # matches them); None for a bridge
+    subsystem: tuple[int, int] | None = None
 
 
 def _u16(data: bytes, off: int) -> int:
@@ -135,4 +140,7 @@ def parse_pci_config(data: bytes) -> PciConfig:
         pri_enabled=pri,
         ats_enabled=ats,
         pasid_enabled=pasid,
+        subsystem=None
+        if is_bridge
+        else (_u16(data, PCI_SUBSYSTEM_VENDOR_ID), _u16(data, PCI_SUBSYSTEM_ID)),
     )

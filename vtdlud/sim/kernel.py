@@ -244,13 +244,24 @@ class SimHost:
         self.attached[bdf] = domain
 
     def vfio_attach(self, bdf: str) -> Domain:
-        """A VMM opens the VFIO cdev, binds it to iommufd and attaches a new HWPT to it."""
+        """A VMM opens the VFIO cdev, binds it to iommufd and attaches a new HWPT to it.
+
+        iommufd attaches a domain to a whole IOMMU group (``iommu_attach_group()``: every
+        device of the group, bridges included, in probe order), so a second device of a group
+        that already has the VMM's domain joins it instead of getting its own."""
         dev = self.device(bdf)
         if dev.driver != VFIO_PCI:
             dev.driver = VFIO_PCI
             dev.vfio = self._next_vfio() if dev.vfio is None else dev.vfio
+        current = self.attached.get(bdf)
+        if current is not None and current.kind is DomainKind.UNMANAGED:
+            return current
         domain = self._new_domain(DomainKind.UNMANAGED, self.unit_of(bdf), bdf)
-        self.attach(bdf, domain)
+        for member in self.topology.sorted():
+            if member.group == dev.group and member.bdf in self.attached:
+                self.attach(member.bdf, domain)
+        if bdf not in self.attached or self.attached[bdf] is not domain:
+            self.attach(bdf, domain)
         return domain
 
     def add_context_table(self, bus: int, devfn: int = 0, unit: str | None = None) -> int:
