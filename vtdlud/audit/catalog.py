@@ -123,6 +123,15 @@ CATALOG: dict[str, CatalogEntry] = {
             "page outside RAM); do not kexec, collect a bundle with --memory.",
         ),
         _e(
+            "VTD017",
+            S.FAIL,
+            "d322d5973a7c4cb6b7fe9de5abbd21ed",
+            "a PASID directory, PASID table or page-table page of a preserved device is not "
+            "KHO-preserved",
+            "The next kernel cannot restore the tables the device translates with; do not kexec, "
+            "collect a bundle with --memory.",
+        ),
+        _e(
             "VTD020",
             S.FAIL,
             "f0ca1c7eb3e7453c8153b149fe316363",
@@ -155,7 +164,8 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD024",
             S.FAIL,
             "b5bd8d6bb88849118946d6f604701000",
-            "pasid_table differs from the live PASID directory pointer",
+            "pasid_table or max_pasid disagrees with the live context entry (scalable), or is "
+            "set in legacy mode",
             "The new kernel would restore the wrong PASID directory; do not kexec.",
         ),
         _e(

@@ -62,6 +62,7 @@ from vtdlud.audit.mirror import (
     points_nowhere,
     unit_mode,
 )
+from vtdlud.audit.pages import pasid_findings
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preserved import PreservedDevice, device_bdf, rid_bits
 from vtdlud.audit.report import Finding, UnitReport, Wanted, bits_detail
@@ -398,10 +399,23 @@ class _Audit(Sink):
             self.add("VTD027", msg, unit=u.address, bdf=bdf)
         if live is None:
             return
-        if u.before:
-            self.alias_entries(u, dev, live)
         key = _key(slot)
         info = live.devices.get(key)
+        if u.before:
+            self.alias_entries(u, dev, live)
+            if isinstance(slot.record, IommuDeviceSerV1):
+                pm = self.records.memory_map if self.records is not None else None
+                pasid_findings(
+                    self,
+                    at=at,
+                    unit=u.address,
+                    bdf=bdf,
+                    rec=slot.record,
+                    mode=u.mode,
+                    info=info,
+                    live=live,
+                    pm=pm,
+                )
         if info is None or info.did is None:
             if u.before:
                 what = "context entry" if info is None else "RID_PASID (PASID 0) entry"

@@ -1,0 +1,117 @@
+"""The pages below a preserved device's context entry (issue #14 items 3 and 4).
+
+The root and context tables are the bitmap's (VTD013).  Below them the series preserves, per
+device, in scalable mode the PASID directory and every PASID table it points to (``intel``
+``liveupdate.c``: ``pasid_lu_handle_pd`` over ``max_pasid >> PASID_PDE_SHIFT`` directory
+entries) and, per domain, every page-table page (``iommupt`` preserve callbacks); the new kernel
+``kho_restore_folio()``s them and BUG_ONs on one it does not get.  The test driver of
+tests/guest (a second, independent reading of the series) preserves the same.
+
+- VTD017 (FAIL): a PASID directory page, a PASID table or a page-table page the live tables use
+  for a preserved device is not in KHO's preserved-memory map.  UNKNOWN when that map, the
+  walk of the tables (kcore) or the page-table walk is not complete.
+- VTD024 (FAIL), scalable mode: ``intel.max_pasid`` is not the size of the directory the live
+  context entry describes: ``1 << (PDTS + 7)`` directory entries of 64 PASIDs each, so
+  ``1 << (PDTS + 13)``.  The new kernel allocates the device's table again and BUG_ONs in
+  ``intel_pasid_restore_table()`` when its ``max_pasid`` is not the record's [I: the old
+  kernel's ``table->max_pasid`` is what PDTS encodes (``context_get_sm_pds()``, pasid.c of
+  Linux 7.2.13), and the new kernel computes the same for the same device].
+- VTD024 (FAIL), legacy mode: a device record with a non-zero ``intel.pasid_table`` or
+  ``max_pasid``: legacy mode has no PASID table (the series and the test driver leave both 0),
+  so the new kernel would take pages that are none for one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from vtdlud.audit.mirror import LIVE_TIERS, LiveView, Sink
+from vtdlud.model.abi import IommuDeviceSerV1
+from vtdlud.model.khomem import MapState, PreservedMemory
+from vtdlud.model.tables import PASID_PDE_SHIFT, Mode
+from vtdlud.parse.debugfs import ContextInfo
+
+PAGE = 4096
+PASID_DIR_ENTRY = 8
+PDTS_SHIFT = 7  # get_pasid_dir_size(): 1 << (PDTS + 7) directory entries
+SHOWN = 4  # addresses named in one message
+
+
+def max_pasid_of_pdts(pdts: int) -> int:
+    """The ``max_pasid`` a PASID directory of PDTS ``pdts`` serves."""
+    return 1 << (pdts + PDTS_SHIFT + PASID_PDE_SHIFT)
+
+
+def directory_pages(pasid_dir: int, pdts: int) -> list[int]:
+    """The pages the PASID directory occupies."""
+    size = (1 << (pdts + PDTS_SHIFT)) * PASID_DIR_ENTRY
+    return list(range(pasid_dir & ~(PAGE - 1), pasid_dir + size, PAGE))
+
+
+def _addresses(pages: Sequence[int]) -> str:
+    shown = ", ".join(f"{p:#x}" for p in pages[:SHOWN])
+    return shown + (f" and {len(pages) - SHOWN} more" if len(pages) > SHOWN else "")
+
+
+def missing_pages(pm: PreservedMemory | None, pages: Iterable[int]) -> list[int] | None:
+    """The pages not in the preserved-memory map, ascending; None when the map is not
+    complete (not known)."""
+    if pm is None or pm.state is not MapState.COMPLETE:
+        return None
+    return sorted({p for p in pages if not pm.contains(p)})
+
+
+def pasid_findings(
+    sink: Sink,
+    *,
+    at: str,
+    unit: int,
+    bdf: str,
+    rec: IommuDeviceSerV1,
+    mode: Mode,
+    info: ContextInfo | None,
+    live: LiveView,
+    pm: PreservedMemory | None,
+) -> None:
+    """VTD024 (max_pasid, legacy PASID fields) and VTD017 (PASID pages) for one device."""
+    intel = rec.intel
+    if mode is Mode.LEGACY:
+        if intel.pasid_table or intel.max_pasid:
+            msg = f"{at}: intel.pasid_table {intel.pasid_table:#x}, max_pasid {intel.max_pasid} "
+            msg += "on a legacy-mode unit, which has no PASID table: the next kernel would "
+            msg += "take pages that are none for one"
+            cmp = {"expected": "0", "actual": f"{intel.pasid_table:#x}"}
+            sink.add("VTD024", msg, unit=unit, bdf=bdf, details=cmp)
+        return
+    if mode is not Mode.SCALABLE or info is None or info.pdts is None or info.pasid_dir is None:
+        return
+    want = max_pasid_of_pdts(info.pdts)
+    if intel.max_pasid != want:
+        msg = f"{at}: intel.max_pasid {intel.max_pasid}, but the live context entry's PDTS "
+        msg += f"{info.pdts} describes a directory for {want} PASIDs (per {live.source}): the "
+        msg += "next kernel BUG_ONs restoring the PASID table"
+        cmp = {"expected": str(want), "actual": str(intel.max_pasid)}
+        sink.add("VTD024", msg, unit=unit, bdf=bdf, details=cmp)
+    key = (info.bus, info.devfn)
+    if not live.exact:
+        msg = f"{at}: whether its PASID directory and tables are KHO-preserved is not known "
+        msg += f"(no kcore walk; {live.source})"
+        sink.add("VTD017", msg, unit=unit, bdf=bdf, unknown=LIVE_TIERS)
+        return
+    pages = directory_pages(info.pasid_dir, info.pdts)
+    tables = sorted(set(live.pasid_tables.get(key, {}).values()))
+    missing = missing_pages(pm, [*pages, *tables])
+    if missing is None:
+        msg = f"{at}: whether its PASID directory and {len(tables)} PASID table(s) are "
+        msg += "KHO-preserved is not known (no complete preserved-memory map)"
+        sink.add("VTD017", msg, unit=unit, bdf=bdf, unknown=())
+        return
+    if missing:
+        what = [("PASID directory page" if p in pages else "PASID table") for p in missing]
+        kinds = ", ".join(sorted(set(what)))
+        msg = f"{at}: {len(missing)} page(s) of its PASID structures ({kinds}) are not "
+        msg += f"KHO-preserved: {_addresses(missing)}; the next kernel cannot restore them"
+        sink.add("VTD017", msg, unit=unit, bdf=bdf, details={"actual": f"{missing[0]:#x}"})
+    if key in live.incomplete:
+        msg = f"{at}: the walk of its PASID directory stopped early: the PASID tables not "
+        sink.add("VTD017", msg + "walked are not checked", unit=unit, bdf=bdf, unknown=())
