@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from vtdlud.audit.mirror import LIVE_TIERS, LiveView, Sink
 from vtdlud.model.abi import IommuDeviceSerV1
 from vtdlud.model.khomem import MapState, PreservedMemory
+from vtdlud.model.pagetable import PageTableWalk, PtProblemKind
 from vtdlud.model.tables import PASID_PDE_SHIFT, Mode
 from vtdlud.parse.debugfs import ContextInfo
 
@@ -115,3 +116,39 @@ def pasid_findings(
     if key in live.incomplete:
         msg = f"{at}: the walk of its PASID directory stopped early: the PASID tables not "
         sink.add("VTD017", msg + "walked are not checked", unit=unit, bdf=bdf, unknown=())
+
+
+def page_table_findings(
+    sink: Sink,
+    *,
+    at: str,
+    unit: int,
+    bdf: str,
+    walk: PageTableWalk | None,
+    pm: PreservedMemory | None,
+) -> None:
+    """VTD017 (and VTD016/VTD051 for a broken walk) for the page table of one domain record."""
+    if walk is None:
+        msg = f"{at}: its page-table pages are not checked: the page table was not walked "
+        msg += "(the budget of page-table pages read was spent on other domains)"
+        sink.add("VTD017", msg, unit=unit, bdf=bdf, unknown=())
+        return
+    for p in walk.problems:
+        if p.kind is PtProblemKind.OUTSIDE_RAM:
+            msg = f"{at}: its page table has a pointer outside RAM: {p.message}"
+            sink.add("VTD016", msg, unit=unit, bdf=bdf, details={"actual": f"{p.addr:#x}"})
+        elif p.kind is PtProblemKind.UNREADABLE:
+            sink.add("VTD051", f"{at}: page table: {p.message}", unit=unit, bdf=bdf, unknown=())
+        elif p.kind is PtProblemKind.LIMIT:
+            msg = f"{at}: page table: {p.message}; those pages are not checked"
+            sink.add("VTD017", msg, unit=unit, bdf=bdf, unknown=())
+    missing = missing_pages(pm, walk.pages)
+    if missing is None:
+        msg = f"{at}: whether its {len(walk.pages)} page-table page(s) are KHO-preserved is not "
+        msg += "known (no complete preserved-memory map)"
+        sink.add("VTD017", msg, unit=unit, bdf=bdf, unknown=())
+    elif missing:
+        msg = f"{at}: {len(missing)} of its {len(walk.pages)} page-table pages (top table "
+        msg += f"{walk.top:#x}, {walk.levels} levels) are not KHO-preserved: "
+        msg += f"{_addresses(missing)}; the next kernel cannot restore the domain"
+        sink.add("VTD017", msg, unit=unit, bdf=bdf, details={"actual": f"{missing[0]:#x}"})

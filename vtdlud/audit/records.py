@@ -62,7 +62,7 @@ from vtdlud.audit.mirror import (
     points_nowhere,
     unit_mode,
 )
-from vtdlud.audit.pages import pasid_findings
+from vtdlud.audit.pages import page_table_findings, pasid_findings
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preserved import PreservedDevice, device_bdf, rid_bits
 from vtdlud.audit.report import Finding, UnitReport, Wanted, bits_detail
@@ -120,6 +120,7 @@ class _Audit(Sink):
         self.by_name = {u.name: u.address for u in units if u.address is not None}
         self.records: PreservedRecords | None = snapshot.preserved
         self.aliases, self.unit_tables = aliases, tables
+        self.domains_walked: set[int] = set()  # domain records whose page table was judged
 
     def name(self, address: int | None) -> str:
         u = self.units.get(address) if address is not None else None
@@ -478,6 +479,15 @@ class _Audit(Sink):
         """VTD027: the domain record against the page table the device's live entry uses."""
         at = f"{u.name}: {bdf}: domain record at {phys:#x}"
         top = live_top_table(info)
+        recs = self.records
+        # VTD017: the page table's pages, once per domain record, when it is the one the live
+        # entry uses (else VTD027 below says so, and the record's would be the wrong one).
+        same = not isinstance(top, str) and top[0] == rec.top_table_phys
+        if same and u.before and recs is not None and phys not in self.domains_walked:
+            self.domains_walked.add(phys)
+            walk = recs.page_tables.get(phys)
+            pm = recs.memory_map
+            page_table_findings(self, at=at, unit=u.address, bdf=bdf, walk=walk, pm=pm)
         if isinstance(top, str):
             msg = f"{at}: top_table_phys {rec.top_table_phys:#x}, but {top}"
             self.add("VTD027", msg, unit=u.address, bdf=bdf)

@@ -8,6 +8,7 @@ DESIGN.md §2), and the same map says which pages are preserved (VTD013).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import field
 
 from vtdlud.frozen import frozen
@@ -15,10 +16,13 @@ from vtdlud.host.kcore import PhysMem
 from vtdlud.host.kho import KhoState
 from vtdlud.model.abi import AbiVariant
 from vtdlud.model.khomem import MapState, PreservedMemory, walk_preserved_memory
+from vtdlud.model.pagetable import PageTableLimits, PageTableWalk, walk_page_table
 from vtdlud.model.records import PreservedState, walk_records
 from vtdlud.model.signature import SignatureScan, find_hw_records
 from vtdlud.parse.kho import KhoRoot
 from vtdlud.parse.luo import IommuFlb
+
+MAX_PAGE_TABLE_PAGES = 1 << 17  # 512 MiB of page tables read, all domains together
 
 
 @frozen
@@ -35,6 +39,9 @@ class PreservedRecords:
     scan: SignatureScan | None = None
     notes: tuple[str, ...] = field(default=())
     incoming: PreservedState | None = None
+    # The page tables of the outgoing live domain records, by record address (the audit checks
+    # every page is KHO-preserved: VTD017)
+    page_tables: Mapping[int, PageTableWalk] = field(default_factory=dict)
 
 
 def find_preserved(mem: PhysMem, kho: KhoState, units: set[int]) -> PreservedRecords:
@@ -71,4 +78,22 @@ def find_preserved(mem: PhysMem, kho: KhoState, units: set[int]) -> PreservedRec
         scan=scan,
         notes=(*notes, *scan.notes),
         incoming=incoming_state,
+        page_tables=_page_tables(mem, scan.state),
     )
+
+
+def _page_tables(mem: PhysMem, state: PreservedState | None) -> dict[int, PageTableWalk]:
+    """Walk the page table of every live domain record of the outgoing records, bounded per
+    domain (:class:`PageTableLimits`) and all together (:data:`MAX_PAGE_TABLE_PAGES`: a domain
+    past it is not walked, and its pages are UNKNOWN)."""
+    out: dict[int, PageTableWalk] = {}
+    budget = MAX_PAGE_TABLE_PAGES
+    for slot in state.live_domains() if state is not None else ():
+        rec = slot.record
+        if not rec.top_table_phys or budget <= 0:
+            continue
+        limits = PageTableLimits(max_pages=min(budget, PageTableLimits().max_pages))
+        walk = walk_page_table(mem.read, rec.top_table_phys, rec.top_level, limits)
+        out[slot.phys] = walk
+        budget -= len(walk.pages)
+    return out

@@ -105,6 +105,7 @@ class Domain:
     dids: dict[int, int] = field(default_factory=dict)
     users: dict[int, set[str]] = field(default_factory=dict)  # unit base -> attached BDFs
     marked: bool = False  # iommufd: HWPT marked for preservation (sealed memfd mappings only)
+    memfd: list[int] = field(default_factory=list)  # the pages the VMM's memfd maps
 
     @property
     def levels(self) -> int:

@@ -38,7 +38,8 @@ from vtdlud.sim.iommu import (
     place,
 )
 from vtdlud.sim.kho import FlbEntry, HandedOver, KhoState, LuoFile, LuoGeneration, LuoSession
-from vtdlud.sim.memory import DEFAULT_RAM, PhysMemory
+from vtdlud.sim.memory import DEFAULT_RAM, PAGE_SIZE, PhysMemory
+from vtdlud.sim.pagetable import IOVA_BASE, MEMFD_PAGES, map_page
 from vtdlud.sim.pci import SimDevice, Topology
 from vtdlud.sim.records import (
     FLB_VARIANTS,
@@ -257,12 +258,21 @@ class SimHost:
         if current is not None and current.kind is DomainKind.UNMANAGED:
             return current
         domain = self._new_domain(DomainKind.UNMANAGED, self.unit_of(bdf), bdf)
+        self._map_memfd(domain)
         for member in self.topology.sorted():
             if member.group == dev.group and member.bdf in self.attached:
                 self.attach(member.bdf, domain)
         if bdf not in self.attached or self.attached[bdf] is not domain:
             self.attach(bdf, domain)
         return domain
+
+    def _map_memfd(self, domain: Domain) -> None:
+        """IOMMU_IOAS_MAP_FILE: the VMM's sealed memfd (MEMFD_PAGES pages; its own LUO handler
+        preserves them with the device) mapped at IOVA_BASE, which builds the page table."""
+        for i in range(MEMFD_PAGES):
+            page = self.mem.alloc()
+            domain.memfd.append(page)
+            map_page(self.mem, domain.pgd, domain.levels, IOVA_BASE + i * PAGE_SIZE, page)
 
     def add_context_table(self, bus: int, devfn: int = 0, unit: str | None = None) -> int:
         """A context table allocated now (e.g. a hot-added device's bus); returns its address."""
@@ -285,6 +295,8 @@ class SimHost:
         if dev.pri_enabled:
             raise PreserveError(f"{bdf}: page requests are in use")
         domain.marked = True
+        for page in domain.memfd:
+            self.mem.preserve(page)  # the memfd's own LUO preservation
         if self.outgoing is None:
             self.outgoing = Outgoing(self.mem, self.flb_variant)
         self.outgoing.preserve_device(self.unit_of(bdf), dev, domain)

@@ -11,7 +11,7 @@ Rules from ``drivers/iommu/liveupdate.c`` and ``drivers/iommu/intel/liveupdate.c
   table that exists on the unit at that moment to the bitmap, preserving its page; the device
   record names the DID (``attachment_id``), the domain record and the hw record by physical
   address, and in scalable mode the PASID directory and ``max_pasid`` (directory and PASID tables
-  preserved);
+  preserved); a domain record preserves every page of the domain's page table (all levels);
 - unpreserving a device marks its record DELETED; the unit's ``ref_count`` drops and at 0 the
   context tables and the root table are unpreserved, the bitmap cleared and the hw record marked
   DELETED.  A domain record is marked DELETED when no live device record uses it.
@@ -59,6 +59,7 @@ from vtdlud.model.abi import (
 from vtdlud.model.tables import ROOT_ENTRY_NR, SM_UPPER_DEVFN, bits_to_words, context_table_bit
 from vtdlud.sim.iommu import ONE_PAGE_MAX_PASID, DmarUnit, Domain
 from vtdlud.sim.memory import OutsideRam, PhysMemory
+from vtdlud.sim.pagetable import table_pages
 from vtdlud.sim.pci import SimDevice
 
 R = TypeVar("R", IommuHwSerV1, IommuDomainSer, IommuDeviceSerV1)
@@ -211,8 +212,8 @@ class Outgoing:
         slot = self.domain_slot.get(domain)
         if slot is not None:
             return slot
-        if domain.pgd:
-            self.mem.preserve(domain.pgd)
+        for page in table_pages(self.mem, domain.pgd, domain.levels):
+            self.mem.preserve(page)  # every level: iommupt's preserve callback
         rec = IommuDomainSer(
             hdr=IommuHdrSer(1, 0),
             top_table_phys=domain.pgd,
@@ -233,8 +234,8 @@ class Outgoing:
             return
         rec = self.domains.read(slot)
         self.domains.write(slot, dataclasses.replace(rec, hdr=_deleted(rec.hdr)))
-        if domain.pgd:
-            self.mem.unpreserve(domain.pgd)
+        for page in table_pages(self.mem, domain.pgd, domain.levels):
+            self.mem.unpreserve(page)
         del self.domain_slot[domain]
 
     def _live_devs(self) -> list[int]:
