@@ -129,3 +129,44 @@ def test_post_kexec_alias_did_edited_by_hand(tmp_path: Path) -> None:
     vtd062 = {(f["severity"], f["bdf"]) for f in doc["findings"] if f["code"] == "VTD062"}
     assert vtd062 >= {("FAIL", b) for b in BEHIND}, doc["findings"]
     assert rc == 1
+
+
+def _ghost_host() -> SimHost:
+    """A Marvell 88SE9123 whose function 1 is absent (a ghost requester): in scalable mode the
+    kernel (intel_pasid_setup_sm_context) gives 06:00.1's context entry 06:00.0's PASID
+    directory; the model does the same with its own reading of the quirk."""
+    host = SimHost(seed=22)
+    host.add_unit(scalable=True)
+    host.add_device(0, 0, 0x1C, 0, pcie_type=4, secondary_bus=6)
+    host.add_device(0, 6, 0, 0, vendor=0x1B4B, device=0x9123, driver="vfio-pci")
+    host.boot()
+    host.vfio_attach(MARVELL)
+    host.preserve(MARVELL)
+    return host
+
+
+MARVELL = "0000:06:00.0"
+
+
+def test_scalable_quirk_alias_entry_programmed_by_the_model(tmp_path: Path) -> None:
+    host = _ghost_host()
+    unit = host.units["dmar0"]
+    own, alias = unit.read_context(6, 0), unit.read_context(6, 1)
+    assert own is not None and alias is not None and own[0] == alias[0]
+    assert _report(write_tree(host, tmp_path)).findings == ()
+
+
+def test_scalable_quirk_alias_entry_cleared_by_hand(tmp_path: Path) -> None:
+    root = write_tree(_ghost_host(), tmp_path)
+    handedit.poke(root, handedit.context_entry(root, 6, 1), bytes(32))
+    report = _report(root)
+    [f] = [f for f in report.findings if f.code == "VTD024"]
+    assert (f.severity, f.bdf) == (FAIL, MARVELL) and "quirk alias 0000:06:00.1" in f.message
+
+
+def test_scalable_quirk_alias_entry_repointed_by_hand(tmp_path: Path) -> None:
+    root = write_tree(_ghost_host(), tmp_path)
+    entry = handedit.context_entry(root, 6, 1)
+    handedit.set_u64(root, entry, handedit.u64(root, entry) + 0x5000)  # another directory
+    report = _report(root)
+    assert ("VTD024", FAIL, MARVELL) in _codes(report)

@@ -35,15 +35,15 @@ def check_records(host: SimHost) -> None:
             assert not mine
             continue
         rec = out.hw.read(slot)
-        bits = set(rec.intel.context_table_bits)
+        bits = out.bits(slot)
         tables = unit.context_tables()
         for bdf in mine:
             for rid in host.topology.aliases(bdf):
                 half = context_table_bit(rid.bus, rid.devfn if unit.scalable else 0)
                 if half in tables:
                     assert half in bits, (bdf, rid)
-        live = [r for s, r in inc.devices if r.domain_iommu_ser.iommu_phys == slot]
-        assert rec.hdr.ref_count == len(live) == len(mine)
+        live = [r for s, r in inc.devices if r["domain_iommu_ser.iommu_phys"] == slot]
+        assert rec["hdr.ref_count"] == len(live) == len(mine)
         assert unit.root_table in host.mem.preserved
         for bit in bits:
             assert tables[bit] in host.mem.preserved
@@ -96,15 +96,14 @@ def kexec_and_check(host: SimHost) -> None:
     host.shutdown()
     for unit in host.units.values():
         if out is not None and unit.reg_base in out.hw_slot:
-            rec = out.hw.read(out.hw_slot[unit.reg_base])
-            assert set(unit.context_tables()) == set(rec.intel.context_table_bits)
+            assert set(unit.context_tables()) == out.bits(out.hw_slot[unit.reg_base])
     host.kexec()
     for bdf, (root, entry) in kept.items():
         dev, unit = host.device(bdf), host.unit_of(bdf)
         assert unit.root_table == root
         assert unit.read_context(dev.bus, dev.devfn) == entry
     if host.incoming is not None:
-        assert all(r.intel.restored == 0 for _, r in host.incoming.hw)  # as handed over
+        assert all(r["intel.restored"] == 0 for _, r in host.incoming.hw)  # as handed over
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

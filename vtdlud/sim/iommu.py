@@ -25,21 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from enum import Enum
 
-from vtdlud.model.bitfield import field_named
-from vtdlud.model.registers import (
-    CAP_FIELDS,
-    DMA_RTADDR_SMT,
-    ECAP_FIELDS,
-    VTD_PAGE_MASK,
-)
-from vtdlud.model.tables import (
-    PASID_PDE_SHIFT,
-    ROOT_ENTRY_NR,
-    SM_UPPER_DEVFN,
-    PasidEntry,
-    RootEntry,
-    context_table_bit,
-)
+from vtdlud.model.tables import PasidEntry, RootEntry  # the shared debugfs renderer's rows
 from vtdlud.parse.regset import Register, RegsetUnit
 from vtdlud.parse.translation import NO_PASID, TranslationRow, TranslationUnit
 from vtdlud.sim.memory import PAGE_SIZE, PhysMemory
@@ -53,7 +39,12 @@ ROOT_ENTRY_SIZE = 16
 LEGACY_CONTEXT_SIZE = 16
 SM_CONTEXT_SIZE = 32
 PASID_ENTRY_SIZE = 64
+PASID_PDE_SHIFT = 6  # 64 PASID entries per PASID table page
 PASID_TABLE_ENTRIES = 1 << PASID_PDE_SHIFT
+ROOT_ENTRY_NR = 256
+SM_UPPER_DEVFN = 0x80  # scalable mode: devfn >= 0x80 is in the upper context table
+PAGE_MASK = ~(PAGE_SIZE - 1) & (1 << 64) - 1
+DMA_RTADDR_SMT = 1 << 10
 TT_MULTI_LEVEL = 0
 TT_PASS_THROUGH = 2
 PGTT_SL_ONLY = 2
@@ -64,10 +55,26 @@ PASID_PWSNP = 1 << 23  # val[1]: page-walk snoop (set when ECAP.SMPWC)
 ONE_PAGE_MAX_PASID = 1 << 15  # a one-page PASID directory: 512 entries x 64 PASIDs
 MAX_AGAW = 3  # width_to_agaw(DEFAULT_DOMAIN_ADDRESS_WIDTH = 57)
 
-_SAGAW = field_named(CAP_FIELDS, "sagaw")
-_MGAW = field_named(CAP_FIELDS, "mgaw")
-_NDOMS = field_named(CAP_FIELDS, "ndoms")
-_SMPWC = field_named(ECAP_FIELDS, "smpwc")
+
+def _bits(value: int, high: int, low: int) -> int:
+    return value >> low & ((1 << (high - low + 1)) - 1)
+
+
+def cap_sagaw(cap: int) -> int:
+    return _bits(cap, 12, 8)
+
+
+def cap_mgaw(cap: int) -> int:
+    return _bits(cap, 21, 16) + 1
+
+
+def cap_ndoms(cap: int) -> int:
+    return 1 << (4 + 2 * _bits(cap, 2, 0))
+
+
+def ecap_smpwc(ecap: int) -> bool:
+    return bool(_bits(ecap, 48, 48))
+
 
 # iommu_regset's lines in Linux 6.12 order: 32-bit registers, then 64-bit ones (reference §4.2).
 REGSET_LAYOUT: tuple[tuple[str, int], ...] = (
@@ -178,18 +185,18 @@ class DmarUnit:
     @property
     def agaw(self) -> int:
         """``iommu->agaw``: the widest supported AGAW not above the unit's MGAW."""
-        sagaw = _SAGAW.raw(self.cap)
-        limit = min(MAX_AGAW, (int(_MGAW.decode(self.cap)) - 30) // 9)
+        sagaw = cap_sagaw(self.cap)
+        limit = min(MAX_AGAW, (cap_mgaw(self.cap) - 30) // 9)
         return max((a for a in range(limit + 1) if sagaw >> a & 1), default=limit)
 
     @property
     def msagaw(self) -> int:
-        sagaw = _SAGAW.raw(self.cap)
+        sagaw = cap_sagaw(self.cap)
         return max((a for a in range(MAX_AGAW + 1) if sagaw >> a & 1), default=0)
 
     @property
     def ndoms(self) -> int:
-        return int(_NDOMS.decode(self.cap))
+        return cap_ndoms(self.cap)
 
     @property
     def rtaddr(self) -> int:
@@ -252,7 +259,7 @@ class DmarUnit:
             table = place(self.mem, self.placement.context_table(self.name, bus, upper))
             entry = table | PRESENT
             self.mem.set_u64(half, entry)
-        table = entry & VTD_PAGE_MASK
+        table = entry & PAGE_MASK
         if self.scalable:
             return table + (devfn & 0x7F) * SM_CONTEXT_SIZE
         return table + devfn * LEGACY_CONTEXT_SIZE
@@ -263,9 +270,9 @@ class DmarUnit:
         for bus in range(ROOT_ENTRY_NR):
             root = self.root_entry(bus)
             if root.lo & PRESENT:
-                out[context_table_bit(bus, 0)] = root.lo & VTD_PAGE_MASK
+                out[bus * 2] = root.lo & PAGE_MASK
             if self.scalable and root.hi & PRESENT:
-                out[context_table_bit(bus, SM_UPPER_DEVFN)] = root.hi & VTD_PAGE_MASK
+                out[bus * 2 + 1] = root.hi & PAGE_MASK
         return out
 
     def read_context(self, bus: int, devfn: int) -> tuple[int, int] | None:
@@ -297,14 +304,21 @@ class DmarUnit:
         self.mem.write(addr, struct.pack("<QQ", lo, hi))
 
     # -- scalable mode ---------------------------------------------------------------------------
-    def setup_sm_context(self, bus: int, devfn: int) -> None:
-        """Probe in scalable mode: a one-page PASID directory and the context entry naming it."""
+    def setup_sm_context(self, bus: int, devfn: int, rids: list[tuple[int, int]]) -> None:
+        """Probe in scalable mode: ``intel_pasid_alloc_table()`` gives the device (bus, devfn)
+        a one-page PASID directory, then ``intel_pasid_setup_sm_context()`` names it in the
+        context entry of each of ``rids`` — the device's own RID and its quirk aliases — that
+        is not present yet (``device_pasid_table_setup()`` leaves a present entry alone)."""
         directory = place(self.mem, self.placement.pasid_dir(self.name, bus, devfn))
         self.pasid_dirs[bus, devfn] = directory
-        addr = self.context_addr(bus, devfn, alloc=True)
-        assert addr is not None
         pdts = (ONE_PAGE_MAX_PASID >> PASID_PDE_SHIFT).bit_length() - 1 - 7
-        self.mem.write(addr, struct.pack("<QQ", directory | pdts << SM_PDTS_SHIFT | PRESENT, 0))
+        for rid_bus, rid_devfn in rids:
+            addr = self.context_addr(rid_bus, rid_devfn, alloc=True)
+            assert addr is not None
+            if self.mem.u64(addr) & PRESENT:
+                continue
+            lo = directory | pdts << SM_PDTS_SHIFT | PRESENT
+            self.mem.write(addr, struct.pack("<QQ", lo, 0))
 
     def pasid_entry_addr(self, bus: int, devfn: int, pasid: int, alloc: bool) -> int | None:
         directory = self.pasid_dirs.get((bus, devfn))
@@ -317,7 +331,7 @@ class DmarUnit:
                 return None
             pde = self.mem.alloc() | PRESENT
             self.mem.set_u64(pde_addr, pde)
-        return (pde & VTD_PAGE_MASK) + (pasid & (PASID_TABLE_ENTRIES - 1)) * PASID_ENTRY_SIZE
+        return (pde & PAGE_MASK) + (pasid & (PASID_TABLE_ENTRIES - 1)) * PASID_ENTRY_SIZE
 
     def set_rid_pasid(self, bus: int, devfn: int, domain: Domain) -> None:
         """``intel_pasid_setup_second_level`` / ``_pass_through`` for PASID 0."""
@@ -325,7 +339,7 @@ class DmarUnit:
         if addr is None:
             raise RuntimeError(f"{self.name}: {bus:02x}:{devfn:02x} has no PASID directory")
         did = self.domain_did(domain)
-        snoop = PASID_PWSNP if _SMPWC.raw(self.ecap) else 0
+        snoop = PASID_PWSNP if ecap_smpwc(self.ecap) else 0
         if domain.kind is DomainKind.IDENTITY:
             val0 = PGTT_PASS_THROUGH << 6 | self.agaw << 2 | PRESENT
         else:
@@ -346,7 +360,7 @@ class DmarUnit:
         for off in range(0, PAGE_SIZE, 8):
             pde = self.mem.u64(directory + off)
             if pde & PRESENT:
-                out.append(pde & VTD_PAGE_MASK)
+                out.append(pde & PAGE_MASK)
         return out
 
     # -- debugfs ---------------------------------------------------------------------------------
@@ -377,11 +391,11 @@ def _pasid_rows(
     lo, hi = context
     rows: list[TranslationRow] = []
     pdts = (lo >> SM_PDTS_SHIFT) & 7
-    directory = _u64s(mem.read(lo & VTD_PAGE_MASK, (1 << (pdts + 7)) * 8))
+    directory = _u64s(mem.read(lo & PAGE_MASK, (1 << (pdts + 7)) * 8))
     for dir_idx, pde in enumerate(directory):
         if not pde & PRESENT:
             continue
-        table = _u64s(mem.read(pde & VTD_PAGE_MASK, PAGE_SIZE))
+        table = _u64s(mem.read(pde & PAGE_MASK, PAGE_SIZE))
         for idx in range(PASID_TABLE_ENTRIES):
             val0, val1, val2 = table[idx * 8 : idx * 8 + 3]
             if val0 & PRESENT:
@@ -409,7 +423,7 @@ def debugfs_walk(
             if not half & PRESENT:
                 break  # iommu_context_addr() returned NULL: the rest of the bus is skipped
             if upper not in tables:
-                tables[upper] = _u64s(mem.read(half & VTD_PAGE_MASK, PAGE_SIZE))
+                tables[upper] = _u64s(mem.read(half & PAGE_MASK, PAGE_SIZE))
             slot = (devfn & 0x7F) * 4 if scalable else devfn * 2
             lo, hi = tables[upper][slot : slot + 2]
             if not lo & PRESENT:

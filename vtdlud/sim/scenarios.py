@@ -10,14 +10,14 @@ an explicit device scope, the second INCLUDE_PCI_ALL).  Both return booted hosts
 from __future__ import annotations
 
 from vtdlud.model.snapshot import VFIO_PCI
-from vtdlud.parse.pciconfig import (
+from vtdlud.sim.kernel import SimHost
+from vtdlud.sim.kho import LuoGeneration
+from vtdlud.sim.pci import (
     PCI_EXP_TYPE_ENDPOINT,
     PCI_EXP_TYPE_PCI_BRIDGE,
     PCI_EXP_TYPE_RC_END,
     PCI_EXP_TYPE_ROOT_PORT,
 )
-from vtdlud.sim.kernel import SimHost
-from vtdlud.sim.kho import LuoGeneration
 
 REDHAT, INTEL, QEMU_VIRTIO = 0x1B36, 0x8086, 0x1AF4
 ICH9_GROUP = 100  # an explicit group number for the 00:1f.x functions (no ACS between them)
