@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CAPTURE_NAMES
-from tests.sim import codes, status_json
+from tests.sim import codes, regset, status_json, translation
 from vtdlud.parse.debugfs import render_dmar_translation_struct, render_iommu_regset
 from vtdlud.sim.capture import CapturePlacement, host_from_capture
-from vtdlud.sim.tree import regset, translation, write_tree
+from vtdlud.sim.debugfs import regset_text, translation_text
+from vtdlud.sim.tree import write_tree
 
 DEBUGFS = "sys/kernel/debug/iommu/intel"
 UNIT_KEYS = (
@@ -41,6 +42,9 @@ def test_debugfs_renders_byte_for_byte(capture_root: Callable[[str], Path], name
     host = host_from_capture(root)
     want_regset = (root / DEBUGFS / "iommu_regset").read_text()
     want_translation = (root / DEBUGFS / "dmar_translation_struct").read_text()
+    # The model's own rendering, byte for byte; and vtdlud's parser + renderer agree with it.
+    assert regset_text(host.units.values()) == want_regset
+    assert translation_text(host.units.values()) == want_translation
     assert render_iommu_regset(regset(host)) == want_regset
     assert render_dmar_translation_struct(translation(host)) == want_translation
 

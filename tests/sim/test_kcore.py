@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CAPTURE_NAMES
+from tests.sim import regset, translation
 from vtdlud.errors import PhysReadError
 from vtdlud.host.kcore import PhysMem
 from vtdlud.host.root import HostRoot
@@ -24,7 +25,7 @@ from vtdlud.sim.capture import host_from_capture
 from vtdlud.sim.faults import Fault, inject
 from vtdlud.sim.kernel import SimHost
 from vtdlud.sim.scenarios import q35_host, two_unit_host
-from vtdlud.sim.tree import TreeOptions, regset, translation, write_tree
+from vtdlud.sim.tree import TreeOptions, write_tree
 
 VFIO = "0000:00:05.0"
 

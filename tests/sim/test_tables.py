@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sim import tree_contents
+from tests.sim import translation, tree_contents
 from vtdlud.model.tables import context_table_bit
 from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.pciconfig import PCI_EXP_TYPE_PCI_BRIDGE, parse_pci_config
@@ -16,7 +16,7 @@ from vtdlud.sim.kernel import SimHost
 from vtdlud.sim.memory import OutsideRam, PhysMemory
 from vtdlud.sim.pci import config_space
 from vtdlud.sim.scenarios import q35_host, two_unit_host
-from vtdlud.sim.tree import translation, write_tree
+from vtdlud.sim.tree import write_tree
 
 
 def rows_by_bdf(host: SimHost) -> dict[str, list[object]]:

@@ -15,12 +15,13 @@ Test infrastructure only: nothing here is used by vtdlud at run time.  Typical u
     write_tree(host, tmp_path / "after")
 
 An independent reading of the kernel: it borrows none of the auditor's rules (no ABI mirror,
-no alias code, no bit helpers; tests/sim/test_independence.py checks the imports), so the
+no alias code, no bit helpers, no debugfs renderers; tests/sim/test_independence.py checks
+the imports), so the
 tests built on it compare two readings.
 
 Modules: :mod:`.memory` (physical memory and page allocator), :mod:`.pci` (topology, groups,
 config space), :mod:`.alias` (DMA aliases and their quirks), :mod:`.layout` (the record
-layouts), :mod:`.pagetable` (I/O page tables), :mod:`.iommu` (a DMAR unit's registers,
+layouts), :mod:`.pagetable` (I/O page tables), :mod:`.debugfs` (its debugfs text), :mod:`.iommu` (a DMAR unit's registers,
 tables, DIDs, the debugfs walk), :mod:`.records` (the IOMMU live-update records), :mod:`.kho` (KHO root FDT, preserved-memory
 map, LUO generations), :mod:`.kernel` (:class:`~vtdlud.sim.kernel.SimHost`: boot, attach,
 preserve, kexec), :mod:`.tree` (the written host root), :mod:`.acpi` (the DMAR table),

@@ -16,18 +16,11 @@ ones (still in memory at the same places) after it.  Faults whose :attr:`FaultSp
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
 from vtdlud.frozen import frozen
-from vtdlud.parse.translation import (
-    TranslationRow,
-    TranslationStruct,
-    parse_dmar_translation_struct,
-    render_dmar_translation_struct,
-)
 from vtdlud.sim.iommu import GSTS_TES, DmarUnit
 from vtdlud.sim.kernel import SimHost
 from vtdlud.sim.layout import (
@@ -226,20 +219,22 @@ def _debugfs_disagrees(host: SimHost, target: str | None) -> str:
     bdf, _, _ = _target(host, target)
     dev = host.device(bdf)
 
-    def changed(row: TranslationRow) -> TranslationRow:
-        if (row.bus, row.devfn) != (dev.bus, dev.devfn):
-            return row
-        if row.is_scalable:
-            pe = dataclasses.replace(row.pasid_entry, val1=row.pasid_entry.val1 ^ 0x80)
-            return dataclasses.replace(row, pasid_entry=pe)
-        return dataclasses.replace(row, context_hi=row.context_hi ^ 0x8000)
+    name = f"{dev.bus:02x}:{dev.devfn >> 3:02x}.{dev.devfn & 7:x}\t"
+
+    def changed(line: str) -> str:
+        if not line.startswith(name):
+            return line
+        cols = line.split("\t")  # B.D.F, root, context hi:lo, PASID, PASID entry v2:v1:v0
+        if cols[3].strip() == "-1":  # legacy: the DID is in the context entry's hi (23:8)
+            hi, lo = (int(x, 16) for x in cols[2].split(":"))
+            cols[2] = f"0x{hi ^ 0x8000:016x}:0x{lo:016x}"
+        else:  # scalable: in the PASID entry's val[1] (15:0)
+            v2, v1, v0 = (int(x, 16) for x in cols[4].split(":"))
+            cols[4] = f"0x{v2:016x}:0x{v1 ^ 0x80:016x}:0x{v0:016x}"
+        return "\t".join(cols)
 
     def hook(data: bytes) -> bytes:
-        ts = parse_dmar_translation_struct(data.decode())
-        units = tuple(
-            dataclasses.replace(u, rows=tuple(changed(r) for r in u.rows)) for u in ts.units
-        )
-        return render_dmar_translation_struct(TranslationStruct(units)).encode()
+        return "\n".join(changed(line) for line in data.decode().split("\n")).encode()
 
     host.tree_hooks[DMAR_TRANSLATION] = hook
     return f"{bdf}: debugfs prints another DID than memory holds"

@@ -15,8 +15,7 @@ the real captures; read to learn the rules, not copied):
 - DIDs come from an IDA starting at 2; 0 is reserved and 1 (``FLPT_DEFAULT_DID``) belongs to the
   identity domain.  A domain's DID on a unit is freed when its last device on that unit leaves.
 
-:func:`debugfs_walk` reproduces ``dmar_translation_struct``'s walk over the tables in memory
-(including "scalable mode stops a bus at a missing lower table").
+The debugfs files are the model's own rendering (:mod:`vtdlud.sim.debugfs`).
 """
 
 from __future__ import annotations
@@ -24,10 +23,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
-from vtdlud.model.tables import PasidEntry, RootEntry  # the shared debugfs renderer's rows
-from vtdlud.parse.regset import Register, RegsetUnit
-from vtdlud.parse.translation import NO_PASID, TranslationRow, TranslationUnit
 from vtdlud.sim.memory import PAGE_SIZE, PhysMemory
 
 FLPT_DEFAULT_DID = 1
@@ -76,23 +73,9 @@ def ecap_smpwc(ecap: int) -> bool:
     return bool(_bits(ecap, 48, 48))
 
 
-# iommu_regset's lines in Linux 6.12 order: 32-bit registers, then 64-bit ones (reference §4.2).
-REGSET_LAYOUT: tuple[tuple[str, int], ...] = (
-    ("VER", 0x00), ("GCMD", 0x18), ("GSTS", 0x1C), ("FSTS", 0x34), ("FECTL", 0x38),
-    ("FEDATA", 0x3C), ("FEADDR", 0x40), ("FEUADDR", 0x44), ("PMEN", 0x64), ("PLMBASE", 0x68),
-    ("PLMLIMIT", 0x6C), ("ICS", 0x9C), ("PRS", 0xDC), ("PECTL", 0xE0), ("PEDATA", 0xE4),
-    ("PEADDR", 0xE8), ("PEUADDR", 0xEC), ("CAP", 0x08), ("ECAP", 0x10), ("RTADDR", 0x20),
-    ("CCMD", 0x28), ("AFLOG", 0x58), ("PHMBASE", 0x70), ("PHMLIMIT", 0x78), ("IQH", 0x80),
-    ("IQT", 0x88), ("IQA", 0x90), ("IRTA", 0xB8), ("PQH", 0xC0), ("PQT", 0xC8), ("PQA", 0xD0),
-    ("MTRRCAP", 0x100), ("MTRRDEF", 0x108), ("MTRR_FIX64K_00000", 0x120),
-    ("MTRR_FIX16K_80000", 0x128), ("MTRR_FIX16K_A0000", 0x130),
-    *((f"MTRR_FIX4K_{0xC0000 + i * 0x8000:05X}", 0x138 + 8 * i) for i in range(8)),
-    *(
-        (f"MTRR_PHYS{kind}{i}", 0x180 + 0x10 * i + 8 * (kind == "MASK"))
-        for i in range(10)
-        for kind in ("BASE", "MASK")
-    ),
-)  # fmt: skip
+class RootEntry(NamedTuple):
+    lo: int
+    hi: int
 
 
 class DomainKind(Enum):
@@ -240,6 +223,7 @@ class DmarUnit:
 
     # -- root and context tables -----------------------------------------------------------------
     def root_entry(self, bus: int) -> RootEntry:
+        """The root entry of ``bus``: (lo, hi)."""
         addr = self.root_table + bus * ROOT_ENTRY_SIZE
         return RootEntry(lo=self.mem.u64(addr), hi=self.mem.u64(addr + 8))
 
@@ -364,7 +348,8 @@ class DmarUnit:
         return out
 
     # -- debugfs ---------------------------------------------------------------------------------
-    def regset_unit(self) -> RegsetUnit:
+    def register_values(self) -> dict[str, int]:
+        """The registers ``iommu_regset`` prints, by name (the rest read 0)."""
         values = dict(self.registers)
         values.update(
             VER=self.version,
@@ -374,62 +359,4 @@ class DmarUnit:
             ECAP=self.ecap,
             RTADDR=self.rtaddr,
         )
-        regs = tuple(Register(n, off, values.get(n, 0)) for n, off in REGSET_LAYOUT)
-        return RegsetUnit(self.name, self.reg_base, regs)
-
-    def translation_unit(self) -> TranslationUnit:
-        return debugfs_walk(self.mem, self.name, self.root_table, self.scalable, self.enabled)
-
-
-def _u64s(data: bytes) -> tuple[int, ...]:
-    return struct.unpack(f"<{len(data) // 8}Q", data)
-
-
-def _pasid_rows(
-    mem: PhysMemory, bus: int, devfn: int, root: RootEntry, context: tuple[int, int]
-) -> list[TranslationRow]:
-    lo, hi = context
-    rows: list[TranslationRow] = []
-    pdts = (lo >> SM_PDTS_SHIFT) & 7
-    directory = _u64s(mem.read(lo & PAGE_MASK, (1 << (pdts + 7)) * 8))
-    for dir_idx, pde in enumerate(directory):
-        if not pde & PRESENT:
-            continue
-        table = _u64s(mem.read(pde & PAGE_MASK, PAGE_SIZE))
-        for idx in range(PASID_TABLE_ENTRIES):
-            val0, val1, val2 = table[idx * 8 : idx * 8 + 3]
-            if val0 & PRESENT:
-                pasid = (dir_idx << PASID_PDE_SHIFT) + idx
-                rows.append(
-                    TranslationRow(bus, devfn, root, hi, lo, pasid, PasidEntry(val0, val1, val2))
-                )
-    return rows
-
-
-def debugfs_walk(
-    mem: PhysMemory, name: str, root_table: int, scalable: bool, enabled: bool
-) -> TranslationUnit:
-    """``dmar_translation_struct`` for one unit, walked over memory like the kernel does."""
-    if not enabled:
-        return TranslationUnit(name, False, None, ())
-    rows: list[TranslationRow] = []
-    roots = _u64s(mem.read(root_table, ROOT_ENTRY_NR * ROOT_ENTRY_SIZE))
-    for bus in range(ROOT_ENTRY_NR):
-        root = RootEntry(lo=roots[2 * bus], hi=roots[2 * bus + 1])
-        tables: dict[bool, tuple[int, ...]] = {}
-        for devfn in range(256):
-            upper = scalable and devfn >= SM_UPPER_DEVFN
-            half = root.hi if upper else root.lo
-            if not half & PRESENT:
-                break  # iommu_context_addr() returned NULL: the rest of the bus is skipped
-            if upper not in tables:
-                tables[upper] = _u64s(mem.read(half & PAGE_MASK, PAGE_SIZE))
-            slot = (devfn & 0x7F) * 4 if scalable else devfn * 2
-            lo, hi = tables[upper][slot : slot + 2]
-            if not lo & PRESENT:
-                continue
-            if scalable:
-                rows.extend(_pasid_rows(mem, bus, devfn, root, (lo, hi)))
-            else:
-                rows.append(TranslationRow(bus, devfn, root, hi, lo, NO_PASID, PasidEntry(0, 0, 0)))
-    return TranslationUnit(name, True, root_table, tuple(rows))
+        return values
