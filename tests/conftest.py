@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
+
+from tests.tools import in_ci
 
 DATA = Path(__file__).parent / "data"
 CAPTURES = DATA / "captures"
@@ -35,3 +38,27 @@ def capture_root(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Pa
 
 def capture_file(capture_root: Callable[[str], Path], name: str, rel: str) -> str:
     return (capture_root(name) / rel).read_text()
+
+
+# A skip for want of a tool, a package or a privilege that scripts/bootstrap provides (CI runs as
+# root): under CI=true it is a failure, never a test that passed by not running.
+_MISSING = re.compile(
+    r"^Skipped: (needs |CI=true|.* is not installed|.* not found|build dependencies missing"
+    r"|the package's Depends)"
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if not (in_ci() and report.skipped and isinstance(report.longrepr, tuple)):
+        return
+    reason = str(report.longrepr[2])
+    if _MISSING.match(reason):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"CI=true: {reason.removeprefix('Skipped: ')} (scripts/bootstrap installs it)"
+        )

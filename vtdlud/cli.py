@@ -9,18 +9,41 @@ above the fail severity (check); 2 usage or configuration error; 3 a required in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 from vtdlud import __version__
 from vtdlud.errors import ExitCode, UsageError, VtdludError
 
+if TYPE_CHECKING:
+    from vtdlud.host.root import HostRoot
+
 PROG = "vtdlud"
+# The commands whose --json prints the envelope, on every exit (like smartctl's --json).
+ENVELOPE_COMMANDS = ("status", "check", "collect")
 
 
-def _root_parent() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+class _ArgumentError(UsageError):
+    """argparse's own complaint (unknown option, bad choice), as a one-line usage error."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, so that ``main`` prints the one-line error and,
+    under ``--json``, the envelope (subcommand parsers are of the same class)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(self, message)
+
+
+def _root_parent() -> Parser:
+    p = Parser(add_help=False)
     p.add_argument(
         "--root",
         default="/",
@@ -32,11 +55,12 @@ def _root_parent() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     root = _root_parent()
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog=PROG,
         description="Audit Intel VT-d IOMMU state preserved across a kernel live update (KHO/LUO).",
-        epilog="exit codes: 0 ok, 1 check failed, 2 usage/config error, 3 required input "
-        "missing (check fails closed), 4 internal error",
+        epilog="exit codes: 0 ok (check: gate passed, or NOT_APPLICABLE on a host without "
+        "Intel VT-d), 1 check failed, 2 usage/config error, 3 required input missing (check "
+        "fails closed), 4 internal error or incomplete installation",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -48,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="policy file (default: /etc/vtdlud/vtdlud.toml and vtdlud.conf.d/*.toml)",
     )
+    _text_options(st)
     st.add_argument(
         "--live",
         action="store_true",
@@ -67,13 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the pre-kexec gate: exit 0 pass, 1 fail, 3 cannot tell (fails closed)",
     )
     ch.add_argument("--json", action="store_true", help="print the versioned JSON envelope")
+    _text_options(ch)
     ch.add_argument("--config", metavar="FILE", help="policy file (default: /etc/vtdlud/...)")
     ch.add_argument(
         "--state-dir",
-        default="/var/lib/vtdlud",
+        default=None,
         metavar="DIR",
         help="where the ledger is written when the gate passes, and read (then marked "
-        "consumed) by --post-kexec (default: /var/lib/vtdlud)",
+        "consumed) by --post-kexec (default: /var/lib/vtdlud; for a bundle made by collect, "
+        "the ledger it carries)",
     )
     ch.add_argument(
         "--post-kexec",
@@ -108,13 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
         "PASID tables, live-update records), so the bundle replays the kcore tier; off by "
         "default because memory contents are sensitive",
     )
+    co.add_argument(
+        "--state-dir",
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help="the ledger to carry in the bundle (vtdlud/ledger.json) and, after a kexec, whose "
+        "record addresses to read (default: /var/lib/vtdlud)",
+    )
 
     de = sub.add_parser(
         "decode",
-        parents=[root],
         help="decode a register, a table entry or an ACPI DMAR table",
         description="Decode CAP/ECAP/GSTS/RTADDR/FSTS register values, root/context entries "
-        "(0xHI:0xLO as debugfs prints them), PASID entries (val2:val1:val0), or a DMAR table file.",
+        "(0xHI:0xLO as debugfs prints them), PASID entries (val2:val1:val0), or an ACPI DMAR "
+        "table: a FILE, or without one the host's /sys/firmware/acpi/tables/DMAR (under --root).",
     )
     de.add_argument(
         "kind",
@@ -130,12 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
             "dmar",
         ],
     )
-    de.add_argument("value", metavar="VALUE|FILE")
+    de.add_argument("value", metavar="VALUE|FILE", nargs="?")
     de.add_argument(
         "--mode",
         choices=["legacy", "scalable"],
         default="legacy",
-        help="context-entry layout (default: legacy)",
+        help="root- and context-entry layout (default: legacy)",
+    )
+    de.add_argument(
+        "--root",
+        metavar="DIR|BUNDLE",
+        help="decode dmar only: read the ACPI DMAR table of the host under DIR, or of a bundle "
+        "(default: /)",
     )
     de.add_argument("--json", action="store_true", help="print JSON")
 
@@ -190,12 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="stderr log level (default: $SYSTEMD_LOG_LEVEL, else info)",
     )
 
-    ab = sub.add_parser(
-        "abi", parents=[root], help="print the live-update ABI struct layouts (like pahole)"
-    )
+    ab = sub.add_parser("abi", help="print the live-update ABI struct layouts (like pahole)")
     ab.add_argument("--variant", choices=["v1", "v2"], default="v1")
     ab.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _text_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--devices",
+        action="store_true",
+        help="list every device behind the DMAR units (by default only their number)",
+    )
+    p.add_argument(
+        "--brief",
+        action="store_true",
+        help="only the summary line, one line per finding and the verdict",
+    )
 
 
 def _write(text: str) -> None:
@@ -224,7 +275,7 @@ def _cached_status(ns: argparse.Namespace, argv: list[str]) -> str | None:
         from vtdlud.output.text import use_colour
         from vtdlud.service.state import format_cached
 
-        return format_cached(doc, ns.root, use_colour(sys.stdout), reports)
+        return format_cached(doc, ns.root, use_colour(sys.stdout), reports, brief=ns.brief)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None  # a malformed file: evaluate instead
 
@@ -250,7 +301,8 @@ def cmd_status(ns: argparse.Namespace, argv: list[str]) -> int:
     else:
         from vtdlud.output.text import format_status, use_colour
 
-        _write(format_status(report, ns.root, use_colour(sys.stdout)))
+        colour = use_colour(sys.stdout)
+        _write(format_status(report, ns.root, colour, devices=ns.devices, brief=ns.brief))
     return ExitCode.OK
 
 
@@ -263,13 +315,19 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.output.envelope import dumps, envelope
 
     policy = load_policy(ns.config)
+    hints = None
     with open_root(ns.root) as root:
-        report = evaluate(take_snapshot(root), policy)
         live = root.is_live
+        state_dir = _state_dir(ns.state_dir, root)
+        if ns.post_kexec:  # where the gate's ledger says the records were (model.relocate)
+            from vtdlud.service.ledger import ledger_record_hints
+
+            hints = ledger_record_hints(state_dir)
+        report = evaluate(take_snapshot(root, record_hints=hints), policy)
         if ns.post_kexec:
             from vtdlud.audit.postkexec import post_kexec
 
-            report = post_kexec(report, root, Path(ns.state_dir), consume=live)
+            report = post_kexec(report, root, state_dir, consume=live)
     code = gate_exit(report)
     doc = envelope(report, argv=argv, exit_status=code, root_label=ns.root)
     if ns.report:
@@ -283,7 +341,7 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
         from vtdlud.service.ledger import ledger_from_report, write_ledger
 
         try:
-            write_ledger(Path(ns.state_dir), ledger_from_report(report))
+            write_ledger(state_dir, ledger_from_report(report))
         except OSError as exc:
             raise UsageError(
                 f"--state-dir {ns.state_dir}: cannot write the ledger ({exc.strerror or exc})",
@@ -294,7 +352,12 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     else:
         from vtdlud.output.text import format_status, use_colour
 
-        _write(format_status(report, ns.root, use_colour(sys.stdout)))
+        colour = use_colour(sys.stdout)
+        _write(
+            format_status(
+                report, ns.root, colour, command="check", devices=ns.devices, brief=ns.brief
+            )
+        )
         _write(gate_summary(report, code) + "\n")
     return code
 
@@ -306,15 +369,32 @@ def _default_bundle_name(kernel_release: str | None) -> Path:
     return Path(f"vtdlud-{kernel_release or 'unknown'}-{stamp}.tar.gz")
 
 
+DEFAULT_STATE_DIR = "/var/lib/vtdlud"
+BUNDLE_STATE_DIR = "vtdlud"  # a bundle carries the ledger as vtdlud/ledger.json
+
+
+def _state_dir(given: str | None, root: HostRoot) -> Path:
+    """--state-dir, else the ledger a bundle carries (collect puts it there), else the host's."""
+    if given is not None:
+        return Path(given)
+    if not root.is_live:
+        return root.root / BUNDLE_STATE_DIR
+    return Path(DEFAULT_STATE_DIR)
+
+
 def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.audit.evaluate import evaluate
     from vtdlud.host.bundle import make_manifest, open_root, write_bundle
     from vtdlud.host.procs import PROCESSES_JSON, facts_to_json
     from vtdlud.host.snapshot import PROC_KCORE, take_snapshot
     from vtdlud.model.snapshot import Tier
+    from vtdlud.service.ledger import LEDGER_NAME, ledger_bytes, ledger_record_hints
 
     with open_root(ns.root) as root:
-        snap = take_snapshot(root)
+        state_dir = Path(ns.state_dir) if root.is_live else root.root / BUNDLE_STATE_DIR
+        # After a kexec the records are where the gate's ledger says (model.relocate): read
+        # them, so a --memory bundle carries their pages.
+        snap = take_snapshot(root, record_hints=ledger_record_hints(state_dir))
         report = evaluate(snap)
         out = Path(ns.output) if ns.output else _default_bundle_name(snap.kernel_release)
         if out.is_dir():
@@ -325,6 +405,9 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
         extra = {}
         if snap.processes is not None:
             extra[PROCESSES_JSON] = facts_to_json(snap.processes)
+        ledger = ledger_bytes(state_dir)
+        if ledger is not None:
+            extra[f"{BUNDLE_STATE_DIR}/{LEDGER_NAME}"] = ledger
         if ns.memory:
             if not snap.kcore_pages:
                 raise UsageError(
@@ -362,21 +445,30 @@ def cmd_decode(ns: argparse.Namespace) -> int:
 
     if ns.kind == "dmar":
         from vtdlud.errors import ParseError
+        from vtdlud.host.inputs import read_acpi_dmar, read_input_file
         from vtdlud.output.dmar import dmar_to_json, format_dmar_text
         from vtdlud.parse.dmar import parse_dmar
 
-        try:
-            data = Path(ns.value).read_bytes()
-        except OSError as exc:
-            raise UsageError(f"decode dmar: {ns.value}: {exc.strerror or exc}") from exc
+        if ns.value is not None and ns.root is not None:
+            raise UsageError("decode dmar: give a FILE or --root, not both")
+        if ns.value is not None:
+            where, data = ns.value, read_input_file(ns.value, "decode dmar")
+        else:
+            where, data = read_acpi_dmar(ns.root or "/")
         try:
             table = parse_dmar(data)
         except ParseError as exc:
-            raise UsageError(f"decode dmar: {ns.value}: {exc}") from exc
+            raise UsageError(f"decode dmar: {where}: {exc}") from exc
         _write(
             json.dumps(dmar_to_json(table), indent=2) + "\n" if ns.json else format_dmar_text(table)
         )
         return ExitCode.OK
+    if ns.root is not None:
+        raise UsageError(
+            f"decode {ns.kind}: --root applies to `decode dmar` only; a value is decoded as given"
+        )
+    if ns.value is None:
+        raise UsageError(f"decode {ns.kind}: the VALUE to decode is missing")
     from vtdlud.output.decode import decode, format_text, to_json
 
     d = decode(ns.kind, ns.value, ns.mode)
@@ -397,15 +489,72 @@ def cmd_abi(ns: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _one_line(text: str) -> str:
+    """Every error is one line: a library's multi-line message is joined."""
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip()) or text
+
+
 def _error(message: str, hint: str | None = None) -> None:
-    sys.stderr.write(f"{PROG}: error: {message}\n")
+    sys.stderr.write(f"{PROG}: error: {_one_line(message)}\n")
     if hint:
-        sys.stderr.write(f"{PROG}: hint: {hint}\n")
+        sys.stderr.write(f"{PROG}: hint: {_one_line(hint)}\n")
+
+
+def _wants_envelope(args: list[str], ns: argparse.Namespace | None) -> bool:
+    """status, check or collect with --json, also when the arguments did not parse."""
+    if ns is not None:
+        return bool(getattr(ns, "json", False)) and ns.command in ENVELOPE_COMMANDS
+    words = [a for a in args if not a.startswith("-")]
+    return "--json" in args and bool(words) and words[0] in ENVELOPE_COMMANDS
+
+
+def _root_label(args: list[str], ns: argparse.Namespace | None) -> str:
+    if ns is not None and isinstance(getattr(ns, "root", None), str):
+        return str(ns.root)
+    for i, a in enumerate(args):
+        if a.startswith("--root="):
+            return a.split("=", 1)[1]
+        if a == "--root" and i + 1 < len(args):
+            return args[i + 1]
+    return "/"
+
+
+def _fail(
+    code: ExitCode,
+    message: str,
+    hint: str | None,
+    args: list[str],
+    ns: argparse.Namespace | None,
+) -> int:
+    """The one error exit: one line on stderr (and the hint), the envelope on stdout under
+    --json."""
+    _error(message, hint)
+    if _wants_envelope(args, ns):
+        from vtdlud.output.envelope import dumps, error_envelope
+
+        doc = error_envelope(
+            argv=[PROG, *args],
+            exit_status=code,
+            root_label=_root_label(args, ns),
+            text=_one_line(message),
+            hint=None if hint is None else _one_line(hint),
+        )
+        with contextlib.suppress(BrokenPipeError):
+            _write(dumps(doc))
+    return int(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    ns = build_parser().parse_args(args)
+    parser = build_parser()
+    ns: argparse.Namespace | None = None
+    try:
+        ns = parser.parse_args(args)
+    except _ArgumentError as exc:
+        exc.parser.print_usage(sys.stderr)
+        where = exc.parser.prog.removeprefix(PROG).strip()
+        message = f"{where}: {exc.message}" if where else exc.message
+        return _fail(ExitCode.USAGE, message, None, args, None)
     full_argv = [PROG, *args]
     try:
         match ns.command:
@@ -425,15 +574,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return run_daemon(ns, full_argv)
         raise UsageError(f"unknown command {ns.command!r}")  # pragma: no cover
     except VtdludError as exc:
-        _error(exc.message, exc.hint)
-        return exc.exit_code
+        return _fail(exc.exit_code, exc.message, exc.hint, args, ns)
     except BrokenPipeError:
         return ExitCode.OK
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as exc:  # an incomplete installation, not a bug in vtdlud
+        from vtdlud.errors import missing_module
+
+        message, hint = missing_module(exc)
+        return _fail(ExitCode.INTERNAL, message, hint, args, ns)
     except Exception as exc:  # the one place that turns a bug into exit 4
-        _error(
+        return _fail(
+            ExitCode.INTERNAL,
             f"internal error: {type(exc).__name__}: {exc}",
             "run `vtdlud collect` and attach the bundle to a bug report",
+            args,
+            ns,
         )
-        return ExitCode.INTERNAL

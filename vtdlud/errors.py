@@ -84,3 +84,38 @@ class UsageError(VtdludError):
     """Bad arguments, a bad value on the command line, or a bad bundle/config (exit 2)."""
 
     exit_code = ExitCode.USAGE
+
+
+# The Python modules vtdlud imports that are not its own: (distribution package, PyPI name).
+# Debian and Fedora name the packages alike.
+MODULE_PROVIDERS = {
+    "pyudev": ("python3-pyudev", "pyudev"),
+    "psutil": ("python3-psutil", "psutil"),
+    "structlog": ("python3-structlog", "structlog"),
+    "systemd": ("python3-systemd", "systemd-python"),
+    "libfdt": ("python3-libfdt", "pylibfdt"),
+}
+
+
+def missing_module(exc: ModuleNotFoundError) -> tuple[str, str]:
+    """(message, hint) for a module that cannot be imported: an incomplete installation (a
+    packaging error), which running ``vtdlud collect`` would not help with."""
+    name = exc.name or str(exc)
+    top = name.split(".", 1)[0]
+    if top == "vtdlud":
+        return (
+            f"vtdlud is installed incompletely: its own module {name!r} is missing",
+            "reinstall vtdlud (apt-get install --reinstall vtdlud, dnf reinstall vtdlud, "
+            "or pip install --force-reinstall vtdlud)",
+        )
+    package, pypi = MODULE_PROVIDERS.get(top, (None, top))
+    where = (
+        f"install {package} (Debian, Fedora) or `pip install {pypi}`"
+        if package
+        else (f"install the Python module {top!r}")
+    )
+    return (
+        f"vtdlud is installed incompletely: the Python module {top!r} is missing "
+        "(a packaging error, not a bug in vtdlud)",
+        where,
+    )

@@ -266,16 +266,33 @@ def test_ledger_consumed_by_an_earlier_boot(tmp_path: Path) -> None:
     assert "already used by boot" in doc["findings"][0]["message"]
 
 
+def _strip_record_addresses(state: Path) -> None:
+    """The ledger as a vtdlud without record addresses wrote it (it must still load)."""
+    doc = json.loads((state / LEDGER_NAME).read_text())
+    assert "records" in doc and all("hw_record" in u for u in doc["units"])
+    del doc["records"]
+    for u in doc["units"]:
+        del u["hw_record"], u["record_pages"]
+    (state / LEDGER_NAME).write_text(json.dumps(doc))
+
+
 def test_gate_codes_are_left_out_and_missing_records_are_unknown(tmp_path: Path) -> None:
     """The incoming FLB has a name this vtdlud does not know: `status` would also report the
-    VMM-held device as unpreserved (VTD030, a gate code); post-kexec keeps VTD040 and says
-    VTD060 cannot be checked."""
+    VMM-held device as unpreserved (VTD030, a gate code); post-kexec keeps VTD040.  With the
+    ledger's record addresses the records are still found (VTD060 checked); with a ledger
+    that has none (an older vtdlud's) VTD060 cannot be checked."""
     host = _host()
     state = _gate(host, tmp_path)
     host.kexec()
     inject(host, Fault.UNKNOWN_FLB_COMPATIBLE)
     root = write_tree(host, tmp_path / "status")
     assert "VTD030" in [f.code for f in evaluate(take_snapshot(HostRoot(root)), Policy()).findings]
+    rc, doc = _post(host, tmp_path, state)
+    assert rc == 3 and [k[:2] for k in _keys(doc)] == [("VTD040", "UNKNOWN")]
+    assert doc["units"][0]["preserved"]["located_by"] == "ledger"
+    _strip_record_addresses(state)
+    ledger = read_ledger(state)
+    assert ledger is not None and ledger.records is None and ledger.record_addresses() is None
     rc, doc = _post(host, tmp_path, state)
     assert rc == 3 and [k[:2] for k in _keys(doc)] == [("VTD040", "UNKNOWN"), ("VTD060", "UNKNOWN")]
 
@@ -356,3 +373,23 @@ def test_the_boot_unit_runs_this_check_early() -> None:
     assert "local-fs.target" in keys["After"][0].split()
     assert "sysinit.target" in keys["Before"][0].split() and keys["WantedBy"] == ["sysinit.target"]
     assert "CAP_SYS_RAWIO" in keys["CapabilityBoundingSet"][0].split()
+
+
+def test_a_kernel_without_vtd(tmp_path: Path) -> None:
+    """The new kernel came back without its DMAR units (e.g. booted with intel_iommu=off): with
+    the gate's ledger pending that is a failure (VTD060: the unit is gone), not a host without
+    VT-d.  Without a ledger, the same host is NOT_APPLICABLE and the check exits 0."""
+    host = _host()
+    state = _gate(host, tmp_path)
+    host.kexec()
+    root = write_tree(host, tmp_path / "after")
+    (root / "sys/class/iommu/dmar0").unlink()  # a link to /sys/devices/virtual/iommu/dmar0
+    argv = ["check", "--post-kexec", "--json", "--root", str(root), "--state-dir", str(state)]
+    rc, out, _ = run_cli(*argv)
+    doc = validate(json.loads(out))
+    assert (rc, doc["verdict"]) == (1, "FAIL")
+    assert ("VTD060", "FAIL", DMAR0, None) in _keys(doc)
+    (state / LEDGER_NAME).unlink()
+    rc, out, _ = run_cli(*argv)
+    doc = validate(json.loads(out))
+    assert (rc, doc["verdict"], doc["findings"]) == (0, "NOT_APPLICABLE", [])

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import run_cli
+from tests.conftest import capture_tarball
 
 
 def test_cap_text_is_pinned() -> None:
@@ -30,8 +31,13 @@ def test_cap_text_is_pinned() -> None:
         (("gsts", "0xc7000000"), {"tes": True, "rtps": True, "fls": False, "ires": True}),
         (("rtaddr", "0x1b65400"), {"rta": 0x1B65000, "ttm": 1, "smt": True}),
         (
-            ("root-entry", "0x0000000001b76001:0x0000000001b68001"),
+            ("root-entry", "0x0000000001b76001:0x0000000001b68001", "--mode", "scalable"),
             {"lctp_present": True, "lctp": 0x1B68000, "uctp_present": True, "uctp": 0x1B76000},
+        ),
+        (
+            # Legacy mode (the default): one context table per bus, hi reserved.
+            ("root-entry", "0x0:0x0000000001b68001"),
+            {"present": True, "ctp": 0x1B68000, "reserved": 0},
         ),
         (
             ("context-entry", "0x0000000000000901:0x0000000002933001"),
@@ -93,5 +99,49 @@ def test_dmar_file(capture_root: Callable[[str], Path], tmp_path: Path) -> None:
     rc, _, err = run_cli("decode", "dmar", str(tmp_path / "nope"))
     assert (
         rc == 2
-        and err == f"vtdlud: error: decode dmar: {tmp_path / 'nope'}: No such file or directory\n"
+        and err == f"vtdlud: error: decode dmar: {tmp_path / 'nope'}: no such file or directory\n"
     )
+
+
+def test_root_entry_follows_mode() -> None:
+    """A legacy root entry has one table pointer and a reserved hi word; a scalable one has a
+    lower and an upper table.  The same value decodes differently by --mode."""
+    value = "0x0000000001b76001:0x0000000001b68001"
+    _, legacy, _ = run_cli("decode", "root-entry", value)
+    _, scalable, _ = run_cli("decode", "root-entry", value, "--mode", "scalable")
+    assert legacy.startswith("root entry [legacy mode]\n")
+    assert "    ctp                [63:12] = 0x1b68000" in legacy
+    assert "reserved           [ 63:0] = 28794881 (0x1b76001)" in legacy  # reserved bits set
+    assert scalable.startswith("root entry [scalable mode]\n")
+    assert "    uctp               [63:12] = 0x1b76000" in scalable
+    assert "uctp" not in legacy and "reserved" not in scalable
+
+
+def test_dmar_of_a_root(capture_root: Callable[[str], Path], tmp_path: Path) -> None:
+    """Without FILE, `decode dmar` reads the host's table under --root (a directory or a bundle)."""
+    table = capture_root("a_legacy") / "sys/firmware/acpi/tables/DMAR"
+    _, from_file, _ = run_cli("decode", "dmar", str(table))
+    for root in (capture_root("a_legacy"), capture_tarball("a_legacy")):
+        rc, out, err = run_cli("decode", "dmar", "--root", str(root))
+        assert rc == 0 and out == from_file, err
+    (tmp_path / "sys").mkdir()
+    rc, out, err = run_cli("decode", "dmar", "--root", str(tmp_path))
+    assert rc == 2 and out == ""
+    assert err.startswith(
+        f"vtdlud: error: decode dmar: {tmp_path}: /sys/firmware/acpi/tables/DMAR: no such file"
+    )
+    rc, _, err = run_cli("decode", "dmar", str(table), "--root", str(tmp_path))
+    assert (rc, err) == (2, "vtdlud: error: decode dmar: give a FILE or --root, not both\n")
+
+
+def test_root_is_refused_where_it_means_nothing() -> None:
+    rc, out, err = run_cli("decode", "cap", "0x1", "--root", "/")
+    assert rc == 2 and out == ""
+    assert err == (
+        "vtdlud: error: decode cap: --root applies to `decode dmar` only; a value is decoded "
+        "as given\n"
+    )
+    rc, _, err = run_cli("abi", "--root", "/")
+    assert rc == 2 and err.endswith("vtdlud: error: unrecognized arguments: --root /\n")
+    rc, _, err = run_cli("decode", "cap")
+    assert (rc, err) == (2, "vtdlud: error: decode cap: the VALUE to decode is missing\n")

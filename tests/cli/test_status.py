@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import pytest
 
 from tests.cli.helpers import codes, run_cli, run_installed, status_json
 from tests.conftest import CAPTURE_NAMES, capture_tarball
+from vtdlud.output.text import use_colour
 
 A_LEGACY_DEVICES = [
     "0000:00:00.0",
@@ -98,9 +100,51 @@ def test_text_output(capture_root: Callable[[str], Path]) -> None:
     assert rc == 0 and err == ""
     assert "  tier sysfs         : PASS (available: 1 DMAR unit(s))" in out
     assert "  dmar0  0xfed90000  1:0  scalable  yes  0x1a48000   17       7 (debugfs)" in out
-    assert "  0000:00:05.0  dmar0  vfio-pci    7      vfio0" in out
+    assert out.splitlines()[1] == (
+        "Summary: verdict UNKNOWN; 1 DMAR unit, 17 devices, 0 to preserve, 0 unit(s) with a "
+        "preserved record, 3 findings (3 UNKNOWN)"
+    )
+    # The per-device table only on request.
+    assert "Devices: 17 behind the DMAR units (`--devices` lists them)" in out
+    assert "vfio-pci" not in out
     assert out.endswith("Verdict: UNKNOWN\n")
     assert "\x1b[" not in out  # no colour when not a terminal
+    rc, full, _ = run_cli("status", "--devices", "--root", str(capture_root("b_scalable")))
+    assert rc == 0 and "  0000:00:05.0  dmar0  vfio-pci    7      vfio0" in full
+    assert len(full.splitlines()) == len(out.splitlines()) + 17 + 1  # header + 17 rows, no note
+
+
+def test_brief_is_the_summary_and_the_findings(capture_root: Callable[[str], Path]) -> None:
+    rc, out, _ = run_cli("status", "--brief", "--root", str(capture_root("b_scalable")))
+    lines = out.splitlines()
+    assert rc == 0 and len(lines) == 2 + 3 + 1, out
+    assert lines[1].startswith("Summary: verdict UNKNOWN; ")
+    assert all(line.startswith("  VTD050 UNKNOWN host: ") for line in lines[2:5])
+    assert lines[5] == "Verdict: UNKNOWN"
+
+
+def test_check_says_check(capture_root: Callable[[str], Path]) -> None:
+    rc, out, _ = run_cli("check", "--root", str(capture_root("b_scalable")))
+    assert rc == 3 and out.startswith("vtdlud check: root ")
+
+
+@pytest.mark.parametrize(
+    ("env", "colour"),
+    [({}, True), ({"NO_COLOR": "1"}, False), ({"TERM": "dumb"}, False)],
+)
+def test_colour_only_on_a_capable_terminal(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], colour: bool
+) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert use_colour(Tty()) is colour
+    assert use_colour(io.StringIO()) is False
 
 
 def test_installed_command_and_errors(tmp_path: Path) -> None:

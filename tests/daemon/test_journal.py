@@ -72,6 +72,15 @@ def test_verdict_event_only_on_change() -> None:
     assert first is not None and first["PRIORITY"] == "6"
 
 
+def test_not_applicable_verdict_event_says_what_it_is() -> None:
+    ev = events.verdict_event(None, "NOT_APPLICABLE", source="daemon", units=0, findings=0)
+    assert ev is not None and ev["PRIORITY"] == "6"  # info: nothing is wrong
+    assert ev["MESSAGE"] == (
+        "vtdlud daemon verdict NOT_APPLICABLE: no Intel VT-d on this host, nothing to audit"
+    )
+    assert ev["VTDLUD_VERDICT"] == "NOT_APPLICABLE"
+
+
 def test_foreign_report_without_message_ids_uses_the_catalog() -> None:
     bare = {k: v for k, v in F026.items() if k != "message_id"}
     unknown = dict(bare, code="VTD999", message="from a newer vtdlud")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from vtdlud import __version__
 from vtdlud.audit.catalog import CATALOG
 from vtdlud.audit.policy import Policy
 from vtdlud.output.envelope import envelope
@@ -63,13 +64,13 @@ def test_daemon_source(doc: dict[str, Any]) -> None:
     stats.sources["daemon"] = SourceState(doc)
     s = parse(render_metrics(stats))
     verdicts = {v: get(s, "vtdlud_verdict", source="daemon", verdict=v) for v in
-                ("PASS", "NOTE", "WARN", "FAIL", "UNKNOWN")}  # fmt: skip
+                ("PASS", "NOTE", "WARN", "FAIL", "UNKNOWN", "NOT_APPLICABLE")}  # fmt: skip
     assert verdicts[doc["verdict"]] == 1 and sum(verdicts.values()) == 1
-    assert get(s, "vtdlud_units", source="daemon") == 2
+    assert get(s, "vtdlud_dmar_units", source="daemon") == 2
     for u in doc["units"]:
-        labels = {"source": "daemon", "unit": u["address"], "name": u["name"]}
-        assert get(s, "vtdlud_unit_devices", **labels) == len(u["devices"])
-        assert get(s, "vtdlud_unit_context_tables", **labels) == len(u["context_tables"])
+        labels = {"source": "daemon", "address": u["address"], "dmar": u["name"]}
+        assert get(s, "vtdlud_dmar_devices", **labels) == len(u["devices"])
+        assert get(s, "vtdlud_dmar_context_tables", **labels) == len(u["context_tables"])
     assert get(s, "vtdlud_tier_available", source="daemon", tier="sysfs") == 1
     assert get(s, "vtdlud_tier_available", source="daemon", tier="kcore") == 0
     for code, entry in CATALOG.items():
@@ -80,7 +81,8 @@ def test_daemon_source(doc: dict[str, Any]) -> None:
     assert get(s, "vtdlud_last_evaluation_timestamp_seconds") == 2000.5
     assert get(s, "vtdlud_last_evaluation_duration_seconds") == pytest.approx(0.0123)
     assert get(s, "vtdlud_uevents_total", relevant="no") == 2
-    assert not any(n == "vtdlud_unit_preserved_context_tables" for n, _ in s)
+    assert not any(n == "vtdlud_dmar_preserved_context_tables" for n, _ in s)
+    assert get(s, "vtdlud_build_info", version=__version__) == 1
 
 
 def test_preserved_record_counts_come_from_the_envelope(doc: dict[str, Any]) -> None:
@@ -96,10 +98,10 @@ def test_preserved_record_counts_come_from_the_envelope(doc: dict[str, Any]) -> 
     stats = DaemonStats(sources={"gate": SourceState(gate), "post_kexec": SourceState()})
     s = parse(render_metrics(stats))
     u = gate["units"][0]
-    labels = {"source": "gate", "unit": u["address"]}
-    assert get(s, "vtdlud_unit_preserved_context_tables", **labels) == 3
-    assert get(s, "vtdlud_unit_expected_context_tables", **labels) == 2
-    assert get(s, "vtdlud_unit_preserved_ref_count", **labels) == 2
+    labels = {"source": "gate", "address": u["address"]}
+    assert get(s, "vtdlud_dmar_preserved_context_tables", **labels) == 3
+    assert get(s, "vtdlud_dmar_required_context_tables", **labels) == 2
+    assert get(s, "vtdlud_dmar_preserved_references", **labels) == 2
     assert not any(dict(ls).get("source") == "post_kexec" for _, ls in s)  # absent report
 
 
@@ -109,7 +111,7 @@ def test_unreadable_report_and_label_escaping() -> None:
     assert get(s, "vtdlud_report_valid", source="gate") == 0
     odd = {"verdict": "PASS", "units": [{"name": 'a"b\\c\nd', "address": "0x1"}], "findings": []}
     s = parse(render_metrics(DaemonStats(sources={"daemon": SourceState(odd)})))
-    assert get(s, "vtdlud_unit_devices", name='a\\"b\\\\c\\nd') == 0
+    assert get(s, "vtdlud_dmar_devices", dmar='a\\"b\\\\c\\nd') == 0
 
 
 def test_write_is_atomic_and_needs_the_directory(tmp_path: Path) -> None:

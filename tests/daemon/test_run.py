@@ -49,10 +49,22 @@ def test_uevent_reevaluates_and_logs_the_change(
 
 
 def test_sigterm_exits_cleanly_within_a_second(daemon: DaemonProc, journald: Journald) -> None:
+    assert "vtdlud_verdict{" in daemon.metrics.read_text()
     rc, elapsed = daemon.stop()
     assert rc == 0 and elapsed < 1.0, (rc, elapsed)
     assert any("STOPPING=1" in m for m in daemon.drain(0.1) + daemon.messages)
     assert journald.read(_PID=daemon.pid, MESSAGE_ID=events.STOPPED)
+    # `systemctl stop`: node_exporter must not export the last verdict forever.
+    assert not daemon.metrics.exists()
+    assert daemon.metrics.parent.is_dir()  # node_exporter's directory is not vtdlud's
+
+
+def test_a_killed_daemon_leaves_its_textfile_to_age(daemon: DaemonProc) -> None:
+    """Control: a daemon that dies does not clean up; the file's last-evaluation timestamp then
+    ages and VtdludTextfileStale fires."""
+    daemon.signal(signal.SIGKILL)
+    daemon.running.wait(5)
+    assert "vtdlud_last_evaluation_timestamp_seconds " in daemon.metrics.read_text()
 
 
 def test_watchdog_pings_come_from_the_loop(daemon_factory: DaemonFactory) -> None:

@@ -37,6 +37,9 @@ from tests.daemon.conftest import VFIO_DEVICE, DaemonFactory, HostBed, Journald
 from vtdlud.output import journal as events
 
 UNIT = Path(__file__).parents[2] / "systemd" / "vtdlud.service"
+GATE_UNIT = UNIT.with_name("vtdlud-gate.service")
+EXAMPLES = Path(__file__).parents[2] / "examples"
+VTDLUD = Path(sys.executable).parent / "vtdlud"
 UNISTD = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
 
 AUDIT_ARCH_X86_64 = 0xC000003E
@@ -70,10 +73,10 @@ os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
-def unit_directives(name: str) -> list[str]:
+def unit_directives(name: str, unit: Path = UNIT) -> list[str]:
     return [
         line.split("=", 1)[1]
-        for line in UNIT.read_text().splitlines()
+        for line in unit.read_text().splitlines()
         if line.startswith(f"{name}=")
     ]
 
@@ -101,10 +104,10 @@ def expand(item: str, groups: dict[str, list[str]]) -> set[str]:
     return set().union(*(expand(i, groups) for i in groups[item]))
 
 
-def allowed_syscalls() -> set[str]:
+def allowed_syscalls(unit: Path = UNIT) -> set[str]:
     groups = syscall_groups()
     allowed: set[str] = set()
-    for value in unit_directives("SystemCallFilter"):
+    for value in unit_directives("SystemCallFilter", unit):
         deny = value.startswith("~")
         names = set().union(*(expand(i, groups) for i in value.lstrip("~").split()))
         allowed = allowed - names if deny else allowed | names
@@ -122,15 +125,15 @@ def _insn(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
-def build_filter() -> tuple[bytes, set[str]]:
+def build_filter(unit: Path = UNIT) -> tuple[bytes, set[str]]:
     """The BPF program and the syscall names it allows."""
     numbers = syscall_numbers()
-    names = {n for n in allowed_syscalls() if n in numbers}
+    names = {n for n in allowed_syscalls(unit) if n in numbers}
     families = [
-        AF_FAMILIES[f] for v in unit_directives("RestrictAddressFamilies") for f in v.split()
+        AF_FAMILIES[f] for v in unit_directives("RestrictAddressFamilies", unit) for f in v.split()
     ]
-    assert unit_directives("SystemCallArchitectures") == ["native"]
-    assert unit_directives("SystemCallErrorNumber") == ["EPERM"]
+    assert unit_directives("SystemCallArchitectures", unit) == ["native"]
+    assert unit_directives("SystemCallErrorNumber", unit) == ["EPERM"]
     eperm = SECCOMP_RET_ERRNO | errno.EPERM
     prog = [
         _insn(LD_W_ABS, OFF_ARCH),
@@ -244,3 +247,24 @@ def test_the_daemon_works_under_the_units_syscall_policy(
     text = d.stderr_text()
     assert "not permitted" not in text.lower() and "Traceback" not in text, text
     assert ctypes.sizeof(ctypes.c_void_p) == 8  # the filter is for x86-64
+
+
+@needs_tools
+def test_the_gate_works_under_its_units_syscall_policy(tmp_path: Path) -> None:
+    """`vtdlud check` (vtdlud-gate.service: ~@privileged @raw-io @debug since #16) on a bundle
+    with physical memory (the kcore tier) and on this live host (every process's descriptors
+    through psutil), under the gate unit's seccomp policy."""
+    prog, names = build_filter(GATE_UNIT)
+    assert not {"chroot", "mount", "setuid", "ptrace", "pidfd_getfd", "iopl"} & names
+    bpf = tmp_path / "gate.bpf"
+    bpf.write_bytes(prog)
+    launch = (sys.executable, "-c", LAUNCHER, str(bpf), str(VTDLUD))
+    for root, ok in ((EXAMPLES / "1-preserved-clean.tar.gz", (0,)), (Path("/"), (0, 1, 3))):
+        run = subprocess.run(
+            [*launch, "check", "--json", "--no-ledger", "--root", str(root),
+             "--state-dir", str(tmp_path / "state"), "--report", str(tmp_path / "gate.json")],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert run.returncode in ok, run.stderr
+        assert "not permitted" not in run.stderr.lower() and "Traceback" not in run.stderr
+        assert '"json_format_version"' in run.stdout

@@ -36,6 +36,7 @@ def test_status_serves_the_running_daemons_report(daemon: DaemonProc, testbed: H
         "version": cached["vtdlud"]["version"],
         "argv": ["vtdlud", "status", "--json", "--runtime-dir", str(daemon.runtime)],
         "exit_status": 0,
+        "messages": [],
     }
 
     live = status(daemon.runtime, "--live")

@@ -29,14 +29,17 @@ from tests.kho.blobs import (
 from vtdlud.errors import ParseError
 from vtdlud.model.abi import IommuFlbSerV2
 from vtdlud.parse.kho import KhoRoot, UnknownKho, parse_finalize, parse_kho_root, parse_scratch
+from vtdlud.parse.khocut import CutKhoRoot, parse_kho_debugfs_root, recover_cut_root
 from vtdlud.parse.luo import (
     LuoBlob,
     LuoCorrupt,
     LuoState,
+    StaleLuo,
     UnknownLuo,
     parse_luo_blob,
     walk_luo,
 )
+from vtdlud.parse.luofreed import read_freed_luo
 
 FUZZ = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 
@@ -179,3 +182,58 @@ def test_walk_through_random_memory(pages: dict[int, bytes], spa: int, fpa: int)
     ):
         assert isinstance(blob, LuoBlob)
         assert isinstance(walk_luo(blob, mem), LuoState)
+
+
+# --- Linux 7.2: the cut root FDT and the freed incoming LUO blob -------------------------------
+
+
+def _cut_seed() -> bytes:
+    from vtdlud.sim.scenarios import linux72_host  # noqa: PLC0415 - the model, only here
+
+    host = linux72_host(seed=11)
+    host.kho.refresh_radix()
+    copy = host.kho.debugfs_fdt()
+    assert copy is not None
+    return copy
+
+
+CUT_SEEDS = [_cut_seed()]
+
+
+def check_cut(data: bytes) -> None:
+    try:
+        result = parse_kho_debugfs_root(data)
+    except ParseError:
+        return
+    assert isinstance(result, KhoRoot | UnknownKho | CutKhoRoot)
+    if isinstance(result, CutKhoRoot):
+        assert result.size == len(data) < result.totalsize <= 4096
+        _ = (result.compatible, result.map_candidates, result.reason)
+        found = recover_cut_root(result, FakeMemory())
+        assert isinstance(found, str)  # empty memory: a reason, never a root
+
+
+@FUZZ
+@given(mutated(CUT_SEEDS))
+def test_cut_root_mutated(data: bytes) -> None:
+    check_cut(data)
+
+
+@FUZZ
+@given(st.binary(max_size=512))
+def test_cut_root_random(data: bytes) -> None:
+    check_cut(b"\xd0\x0d\xfe\xed" + data)
+
+
+@FUZZ
+@given(st.binary(max_size=64), st.data())
+def test_freed_luo_never_raises(data: bytes, draw: st.DataObject) -> None:
+    mem, _ = world()
+    raw = draw.draw(st.sampled_from([data, b"luo-v5\x00\x00" + data]))
+    blob, state = read_freed_luo(raw, mem)
+    assert isinstance(blob, LuoBlob | StaleLuo)
+    if state is not None:
+        # a freed blob's parts are stale, never corrupt (no VTD041 from freed memory)
+        assert not isinstance(state.sessions, LuoCorrupt | UnknownLuo)
+        assert not isinstance(state.flbs, LuoCorrupt | UnknownLuo)
+        assert not isinstance(state.iommu, LuoCorrupt)

@@ -131,7 +131,7 @@ def test_new_generation_in_and_out_with_raw_luo_struct(tmp_path: Path) -> None:
 
 
 def test_unknown_compatibles_are_results_not_problems(tmp_path: Path) -> None:
-    write(tmp_path, "in/fdt", kho_root("kho-v3", []))
+    write(tmp_path, "in/fdt", kho_root("kho-v9", []))
     write(tmp_path, "in/sub_fdts/LUO", luo_fdt(compatible="luo-v2"))
     state = read_kho(HostRoot(tmp_path))
     assert state.problems == ()

@@ -15,12 +15,14 @@ from tests.kho.blobs import Node, build_fdt, cstr, kho_root, kho_v1, kho_v2, u64
 from vtdlud.errors import ParseError
 from vtdlud.parse.kho import (
     FdtView,
+    KexecMetadata,
     KhoRoot,
     KhoSubsystem,
     ScratchRegion,
     UnknownKho,
     is_fdt,
     parse_finalize,
+    parse_kexec_metadata,
     parse_kho_root,
     parse_scratch,
 )
@@ -70,7 +72,41 @@ def test_v1_ignores_blob_size_and_v2_does_not_accept_fdt_prop() -> None:
         parse_kho_root(kho_root("kho-v2", [("a", [("fdt", u64le(1))])]))
 
 
-@pytest.mark.parametrize("compatible", ["kho-v3", "kho-v4;kho-radix-v1", "kho-v0", "KHO-V2"])
+@pytest.mark.parametrize("compatible", ["kho-v3", "kho-v4"])
+def test_kho_v3_v4_require_blob_size(compatible: str) -> None:
+    """Linux 7.2.13 (kho-v4; kho-v3 has the same tree): every child has preserved-data and
+    blob-size, and kho_retrieve_subtree() refuses a child without blob-size."""
+    subs = [
+        ("kexec-metadata", [("preserved-data", u64le(0x7000)), ("blob-size", u64le(73))]),
+        ("LUO", [("preserved-data", u64le(0x8000)), ("blob-size", u64le(32))]),
+    ]
+    root = parse_kho_root(kho_root(compatible, subs, memory_map=0x9000))
+    assert root == KhoRoot(
+        compatible,
+        0x9000,
+        {"kexec-metadata": KhoSubsystem(0x7000, 73), "LUO": KhoSubsystem(0x8000, 32)},
+    )
+    assert root.sub_tree_prop == "preserved-data"
+    assert root.read_from == "debugfs" and root.phys is None
+    with pytest.raises(ParseError, match="LUO: no 'blob-size'"):
+        parse_kho_root(kho_root(compatible, [("LUO", [("preserved-data", u64le(1))])]))
+
+
+def test_kexec_metadata() -> None:
+    """struct kho_kexec_metadata of Linux 7.2.13, packed: u32 version, char[65], u32 count."""
+    raw = (1).to_bytes(4, "little") + b"7.2.13-amd64".ljust(65, b"\x00") + (3).to_bytes(4, "little")
+    assert len(raw) == 73
+    assert parse_kexec_metadata(raw) == KexecMetadata(1, "7.2.13-amd64", 3)
+    assert parse_kexec_metadata((2).to_bytes(4, "little")) == KexecMetadata(2, None, None)
+    with pytest.raises(ParseError, match="too short"):
+        parse_kexec_metadata(b"\x01")
+    with pytest.raises(ParseError, match="shorter than the struct"):
+        parse_kexec_metadata(raw[:72])
+    with pytest.raises(ParseError, match="NUL"):
+        parse_kexec_metadata(raw[:4] + b"x" * 65 + raw[69:])
+
+
+@pytest.mark.parametrize("compatible", ["kho-v5", "kho-v5;kho-radix-v1", "kho-v0", "KHO-V2"])
 def test_unknown_compatible_is_a_result(compatible: str) -> None:
     result = parse_kho_root(kho_root(compatible, [("LUO", [("whatever", b"x")])]))
     assert isinstance(result, UnknownKho)

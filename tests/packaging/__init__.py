@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGING = REPO / "packaging"
 SPEC = PACKAGING / "rpm" / "vtdlud.spec"
 # What the build needs from the tree (pyproject's readme is README.md).
-SOURCE_ITEMS = ("pyproject.toml", "README.md", "vtdlud", "etc", "systemd")
+SOURCE_ITEMS = ("pyproject.toml", "README.md", "vtdlud", "etc", "systemd", "packaging/prometheus")
 # pyenv's shims come first on PATH here; Debian's tools must run Debian's python3 (recipes §5).
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 BUILD_TIMEOUT = 300
@@ -51,7 +51,7 @@ def stage_source(dest: Path) -> Path:
     for item in SOURCE_ITEMS:
         src = REPO / item
         if src.is_dir():
-            shutil.copytree(src, tree / item, ignore=ignore)
+            shutil.copytree(src, tree / item, ignore=ignore)  # makes the parents
         else:
             shutil.copy2(src, tree / item)
     shutil.copytree(PACKAGING / "debian", tree / "debian", symlinks=True)
@@ -156,6 +156,8 @@ SPEC_STUBS: dict[str, str] = {
     "_unitdir": "/usr/lib/systemd/system",
     "_tmpfilesdir": "/usr/lib/tmpfiles.d",
     "_journalcatalogdir": "/usr/lib/systemd/catalog",
+    "_datadir": "/usr/share",
+    "_presetdir": "/usr/lib/systemd/system-preset",
     "bash_completions_dir": "/usr/share/bash-completion/completions",
     "python3": "/usr/bin/python3",
     "pyproject_files": "%{_builddir}/pyproject-files",

@@ -113,3 +113,17 @@ def test_version_and_license_match_the_project(expanded: str) -> None:
 
 def test_spec_file_is_the_one_tested() -> None:
     assert SPEC == PACKAGING / "rpm" / "vtdlud.spec" and SPEC.is_file()
+
+
+def test_one_maintainer_everywhere() -> None:
+    """debian/control, the Debian changelog and the spec's %changelog name the same maintainer,
+    so replacing the placeholder (packaging/README) is one consistent edit."""
+    control = (PACKAGING / "debian" / "control").read_text()
+    m = re.search(r"^Maintainer: (.+)$", control, re.M)
+    assert m is not None
+    maintainer = m.group(1)
+    changelog = (PACKAGING / "debian" / "changelog").read_text()
+    assert re.findall(r"^ -- (.+?>)  ", changelog, re.M) == [maintainer]
+    assert re.findall(r"^\* \w{3} \w{3} \d\d \d{4} (.+?>) - ", SPEC.read_text(), re.M) == [
+        maintainer
+    ]

@@ -56,6 +56,16 @@ def test_radix_tree_round_trip() -> None:
     assert pm.pages_read == len(mem.pages) - 0  # every node and leaf read once
 
 
+@pytest.mark.parametrize("compatible", ["kho-v3", "kho-v4"])
+def test_radix_tree_of_kho_v3_and_v4(compatible: str) -> None:
+    """Linux 7.2.13 (kho-v4) keeps kho-v2's radix tracker byte for byte."""
+    mem = PageMemory()
+    root = write_radix(mem, RANGES)
+    pm = walk_preserved_memory(mem, compatible, root)
+    assert pm.state is MapState.COMPLETE and pm.compatible == compatible
+    assert list(pm.ranges()) == _expected(RANGES)
+
+
 def test_radix_key_encoding_matches_the_header_table() -> None:
     # kexec_handover.h: order 0 -> order bit 52, order 1 -> 51, order 2 -> 50
     assert radix_key(0x1000, 0) == 1 << 52 | 1
@@ -152,8 +162,8 @@ def test_radix_null_root_and_unknown_compatible() -> None:
         assert pm.state is MapState.INCOMPLETE
         assert [p.kind for p in pm.problems] == [MemMapProblemKind.NULL]
     mem.calls = 0
-    pm = walk_preserved_memory(mem, "kho-v3", 0x1000)
-    assert pm.state is MapState.UNKNOWN and pm.note is not None and "kho-v3" in pm.note
+    pm = walk_preserved_memory(mem, "kho-v5", 0x1000)
+    assert pm.state is MapState.UNKNOWN and pm.note is not None and "kho-v5" in pm.note
     assert mem.calls == 0
 
 

@@ -15,6 +15,7 @@ from vtdlud.service.ledger import (
     LEDGER_NAME,
     Ledger,
     LedgerDevice,
+    LedgerRecords,
     LedgerUnit,
     ledger_from_json,
     ledger_to_json,
@@ -53,6 +54,40 @@ def test_round_trip_and_consume(tmp_path: Path) -> None:
     assert done is not None and done.consumed and read_ledger(tmp_path) == done
     assert mark_consumed(tmp_path, "later-boot") == done  # consumed once
     assert oct((tmp_path / LEDGER_NAME).stat().st_mode & 0o777) == "0o644"
+
+
+def test_record_addresses_round_trip_and_old_ledgers_still_load() -> None:
+    """The record addresses the gate adds (for the post-kexec search on Linux 7.2) are optional
+    members: a ledger without them loads, and says nothing about where the records are."""
+    import dataclasses  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    led = _ledger(1, units=2)
+    with_addr = dataclasses.replace(
+        led,
+        units=(
+            dataclasses.replace(
+                led.units[0], hw_record=0x3E27010, record_pages=(0x3E27000, 0x3E29000)
+            ),
+            led.units[1],
+        ),
+        records=LedgerRecords("v1", 0x3E24000, (0x3E27000,), (0x3E29000,), (0x3E2C000,)),
+    )
+    assert ledger_from_json(ledger_to_json(with_addr)) == with_addr
+    found = with_addr.record_addresses()
+    assert found is not None and found.variant == "v1" and found.flb_phys == 0x3E24000
+    assert [(u.unit, u.hw_record, u.pages) for u in found.units] == [
+        (0xFED90000, 0x3E27010, (0x3E27000, 0x3E29000))
+    ]
+    assert found.heads.hw == (0x3E27000,) and found.heads.device == (0x3E2C000,)
+    doc = json.loads(ledger_to_json(with_addr))
+    assert doc["units"][0]["hw_record"] == "0x3e27010" and "hw_record" not in doc["units"][1]
+    old = ledger_to_json(led)
+    assert b"records" not in old and b"hw_record" not in old
+    assert ledger_from_json(old) == led and led.record_addresses() is None
+    doc["records"]["heads"] = "nope"
+    with pytest.raises(ParseError, match="missing or malformed"):
+        ledger_from_json(json.dumps(doc).encode())
 
 
 @pytest.mark.parametrize(

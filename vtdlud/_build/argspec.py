@@ -20,6 +20,7 @@ class Option:
     help: str  # expanded like argparse's own help ("%(default)s")
     default: str | None  # printable default of an option that takes a value, else None
     is_help: bool = False  # -h/--help, which every parser has
+    optional: bool = False  # a positional that may be left out (nargs="?")
 
     @property
     def positional(self) -> bool:
@@ -76,7 +77,7 @@ def _expand(action: argparse.Action, prog: str) -> str:
 def _metavar(action: argparse.Action) -> str | None:
     if action.nargs == 0:
         return None
-    if action.nargs not in (None, 1):
+    if action.nargs not in (None, 1) and not (action.nargs == "?" and not action.option_strings):
         raise ValueError(f"{action.dest}: nargs={action.nargs!r} is not supported")
     if isinstance(action.metavar, tuple):
         raise ValueError(f"{action.dest}: tuple metavars are not supported")
@@ -104,6 +105,7 @@ def _option(action: argparse.Action, prog: str) -> Option:
         help=_expand(action, prog),
         default=_default(action),
         is_help=isinstance(action, argparse._HelpAction),
+        optional=action.nargs == "?" and not action.option_strings,
     )
 
 

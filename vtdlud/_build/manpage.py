@@ -84,7 +84,8 @@ def read_units(directory: Path) -> list[Unit]:
 
 def _usage_word(o: Option) -> str:
     if o.positional:
-        return roff.italic(_positional_name(o))
+        word = roff.italic(_positional_name(o))
+        return f"[{word}]" if o.optional else word
     flag = roff.bold(o.flags[-1] if len(o.flags[-1]) > 2 else o.flags[0])
     if o.takes_value:
         assert o.metavar is not None

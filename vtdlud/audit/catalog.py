@@ -12,13 +12,17 @@ from vtdlud.frozen import frozen
 
 
 class Severity(Enum):
-    """PASS < NOTE < WARN < FAIL; UNKNOWN stands apart (inputs not visible)."""
+    """PASS < NOTE < WARN < FAIL; UNKNOWN stands apart (inputs not visible).
+
+    NOT_APPLICABLE is a verdict only, never a finding's severity: the host has no Intel VT-d
+    (no DMAR unit), so there is nothing for vtdlud to audit (DESIGN.md §3)."""
 
     PASS = "PASS"
     NOTE = "NOTE"
     WARN = "WARN"
     FAIL = "FAIL"
     UNKNOWN = "UNKNOWN"
+    NOT_APPLICABLE = "NOT_APPLICABLE"
 
     @property
     def rank(self) -> int:
@@ -31,6 +35,7 @@ _RANK = {
     Severity.WARN: 2,
     Severity.FAIL: 3,
     Severity.UNKNOWN: -1,
+    Severity.NOT_APPLICABLE: -2,
 }
 
 

@@ -1,7 +1,8 @@
 """``evaluate(snapshot, policy) -> Report``: the one evaluation path of status, check and daemon.
 
 Pure: it reads only the snapshot.  A check whose inputs are not visible reports UNKNOWN (VTD050,
-VTD051, VTD052), never FAIL.
+VTD051, VTD052), never FAIL.  A host without Intel VT-d (sysfs visible, no DMAR unit) gets no
+finding at all and the verdict NOT_APPLICABLE.
 """
 
 from __future__ import annotations
@@ -162,6 +163,10 @@ def _kcore_findings(snapshot: Snapshot, tables: UnitTables) -> list[Finding]:
 
 def evaluate(snapshot: Snapshot, policy: Policy | None = None) -> Report:
     policy = policy or Policy()
+    if snapshot.vtd_absent is not None:
+        # No Intel VT-d: nothing to audit, and no finding (a VMM holding VFIO devices behind
+        # another IOMMU is none of vtdlud's business).  The verdict is NOT_APPLICABLE.
+        return Report(snapshot=snapshot, policy=policy, units=())
     # Computed once and shared by the checks: each unit's debugfs tables, the DMA aliases.
     tables = UnitTables(snapshot)
     aliases = DmaAliases(pci_nodes(snapshot))

@@ -1,7 +1,10 @@
 """The pre-kexec gate's decision: the exit code of ``vtdlud check`` (DESIGN.md §4).
 
 1 when any finding is at or above the policy's fail severity; else 3 when a required tier or
-input is missing, the ABI is unknown or an input is unreadable (the gate fails closed); else 0.
+input is missing, the ABI is unknown or an input is unreadable (the gate fails closed); else 0 —
+also on a host without Intel VT-d (verdict NOT_APPLICABLE): there is no VT-d state for a live
+update to carry, so the gate does not block it (a fleet-wide pre-kexec hook passes on AMD hosts
+and VMs; the verdict in the JSON tells it apart from PASS).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def gate_summary(report: Report, code: ExitCode) -> str:
         if (code is ExitCode.FAIL and f.severity.rank >= report.policy.fail_severity.rank)
         or (code is ExitCode.UNKNOWN and f.severity is Severity.UNKNOWN and f.required)
     ]
+    if code is ExitCode.OK and report.verdict is Severity.NOT_APPLICABLE:
+        return f"vtdlud check: NOT APPLICABLE: {report.not_applicable}; exit 0"
     if code is ExitCode.OK:
         return "vtdlud check: PASS: the preserved state matches what the kernel should carry"
     what = "FAIL" if code is ExitCode.FAIL else "UNKNOWN (fails closed)"

@@ -1,5 +1,10 @@
 """Findings about the KHO/LUO hand-over itself: formats this version does not know (VTD040)
-and corrupt structures behind physical addresses (VTD041)."""
+and corrupt structures behind physical addresses (VTD041).
+
+Not findings: a cut ``kho/out/fdt`` (Linux 7.2 sizes the debugfs copy before LUO adds its node;
+read whole through kcore, or the kcore tier's VTD050 stands, or host/kho reported why not as an
+input problem), and an incoming LUO blob the running kernel freed at boot (:class:`StaleLuo`:
+its reason goes to the checks that needed the records, see vtdlud.host.records)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from vtdlud.host.kho import KhoSide
 from vtdlud.model.abi import UnknownAbi
 from vtdlud.model.snapshot import Snapshot
 from vtdlud.parse.kho import UnknownKho
-from vtdlud.parse.luo import LuoCorrupt, UnknownLuo
+from vtdlud.parse.luo import IommuFlb, LuoCorrupt, UnknownLuo
 
 
 def _side_findings(side: KhoSide) -> list[Finding]:
@@ -46,11 +51,7 @@ def _side_findings(side: KhoSide) -> list[Finding]:
             code = "VTD051" if value.unreadable else "VTD041"
             out.append(finding(code, f"{where}: LUO {part}: {value.what}: {value.reason}"))
     iommu = state.iommu
-    if (
-        iommu is not None
-        and not isinstance(iommu, LuoCorrupt)
-        and isinstance(iommu.variant, UnknownAbi)
-    ):
+    if isinstance(iommu, IommuFlb) and isinstance(iommu.variant, UnknownAbi):
         version = "" if iommu.version is None else f" version {iommu.version}"
         out.append(
             finding(

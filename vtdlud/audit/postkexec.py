@@ -6,10 +6,14 @@ the preserved devices with their DIDs and PASID directories, plus the boot id an
 count.  The first evaluation after the kexec compares this kernel with it and marks it consumed:
 
 - VTD064 (WARN): the ledger does not belong to this boot chain: it was written in this very boot
-  (no kexec happened since the gate), this boot is not a live update (no ``kho/in``), or the
-  live-update count is not the ledger's + 1.  Nothing is compared then.
+  (no kexec happened since the gate), this boot is not a live update (no ``kho/in``), the
+  previous kernel named by ``kho/in/sub_fdts/kexec-metadata`` (Linux 7.2) is not the release
+  the ledger was written under, or the live-update count is not the ledger's + 1.  Nothing is compared then.
 - VTD060: a unit of the ledger has no incoming hw record, or its ``intel.restored`` is 0 (read
-  from the incoming records, through the LUO FLB and kcore), or the unit is gone.
+  from the incoming records through kcore: behind the LUO FLB while the incoming LUO state is
+  intact, else at the physical addresses the ledger recorded, ``located_by="ledger"``; on
+  Linux 7.2 the kernel frees the incoming LUO state early in boot), or the unit is gone.  When
+  neither way finds them the finding is UNKNOWN and says why.
 - VTD061: the live root table (RTADDR) or the incoming record's ``intel.root_table`` is not the
   ledger's.
 - VTD062: a context table a ledger bit names is absent, or a preserved device's live context
@@ -20,7 +24,9 @@ count.  The first evaluation after the kexec compares this kernel with it and ma
   kernel log's ``DMAR: [DMA Read|Write ...] Request device [bb:dd.f]`` lines (format of
   ``dmar_fault_do_one()`` in drivers/iommu/intel/dmar.c) naming a preserved device.
 - VTD065: there is no ledger for this boot (NOTE on a boot that is not a live update; UNKNOWN on
-  one that is: the preserved state cannot be verified against what the gate saw).
+  one that is: the preserved state cannot be verified against what the gate saw).  On a host
+  without Intel VT-d and no ledger pending there is nothing to say: the verdict stays
+  NOT_APPLICABLE; a pending ledger still compares (its units are gone: VTD060).
 
 The kernel log is read from ``/dev/kmsg`` (non-blocking, this boot's records only; needs
 CAP_SYSLOG when ``kernel.dmesg_restrict`` is set).  Under ``--root`` a regular file ``dev/kmsg``
@@ -169,12 +175,21 @@ class _Check(Sink):
         kho = self.snap.kho
         inc = kho.incoming if kho is not None else None
         luo = inc.luo_state if inc is not None else None
-        if luo is not None and isinstance(luo.flbs, tuple) and luo.iommu is None:
+        recs = self.snap.preserved
+        why = recs.incoming_reason if recs is not None else None
+        if (
+            luo is not None
+            and inc is not None
+            and not inc.luo_freed  # freed memory proves no absence (parse.luofreed)
+            and isinstance(luo.flbs, tuple)
+            and luo.iommu is None
+        ):
             msg = f"{u.name}: the incoming LUO state holds no IOMMU FLB: nothing was handed over"
             self.add("VTD060", msg, unit=u.address)
         else:
             msg = f"{u.name}: intel.restored not checked: the incoming IOMMU records are not "
-            self.add("VTD060", msg + "visible", unit=u.address, unknown=RECORD_TIERS)
+            msg += "visible" + (f" ({why})" if why else "")
+            self.add("VTD060", msg, unit=u.address, unknown=RECORD_TIERS)
 
     # -- VTD061 -----------------------------------------------------------------------------
     def root_table(self, u: UnitReport, lu: LedgerUnit) -> None:
@@ -336,6 +351,19 @@ def _boot_chain(report: Report, ledger: Ledger) -> Finding | None:
             f"this boot is not a live update (no kho/in); the ledger is from boot "
             f"{ledger.boot_id} (live-update count {ledger.liveupdate_count})",
         )
+    inc = snap.kho.incoming if kho_seen and snap.kho is not None else None
+    meta = inc.metadata if inc is not None else None
+    previous = meta.previous_release if meta is not None else None
+    if (
+        previous is not None
+        and ledger.kernel_release is not None
+        and previous != ledger.kernel_release
+    ):
+        return finding(
+            "VTD064",
+            f"the previous kernel was {previous} (kho/in/sub_fdts/kexec-metadata), the ledger "
+            f"was written under {ledger.kernel_release}: this boot did not follow the gate",
+        )
     now, then = liveupdate_count(snap), ledger.liveupdate_count
     if now is not None and then is not None and now != then + 1:
         return finding(
@@ -363,6 +391,9 @@ def _no_ledger(report: Report, why: str) -> Finding:
 def post_kexec_findings(report: Report, found: LedgerInput, log: KernelLog) -> PostKexec:
     """The VTD06x findings of ``report``'s snapshot against the ledger (pure)."""
     snap = report.snapshot
+    pending = found.ledger is not None and not found.ledger.consumed
+    if report.not_applicable is not None and found.error is None and not pending:
+        return PostKexec((), False, False)  # no VT-d and nothing pending: NOT_APPLICABLE
     if found.error is not None:
         msg = f"{found.path}: {found.error}"
         return PostKexec(

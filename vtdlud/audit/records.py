@@ -20,7 +20,8 @@ counted it there), so one wrong pointer is one finding; device records of a VTD0
 record are not judged again.
 
 Phases.  ``located_by == "signature"``: the outgoing records before a kexec, every check runs (the
-gate).  ``"flb"``: the incoming records of a live update.  Then the record-internal checks run
+gate).  ``"flb"`` or ``"ledger"``: the incoming records of a live update (through the LUO FLB, or
+at the addresses the gate's ledger recorded).  Then the record-internal checks run
 (VTD001-003, 011, 014, 020-022, 027, 040, 041); comparing the live root table, tables, DIDs and
 PASID directories is the post-kexec verification's, against the ledger (VTD061/VTD062,
 :mod:`vtdlud.audit.postkexec`); tables the new kernel allocated are no NOTE, and VTD030/VTD031
@@ -83,6 +84,9 @@ if TYPE_CHECKING:
     from vtdlud.host.records import PreservedRecords
 
 
+INCOMING = frozenset({"flb", "ledger"})  # located_by of the incoming records
+
+
 @frozen
 class _Unit:
     """One unit with a live hw record, and what the audit of it needs."""
@@ -139,7 +143,7 @@ class _Audit(Sink):
             return []  # no unit to key anything on; VTD050 says why
         recs = self.records
         state = recs.state if recs is not None else None
-        before = state is None or state.located_by != "flb"
+        before = state is None or state.located_by not in INCOMING
         if before:
             self.memory_map()
         if state is None:

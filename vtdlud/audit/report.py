@@ -148,8 +148,18 @@ class Report:
     wanted: tuple[Wanted, ...] = field(default=())  # the devices to preserve
 
     @property
+    def not_applicable(self) -> str | None:
+        """Why this host has no Intel VT-d to audit (None: it has DMAR units, or sysfs is not
+        visible).  See :attr:`vtdlud.model.snapshot.Snapshot.vtd_absent`."""
+        return self.snapshot.vtd_absent
+
+    @property
     def verdict(self) -> Severity:
-        """Highest severity present; UNKNOWN when a required input is missing and nothing FAILs."""
+        """Highest severity present; UNKNOWN when a required input is missing and nothing FAILs;
+        NOT_APPLICABLE on a host without VT-d where nothing was found (a post-kexec check whose
+        ledger names units this kernel does not run still FAILs)."""
+        if self.not_applicable is not None and not self.findings:
+            return Severity.NOT_APPLICABLE
         if any(f.severity is Severity.FAIL for f in self.findings):
             return Severity.FAIL
         if any(f.severity is Severity.UNKNOWN and f.required for f in self.findings):

@@ -310,8 +310,11 @@ def extract_bundle(bundle: Path, dest: Path) -> None:
     except (tarfile.TarError, EOFError, OSError) as exc:
         if isinstance(exc, FileNotFoundError) and not bundle.exists():
             raise UsageError(f"--root {bundle}: no such file or directory") from exc
+        why = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
+        if isinstance(exc, tarfile.ReadError) and "could not be opened successfully" in why:
+            why = "not a gzip-compressed tar archive"  # tarfile lists each method it tried
         raise UsageError(
-            f"bundle {bundle}: not a readable .tar.gz bundle ({exc})",
+            f"bundle {bundle}: not a readable .tar.gz bundle ({why})",
             hint="make bundles with `vtdlud collect -o FILE`",
         ) from exc
 

@@ -39,6 +39,7 @@ from vtdlud.parse.debugfs import (
 from vtdlud.parse.dmar import parse_dmar
 from vtdlud.parse.pciconfig import parse_pci_config
 from vtdlud.parse.sysfs import (
+    cmdline_value,
     parse_bdf,
     parse_bool01,
     parse_cmdline,
@@ -54,6 +55,7 @@ from vtdlud.parse.sysfs import (
 if TYPE_CHECKING:  # the live-update readers are imported only when their tier is there
     from vtdlud.host.kcore import PhysMem
     from vtdlud.host.records import PreservedRecords
+    from vtdlud.model.relocate import RecordAddresses
     from vtdlud.model.walk import WalkResult
 
 T = TypeVar("T")
@@ -79,11 +81,19 @@ LOCKDOWN = "sys/kernel/security/lockdown"
 
 
 class SnapshotBuilder:
-    def __init__(self, root: HostRoot, *, kcore: str | None = None, processes: bool = True) -> None:
+    def __init__(
+        self,
+        root: HostRoot,
+        *,
+        kcore: str | None = None,
+        processes: bool = True,
+        record_hints: RecordAddresses | None = None,
+    ) -> None:
         self.root = root
         self.problems: list[InputProblem] = []
         self.skip_kcore = kcore  # why /proc/kcore is not to be opened (None: open it)
         self.scan_processes = processes
+        self.record_hints = record_hints  # the ledger's record addresses (after a live update)
 
     # -- helpers ---------------------------------------------------------------------------
     def _problem(
@@ -353,6 +363,28 @@ class SnapshotBuilder:
             devices=tuple(self._listdir(f"{base}/devices", t)),
         )
 
+    def vtd_absent(self, iommus: list[str], cmdline: tuple[str, ...] | None) -> str:
+        """Why a host whose sysfs shows no DMAR unit has no Intel VT-d, in the words an operator
+        needs: what /sys/class/iommu holds instead, whether the firmware has an ACPI DMAR table
+        (only its existence is looked at), and ``intel_iommu=off`` on the command line."""
+        others = sorted(n for n in iommus if not n.startswith("dmar"))
+        where = (
+            f"no DMAR unit in /sys/class/iommu (it holds {', '.join(others)}: another IOMMU)"
+            if others
+            else "no DMAR unit in /sys/class/iommu"
+        )
+        if not self.root.exists(ACPI_DMAR):
+            return (
+                f"{where} and no ACPI DMAR table: not an Intel VT-d host (AMD, a VM without a "
+                "virtual VT-d), or VT-d is disabled in the firmware"
+            )
+        opts = cmdline_value(cmdline, "intel_iommu") if cmdline is not None else None
+        if opts is not None and "off" in opts.split(","):
+            why = "the kernel was booted with intel_iommu=off"
+        else:
+            why = "VT-d is off in this kernel (intel_iommu=off, or CONFIG_INTEL_IOMMU not built)"
+        return f"{where}, although the firmware has an ACPI DMAR table: {why}"
+
     def dmar_table(self) -> DmarTable | None:
         return self._parse_bytes(ACPI_DMAR, parse_dmar, Tier.SYSFS)
 
@@ -364,6 +396,7 @@ class SnapshotBuilder:
         pci: dict[str, PciDevice] = {}
         groups: dict[int, IommuGroup] = {}
         dmar = None
+        names: list[str] = []
         if tiers[Tier.SYSFS].available:
             names = self._listdir(SYS_CLASS_IOMMU, t, optional=True)
             units = [self.unit(n) for n in names if n.startswith("dmar")]
@@ -414,12 +447,14 @@ class SnapshotBuilder:
             if tiers[Tier.KHO_DEBUGFS].available:
                 from vtdlud.host.kho import read_kho  # noqa: PLC0415 - FDT parsing
 
-                kho = read_kho(self.root, mem.read if mem is not None else None)
+                read = mem.read if mem is not None else None
+                kho = read_kho(self.root, read, mem.peek if mem is not None else None)
                 self.problems.extend(kho.problems)
             if mem is not None and kho is not None:
                 from vtdlud.host.records import find_preserved  # noqa: PLC0415
 
-                preserved = find_preserved(mem, kho, {u.address for u in units if u.address})
+                addresses = {u.address for u in units if u.address}
+                preserved = find_preserved(mem, kho, addresses, self.record_hints)
             if mem is not None:
                 pages = dict(mem.captured_pages())
         finally:
@@ -429,6 +464,10 @@ class SnapshotBuilder:
         if problem is not None:
             path, _, reason = problem.partition(": ")
             self._problem(path.lstrip("/"), reason, Tier.SYSFS)
+        cmdline = self._parse(PROC_CMDLINE, parse_cmdline, t)
+        absent = None
+        if tiers[Tier.SYSFS].available and not units:
+            absent = self.vtd_absent(names, cmdline)
 
         return Snapshot(
             root=str(self.root.root),
@@ -436,7 +475,7 @@ class SnapshotBuilder:
                 OSRELEASE, lambda s: parse_word(s, "a kernel release"), t, optional=True
             ),
             boot_id=self._parse(BOOT_ID, lambda s: parse_word(s, "a boot id"), t, optional=True),
-            cmdline=self._parse(PROC_CMDLINE, parse_cmdline, t),
+            cmdline=cmdline,
             kexec_loaded=self._parse(
                 KEXEC_LOADED, lambda s: parse_bool01(s, "kexec_loaded"), t, optional=True
             ),
@@ -454,12 +493,22 @@ class SnapshotBuilder:
             kcore_walks=walks,
             kcore_pages=pages,
             preserved=preserved,
+            vtd_absent=absent,
         )
 
 
 def take_snapshot(
-    root: HostRoot, *, skip_kcore: str | None = None, processes: bool = True
+    root: HostRoot,
+    *,
+    skip_kcore: str | None = None,
+    processes: bool = True,
+    record_hints: RecordAddresses | None = None,
 ) -> Snapshot:
     """Read the host.  ``skip_kcore``: never open /proc/kcore, and say why in the kcore tier
-    (the sandboxed daemon); ``processes=False``: do not scan other processes' descriptors."""
-    return SnapshotBuilder(root, kcore=skip_kcore, processes=processes).build()
+    (the sandboxed daemon); ``processes=False``: do not scan other processes' descriptors;
+    ``record_hints``: where the gate's ledger says the IOMMU records were (after a live update,
+    :mod:`vtdlud.model.relocate`)."""
+    builder = SnapshotBuilder(
+        root, kcore=skip_kcore, processes=processes, record_hints=record_hints
+    )
+    return builder.build()

@@ -5,10 +5,12 @@ Pure: memory comes from ``read_phys(addr, size) -> bytes`` (exactly ``size`` byt
 FDT's ``preserved-memory-map`` (``KhoRoot.preserved_memory_map``) is the entry point; its
 format follows the root ``compatible``.  Layouts read from the kernel sources (nothing copied):
 
-``"kho-v2"`` — a radix tree, live from boot [C: torvalds/linux
+``"kho-v2"``, ``"kho-v3"``, ``"kho-v4"`` — a radix tree, live from boot [C: torvalds/linux
     include/linux/kho/abi/kexec_handover.h @3f2ad90060f6 (``kho_radix_node``, ``kho_radix_leaf``,
     ``enum kho_radix_consts``) and kernel/liveupdate/kexec_handover.c @019fc3687237
-    (``kho_radix_encode_key``/``decode_key``, ``__kho_radix_walk_tree``, ``kho_out_fdt_setup``)].
+    (``kho_radix_encode_key``/``decode_key``, ``__kho_radix_walk_tree``, ``kho_out_fdt_setup``);
+    unchanged in Linux 7.2.13 (kho-v4): same header structs and walk in
+    include/linux/kho/abi/kexec_handover.h and kernel/liveupdate/kexec_handover.c].
     Every node is one page.  The root is a level-5 table; levels 5..1 are ``u64 table[512]`` of
     child physical addresses (0 = none), level 1's children are leaves, ``bitmap[32768 bits]``
     (little-endian ``unsigned long`` words).  The key of a page of order ``o`` at ``pa`` is
@@ -56,6 +58,11 @@ ReadPhys = Callable[[int, int], bytes]
 
 KHO_V1 = "kho-v1"
 KHO_V2 = "kho-v2"
+KHO_V3 = "kho-v3"
+KHO_V4 = "kho-v4"
+# The radix tracker: kho-v3 added blob-size to the sub-nodes, kho-v4 the block ABI; the map
+# itself did not change.
+KHO_RADIX = frozenset({KHO_V2, KHO_V3, KHO_V4})
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -348,7 +355,7 @@ def walk_preserved_memory(
     """Decode the ``preserved-memory-map`` at ``map_phys`` of a KHO root FDT with
     ``compatible`` (``KhoRoot.compatible``, ``KhoRoot.preserved_memory_map``)."""
     limits = limits or MemMapLimits()
-    if compatible not in (KHO_V1, KHO_V2):
+    if compatible != KHO_V1 and compatible not in KHO_RADIX:
         return PreservedMemory(
             compatible,
             map_phys,
@@ -366,13 +373,13 @@ def walk_preserved_memory(
             )
         problem = MemMapProblem(
             0,
-            "kho-v2 preserved-memory-map is null (the kernel sets it at boot)",
+            f"{compatible} preserved-memory-map is null (the kernel sets it at boot)",
             MemMapProblemKind.NULL,
         )
         return PreservedMemory(compatible, map_phys, MapState.INCOMPLETE, problems=(problem,))
     walk = _Walk(read_phys, limits)
     try:
-        if compatible == KHO_V2:
+        if compatible in KHO_RADIX:
             walk.radix(map_phys, KHO_TREE_MAX_DEPTH - 1, 0)
         else:
             walk.chunks(map_phys)
@@ -393,8 +400,11 @@ def walk_preserved_memory(
 
 
 __all__ = [
+    "KHO_RADIX",
     "KHO_V1",
     "KHO_V2",
+    "KHO_V3",
+    "KHO_V4",
     "MapState",
     "MemMapLimits",
     "MemMapProblem",

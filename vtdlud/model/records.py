@@ -158,9 +158,11 @@ class ChainHeads:
 
 @frozen
 class PreservedState:
-    """The records found behind an FLB (``located_by="flb"``) or by signature."""
+    """The records found behind an FLB (``located_by="flb"``), by signature before a kexec
+    (``"signature"``), or after it at the addresses the gate's ledger recorded (``"ledger"``,
+    :mod:`vtdlud.model.relocate`)."""
 
-    located_by: str  # "flb" | "signature"
+    located_by: str  # "flb" | "signature" | "ledger"
     variant: AbiVariant | UnknownAbi  # the layout used (refined by the hw type)
     flb_phys: int | None
     flb: FlbSer | None
@@ -169,6 +171,7 @@ class PreservedState:
     devices: tuple[DeviceSlot, ...] = ()
     pages: Mapping[Chain, tuple[int, ...]] = field(default_factory=dict)
     problems: tuple[ChainProblem, ...] = ()
+    heads: ChainHeads | None = None  # where the chains were walked from
 
     @property
     def unknown(self) -> UnknownAbi | None:
@@ -405,6 +408,7 @@ def walk_from_heads(
             Chain.DEVICE: tuple(dev_pages),
         },
         problems=tuple(hw_problems + dom_problems + dev_problems),
+        heads=heads,
     )
 
 

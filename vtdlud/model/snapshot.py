@@ -141,3 +141,7 @@ class Snapshot:
     # The kernel's IOMMU live-update records (after kexec through the LUO FLB, before it by
     # signature through KHO's preserved-memory map).
     preserved: PreservedRecords | None = None  # None: kcore or KHO not visible
+    # Why this host has no Intel VT-d (sysfs visible, no DMAR unit): what sysfs, the ACPI DMAR
+    # table and the command line show.  None: it has DMAR units, or sysfs is not visible.  The
+    # verdict is then NOT_APPLICABLE (DESIGN.md §3).
+    vtd_absent: str | None = None

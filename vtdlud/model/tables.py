@@ -53,6 +53,15 @@ class Mode(Enum):
 
 
 # --- root entry (struct root_entry { u64 lo; u64 hi; }) ---
+# Legacy mode: one context table per bus (lo), hi is reserved (VT-d spec 9.1).
+LEGACY_ROOT_LO_FIELDS: tuple[BitField, ...] = (
+    flag("present", 0, "context table present"),
+    BitField("ctp", 63, 12, Scale.PAGE_ADDR, "context table pointer"),
+)
+LEGACY_ROOT_HI_FIELDS: tuple[BitField, ...] = (
+    BitField("reserved", 63, 0, Scale.RAW, "reserved in legacy mode: must be 0"),
+)
+# Scalable mode: a lower (devfn 0x00-0x7f) and an upper (devfn 0x80-0xff) table (spec 9.2).
 ROOT_LO_FIELDS: tuple[BitField, ...] = (
     flag("lctp_present", 0, "lower (legacy: the) context table present"),
     BitField("lctp", 63, 12, Scale.PAGE_ADDR, "lower context table pointer"),

@@ -12,6 +12,8 @@ from vtdlud.model.registers import CAP_FIELDS, ECAP_FIELDS, FSTS_FIELDS, GSTS_FI
 from vtdlud.model.tables import (
     CONTEXT_HI_FIELDS,
     CONTEXT_LO_FIELDS,
+    LEGACY_ROOT_HI_FIELDS,
+    LEGACY_ROOT_LO_FIELDS,
     PASID_VAL0_FIELDS,
     PASID_VAL1_FIELDS,
     PASID_VAL2_FIELDS,
@@ -76,12 +78,11 @@ def decode(kind: str, value: str, mode: str = "legacy") -> Decoded:
         return Decoded(kind, title, None, (Word(title, v, table),))
     if kind == "root-entry":
         hi, lo = _words(kind, value, 2, "0xHI:0xLO as dmar_translation_struct prints it")
-        return Decoded(
-            kind,
-            "root entry",
-            None,
-            (Word("lo", lo, ROOT_LO_FIELDS), Word("hi", hi, ROOT_HI_FIELDS)),
-        )
+        if mode == "scalable":
+            root = (Word("lo", lo, ROOT_LO_FIELDS), Word("hi", hi, ROOT_HI_FIELDS))
+        else:
+            root = (Word("lo", lo, LEGACY_ROOT_LO_FIELDS), Word("hi", hi, LEGACY_ROOT_HI_FIELDS))
+        return Decoded(kind, "root entry", mode, root)
     if kind == "context-entry":
         hi, lo = _words(kind, value, 2, "0xHI:0xLO as dmar_translation_struct prints it")
         if mode == "scalable":

@@ -16,7 +16,11 @@ from vtdlud.audit.report import Finding, Report, UnitReport, Wanted
 from vtdlud.model.registers import decode_cap, decode_ecap
 from vtdlud.model.snapshot import Snapshot, Tier
 
-JSON_FORMAT_VERSION = (1, 0)
+# 1.1 added ``vtdlud.messages``, the envelope on error exits and the NOT_APPLICABLE verdict
+# (fields and values only added: a 1.0 reader reads 1.1).
+JSON_FORMAT_VERSION = (1, 1)
+# smartctl's message severities.
+INFORMATION, WARNING, ERROR = "information", "warning", "error"
 
 JSON = dict[str, Any]
 
@@ -132,6 +136,65 @@ def host_json(snapshot: Snapshot, root_label: str) -> JSON:
     }
 
 
+def _handover(snapshot: Snapshot) -> JSON | None:
+    if snapshot.kho is None:
+        return None
+    from vtdlud.output.handover import handover_json  # noqa: PLC0415 - FDT parsing, lazily
+
+    return handover_json(snapshot)
+
+
+def message(severity: str, text: str, hint: str | None = None) -> JSON:
+    """One entry of ``vtdlud.messages``: what smartctl's ``--json`` calls a message."""
+    out: JSON = {"severity": severity, "text": text}
+    if hint:
+        out["hint"] = hint
+    return out
+
+
+def report_messages(report: Report) -> list[JSON]:
+    """The messages of a report that was produced: on a host without Intel VT-d, why."""
+    if report.verdict.value == "NOT_APPLICABLE":
+        return [message(INFORMATION, f"no Intel VT-d on this host: {report.not_applicable}")]
+    return []
+
+
+def error_envelope(
+    *,
+    argv: list[str],
+    exit_status: int,
+    root_label: str,
+    text: str,
+    hint: str | None = None,
+) -> JSON:
+    """The envelope of a command that could not produce a report (exit 2 or 4): every field a
+    1.0 reader expects, empty or unknown (no units, no findings, every tier unavailable, the
+    verdict UNKNOWN), and the error in ``vtdlud.messages``."""
+    return {
+        "json_format_version": list(JSON_FORMAT_VERSION),
+        "vtdlud": {
+            "version": __version__,
+            "argv": argv,
+            "exit_status": exit_status,
+            "messages": [message(ERROR, text, hint)],
+        },
+        "source": "live",
+        "generated_at": now_rfc3339(),
+        "host": {
+            "root": root_label,
+            "kernel_release": None,
+            "boot_id": None,
+            "tiers": {
+                t.value: {"state": "unavailable", "reason": "not read: the command failed"}
+                for t in Tier
+            },
+        },
+        "units": [],
+        "findings": [],
+        "verdict": "UNKNOWN",
+    }
+
+
 def envelope(
     report: Report,
     *,
@@ -148,13 +211,19 @@ def envelope(
 
     return {
         "json_format_version": list(JSON_FORMAT_VERSION),
-        "vtdlud": {"version": __version__, "argv": argv, "exit_status": exit_status},
+        "vtdlud": {
+            "version": __version__,
+            "argv": argv,
+            "exit_status": exit_status,
+            "messages": report_messages(report),
+        },
         "source": source,
         "generated_at": generated_at or now_rfc3339(),
         "host": host_json(report.snapshot, root_label),
         "units": [unit_json(u) for u in report.units],
         "findings": [finding_json(f) for f in sorted(report.findings, key=order)],
         "preserve": [wanted_json(w, report, unit_of) for w in report.wanted],
+        "handover": _handover(report.snapshot),
         "verdict": report.verdict.value,
     }
 

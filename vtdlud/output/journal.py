@@ -9,7 +9,8 @@ report) go through one path.  Nothing is logged per evaluation; an entry is sent
   :mod:`vtdlud.audit.catalog` (so ``journalctl -x`` shows the catalog text), ``PRIORITY`` by
   severity (FAIL 3 err, WARN and UNKNOWN 4 warning, NOTE 5 notice);
 - a finding clears: :data:`FINDING_RESOLVED`, PRIORITY 6 info, same ``VTDLUD_CODE``;
-- the verdict changes (:data:`VERDICT_CHANGED`, PRIORITY of the new verdict);
+- the verdict changes (:data:`VERDICT_CHANGED`, PRIORITY of the new verdict; NOT_APPLICABLE, a
+  host without Intel VT-d, is PRIORITY 6 info and says so);
 - the configuration is reloaded or rejected, and a oneshot's report is picked up or unreadable.
 
 A finding is identified by (code, unit, bdf, context-table bit): when its severity, message or
@@ -26,10 +27,11 @@ has them, ``VTDLUD_BUS``, ``VTDLUD_DEVFN``, ``VTDLUD_BIT``, ``VTDLUD_EXPECTED`` 
 ``@VTDLUD_BDF@`` and ``@MESSAGE@``.
 
 :class:`JournalSink` sends through ``systemd.journal.sendv`` (imported on first use: the CLI
-never pays for it).  journald that is restarting leaves a stale socket behind and ``sendv``
-raises ``ConnectionRefusedError``: the entry is handed to a fallback (the daemon logs it to
-stderr), kept in a bounded backlog and re-sent, oldest first, before the next entry once
-journald accepts entries again.  With no journald socket at all libsystemd drops entries
+never pays for it), or without systemd-python through :mod:`vtdlud.output.journal_native`.
+journald that is restarting leaves a stale socket behind and ``sendv`` raises
+``ConnectionRefusedError``: the entry is handed to a fallback (the daemon logs it to stderr),
+kept in a bounded backlog and re-sent, oldest first, before the next entry once journald
+accepts entries again.  With no journald socket at all libsystemd drops entries
 silently; nothing can be done about that from here.
 """
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 SYSLOG_IDENTIFIER = "vtdlud"
@@ -55,7 +58,14 @@ STOPPED = "16ad83ea22f14c37b8cb54793e25a3e9"
 
 # syslog priorities (sd-journal PRIORITY=)
 ERR, WARNING, NOTICE, INFO = 3, 4, 5, 6
-PRIORITY = {"FAIL": ERR, "WARN": WARNING, "UNKNOWN": WARNING, "NOTE": NOTICE, "PASS": INFO}
+PRIORITY = {
+    "FAIL": ERR,
+    "WARN": WARNING,
+    "UNKNOWN": WARNING,
+    "NOTE": NOTICE,
+    "PASS": INFO,
+    "NOT_APPLICABLE": INFO,
+}
 
 JSON = dict[str, Any]
 Event = dict[str, str]
@@ -248,8 +258,11 @@ def verdict_event(
     if old == new:
         return None
     was = f" (was {old})" if old is not None else ""
+    what = f"{units} DMAR unit(s), {findings} finding(s)"
+    if new == "NOT_APPLICABLE":
+        what = "no Intel VT-d on this host, nothing to audit"
     return _event(
-        f"vtdlud {source} verdict {new}{was}: {units} DMAR unit(s), {findings} finding(s)",
+        f"vtdlud {source} verdict {new}{was}: {what}",
         VERDICT_CHANGED,
         priority_of(new),
         source,
@@ -304,10 +317,22 @@ def simple_event(
     return _event(message, message_id, priority, source, **fields)
 
 
-def _default_send(fields: Iterable[str]) -> None:
-    import systemd.journal  # noqa: PLC0415 - the daemon path only
+@cache
+def _sendv() -> Callable[..., None]:
+    """systemd-python's ``sendv``, or the pure-Python native protocol where it is not installed
+    (:mod:`vtdlud.output.journal_native`, which stores the same entries)."""
+    try:
+        import systemd.journal  # noqa: PLC0415 - the daemon path only
+    except ImportError:
+        from vtdlud.output.journal_native import sendv  # noqa: PLC0415
 
-    systemd.journal.sendv(*fields)
+        return sendv
+    send: Callable[..., None] = systemd.journal.sendv
+    return send
+
+
+def _default_send(fields: Iterable[str]) -> None:
+    _sendv()(*fields)
 
 
 class JournalSink:

@@ -2,36 +2,45 @@
 
 The daemon writes the file after every evaluation and whenever it picks up a oneshot's report,
 by temp file + rename in the same directory (the textfile collector only reads ``*.prom``, and
-never a half-written file).  Series are labelled with ``source``: ``daemon`` for the daemon's
-own (sandboxed, kcore-less) evaluation, ``gate`` for ``vtdlud check --report
+never a half-written file), and removes it when it stops (``systemctl stop``, and so on package
+removal): node_exporter then exports nothing rather than the last verdict forever.  A daemon that
+died leaves the file, whose ``vtdlud_last_evaluation_timestamp_seconds`` then ages (the
+``VtdludTextfileStale`` alert of ``packaging/prometheus/vtdlud.rules.yml``).
+
+Names follow the Prometheus conventions (``promtool check metrics`` is clean, tested): base
+units, ``_total`` only on counters, no ``_count``/``_sum``/``_bucket`` outside histograms, a
+``_info`` metric for the build.  Series are labelled with ``source``: ``daemon`` for the
+daemon's own (sandboxed, kcore-less) evaluation, ``gate`` for ``vtdlud check --report
 /run/vtdlud/gate.json`` and ``post_kexec`` for the post-kexec verification's report.
 
 Per source, from the envelope (DESIGN.md §4):
 
-- ``vtdlud_verdict{source,verdict}``: 1 for the current verdict, 0 for the other four;
+- ``vtdlud_verdict{source,verdict}``: 1 for the current verdict, 0 for the other five
+  (``NOT_APPLICABLE``: a host without Intel VT-d);
 - ``vtdlud_report_valid{source}``: 0 when the report file exists but could not be read;
 - ``vtdlud_report_generated_timestamp_seconds{source}``, ``vtdlud_report_exit_status{source}``,
   ``vtdlud_report_age_seconds{source}`` (when the file was written: the gate's and post-kexec
   check's reports beside the daemon's own verdict, which never covers kcore);
-- ``vtdlud_units{source}``;
+- ``vtdlud_dmar_units{source}``: DMAR units in the report;
 - ``vtdlud_findings{source,code,severity}``: every catalog code at its catalog severity (0 when
   absent) plus whatever the report holds;
 - ``vtdlud_tier_available{source,tier}``: 1 available, 0 unavailable or denied;
-- per unit (labels ``source``, ``unit`` = register base address, ``name`` = dmarN):
-  ``vtdlud_unit_devices``, ``vtdlud_unit_translation_enabled`` (when known),
-  ``vtdlud_unit_context_tables`` (context tables that exist now; the ``tables_source`` label says
-  ``kcore`` (exact) or ``debugfs`` (a lower bound); absent when neither tier is visible),
-  ``vtdlud_unit_preserved_context_tables`` (bits set in the preserved record's
-  ``context_tables_bitmap``) and ``vtdlud_unit_expected_context_tables`` (``required_bitmap``: the
-  halves holding preserved devices and their aliases) — these two come from the envelope's
-  ``units[].preserved`` and are absent while it is ``null`` (the daemon never reads kcore, so
-  they come from the gate's report; see the daemon's docstring), and
-  ``vtdlud_unit_preserved_ref_count``.
+- per DMAR unit (labels ``source``, ``dmar`` = the kernel's name ``dmarN``, ``address`` = its
+  register base address, which is stable across kernels where ``dmarN`` is not):
+  ``vtdlud_dmar_devices``, ``vtdlud_dmar_translation_enabled`` (when known),
+  ``vtdlud_dmar_context_tables`` (context tables that exist now; the ``tables_source`` label says
+  ``kcore`` (exact) or ``debugfs`` (a lower bound); absent when neither tier is visible), and
+  from the unit's preserved live-update record (absent while the envelope's
+  ``units[].preserved`` is ``null``: the daemon never reads kcore, so they come from the gate's
+  report): ``vtdlud_dmar_preserved_context_tables`` (bits set in its ``context_tables_bitmap``),
+  ``vtdlud_dmar_required_context_tables`` (``required_bitmap``: the halves holding preserved
+  devices and their aliases) and ``vtdlud_dmar_preserved_references`` (its ``hdr.ref_count``).
 
-Daemon-wide: ``vtdlud_last_evaluation_timestamp_seconds``,
-``vtdlud_last_evaluation_duration_seconds``, ``vtdlud_evaluations_total``,
-``vtdlud_evaluation_errors_total``, ``vtdlud_uevents_total{relevant}``,
-``vtdlud_uevent_overflows_total``, ``vtdlud_journal_backlog``, ``vtdlud_start_timestamp_seconds``.
+Daemon-wide: ``vtdlud_build_info{version}`` (always 1), ``vtdlud_start_timestamp_seconds``,
+``vtdlud_last_evaluation_timestamp_seconds``, ``vtdlud_last_evaluation_duration_seconds``,
+``vtdlud_evaluations_total``, ``vtdlud_evaluation_errors_total``,
+``vtdlud_uevents_total{relevant}``, ``vtdlud_uevent_overflows_total``,
+``vtdlud_journal_backlog_entries``.
 """
 
 from __future__ import annotations
@@ -44,10 +53,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from vtdlud import __version__
 from vtdlud.audit.catalog import CATALOG
 from vtdlud.host.atomic import write_atomic
 
-VERDICTS = ("PASS", "NOTE", "WARN", "FAIL", "UNKNOWN")
+VERDICTS = ("PASS", "NOTE", "WARN", "FAIL", "UNKNOWN", "NOT_APPLICABLE")
 TIERS = ("sysfs", "iommu_debugfs", "kho_debugfs", "kcore")
 
 JSON = dict[str, Any]
@@ -76,6 +86,7 @@ class DaemonStats:
 
 
 _HELP = {
+    "vtdlud_build_info": ("gauge", "vtdlud's version (always 1)."),
     "vtdlud_verdict": ("gauge", "1 for the verdict of the source's last report, 0 otherwise."),
     "vtdlud_report_valid": ("gauge", "0 when the source's report file could not be read."),
     "vtdlud_report_generated_timestamp_seconds": (
@@ -88,21 +99,25 @@ _HELP = {
         "vtdlud_report_generated_timestamp_seconds).",
     ),
     "vtdlud_report_exit_status": ("gauge", "The exit status recorded in the source's report."),
-    "vtdlud_units": ("gauge", "DMAR units in the source's report."),
+    "vtdlud_dmar_units": ("gauge", "DMAR units in the source's report."),
     "vtdlud_findings": ("gauge", "Findings by code and severity in the source's report."),
     "vtdlud_tier_available": ("gauge", "1 when the tier of visibility was available."),
-    "vtdlud_unit_devices": ("gauge", "Devices behind the DMAR unit."),
-    "vtdlud_unit_translation_enabled": ("gauge", "1 when GSTS.TES is set on the unit."),
-    "vtdlud_unit_context_tables": ("gauge", "Context tables that exist now on the unit."),
-    "vtdlud_unit_preserved_context_tables": (
+    "vtdlud_dmar_devices": ("gauge", "Devices behind the DMAR unit."),
+    "vtdlud_dmar_translation_enabled": ("gauge", "1 when GSTS.TES is set on the DMAR unit."),
+    "vtdlud_dmar_context_tables": ("gauge", "Context tables that exist now on the DMAR unit."),
+    "vtdlud_dmar_preserved_context_tables": (
         "gauge",
-        "Context tables marked preserved in the unit's live-update record bitmap.",
+        "Context tables marked preserved in the DMAR unit's live-update record bitmap.",
     ),
-    "vtdlud_unit_expected_context_tables": (
+    "vtdlud_dmar_required_context_tables": (
         "gauge",
         "Context tables that must be preserved (preserved devices and their DMA aliases).",
     ),
-    "vtdlud_unit_preserved_ref_count": ("gauge", "ref_count of the unit's preserved record."),
+    "vtdlud_dmar_preserved_references": (
+        "gauge",
+        "References held on the DMAR unit's preserved record (its hdr.ref_count).",
+    ),
+    "vtdlud_start_timestamp_seconds": ("gauge", "When the daemon started (Unix time)."),
     "vtdlud_last_evaluation_timestamp_seconds": (
         "gauge",
         "When the daemon last evaluated the host (Unix time).",
@@ -115,8 +130,7 @@ _HELP = {
         "counter",
         "Times the uevent socket overflowed (events lost; a rescan followed).",
     ),
-    "vtdlud_journal_backlog": ("gauge", "journald entries waiting to be re-sent."),
-    "vtdlud_start_timestamp_seconds": ("gauge", "When the daemon started (Unix time)."),
+    "vtdlud_journal_backlog_entries": ("gauge", "journald entries waiting to be re-sent."),
 }
 
 
@@ -174,7 +188,7 @@ def _source(out: _Out, source: str, doc: JSON, now: float) -> None:
     if isinstance(exit_status, int):
         out.add("vtdlud_report_exit_status", exit_status, source=source)
     units = [u for u in doc.get("units") or [] if isinstance(u, dict)]
-    out.add("vtdlud_units", len(units), source=source)
+    out.add("vtdlud_dmar_units", len(units), source=source)
 
     counts: dict[tuple[str, str], int] = {(c, e.severity.value): 0 for c, e in CATALOG.items()}
     for f in doc.get("findings") or []:
@@ -196,15 +210,15 @@ def _source(out: _Out, source: str, doc: JSON, now: float) -> None:
             )
 
     for u in units:
-        labels = {"source": source, "unit": u.get("address") or "none", "name": u.get("name")}
-        out.add("vtdlud_unit_devices", len(u.get("devices") or []), **labels)
+        labels = {"source": source, "dmar": u.get("name"), "address": u.get("address") or "none"}
+        out.add("vtdlud_dmar_devices", len(u.get("devices") or []), **labels)
         te = u.get("translation_enabled")
         if isinstance(te, bool):
-            out.add("vtdlud_unit_translation_enabled", te, **labels)
+            out.add("vtdlud_dmar_translation_enabled", te, **labels)
         ctx = u.get("context_tables")
         if isinstance(ctx, list):
             out.add(
-                "vtdlud_unit_context_tables",
+                "vtdlud_dmar_context_tables",
                 len(ctx),
                 **labels,
                 tables_source=u.get("context_tables_source") or "unknown",
@@ -212,13 +226,13 @@ def _source(out: _Out, source: str, doc: JSON, now: float) -> None:
         pres = u.get("preserved")
         if isinstance(pres, dict):
             if isinstance(pres.get("bitmap"), list):
-                out.add("vtdlud_unit_preserved_context_tables", len(pres["bitmap"]), **labels)
+                out.add("vtdlud_dmar_preserved_context_tables", len(pres["bitmap"]), **labels)
             if isinstance(pres.get("required_bitmap"), list):
                 out.add(
-                    "vtdlud_unit_expected_context_tables", len(pres["required_bitmap"]), **labels
+                    "vtdlud_dmar_required_context_tables", len(pres["required_bitmap"]), **labels
                 )
             if isinstance(pres.get("ref_count"), int):
-                out.add("vtdlud_unit_preserved_ref_count", pres["ref_count"], **labels)
+                out.add("vtdlud_dmar_preserved_references", pres["ref_count"], **labels)
 
 
 def render_metrics(stats: DaemonStats, now: float | None = None) -> str:
@@ -226,6 +240,8 @@ def render_metrics(stats: DaemonStats, now: float | None = None) -> str:
     report ages are counted to, default the current time)."""
     when = time.time() if now is None else now
     out = _Out()
+    out.add("vtdlud_build_info", 1, version=__version__)
+    out.add("vtdlud_start_timestamp_seconds", round(stats.started_at, 3))
     for source, st in sorted(stats.sources.items()):
         if st.doc is None and st.error is None:
             continue  # no such report (yet)
@@ -241,8 +257,7 @@ def render_metrics(stats: DaemonStats, now: float | None = None) -> str:
     out.add("vtdlud_uevents_total", stats.uevents_relevant, relevant="yes")
     out.add("vtdlud_uevents_total", stats.uevents_ignored, relevant="no")
     out.add("vtdlud_uevent_overflows_total", stats.uevent_overflows)
-    out.add("vtdlud_journal_backlog", stats.journal_backlog)
-    out.add("vtdlud_start_timestamp_seconds", round(stats.started_at, 3))
+    out.add("vtdlud_journal_backlog_entries", stats.journal_backlog)
     return out.text()
 
 
@@ -253,6 +268,15 @@ def write_metrics(path: Path, text: str) -> None:
     if not path.parent.is_dir():
         raise FileNotFoundError(errno.ENOENT, "metrics directory does not exist", str(path.parent))
     write_atomic(path, text.encode(), mode=0o644)
+
+
+def remove_metrics(path: Path) -> bool:
+    """Remove the textfile (the daemon stops): True when there was one.  Raises OSError."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def source_states(sources: Mapping[str, SourceState]) -> dict[str, str]:

@@ -6,17 +6,33 @@ Layouts (reference/kernel-interfaces.md §3 and §13, re-read from the kernel):
   (torvalds/linux include/linux/kho/abi/kexec_handover.h @c17ee635fd3a, kernel/kexec_handover.c
   of 6.16): one child node per subsystem holding ``fdt`` = u64 physical address of that
   subsystem's FDT, and ``preserved-memory-map`` on the root (written at finalize).
-  ``"kho-v2"`` (@3f2ad90060f6): the child property is ``preserved-data``, later trees add a
-  ``blob-size`` u64 next to it (kernel/liveupdate/kexec_handover.c ``kho_add_subtree()``), and
-  ``preserved-memory-map`` is the physical address of the radix tracker's root.  Any other
-  compatible (``kho-v3``/``kho-v4`` exist in later trees) is returned as :class:`UnknownKho`:
-  the audit reports VTD040 and nothing is guessed.
+  ``"kho-v2"`` (@3f2ad90060f6): the child property is ``preserved-data`` and
+  ``preserved-memory-map`` is the physical address of the radix tracker's root; some kho-v2
+  trees add a ``blob-size`` u64 next to ``preserved-data``, optional there.
+  ``"kho-v3"``: the same tree with ``blob-size`` on every child, required: the kernel's
+  ``kho_retrieve_subtree()`` refuses a child without it, and ``kho/in`` lists only children
+  that have it [C: Linux 7.2.13 include/linux/kho/abi/kexec_handover.h (its DOC block still
+  draws the kho-v3 tree), kernel/liveupdate/kexec_handover.c, kexec_handover_debugfs.c].
+  ``"kho-v4"`` (Linux 7.2): the root FDT is unchanged from kho-v3; the version moved because
+  the KHO serialization-block ABI (include/linux/kho/abi/block.h, ``struct
+  kho_block_header_ser {u64 next; u64 count}`` heading each one-page block) is versioned by
+  ``KHO_FDT_COMPATIBLE`` too [C: Linux 7.2.13 include/linux/kho/abi/block.h; the bump came with
+  "kho: add support for linked-block serialization", posted as v7 07/13, June 2026].  LUO's
+  sessions and files use those blocks (:mod:`vtdlud.parse.luo`).  Any other compatible is
+  returned as :class:`UnknownKho`: the audit reports VTD040 and nothing is guessed.
 * every u64 property is stored with ``fdt_property(root, name, &phys, sizeof(phys))``: the raw
   bytes of the CPU's ``u64``, i.e. **little-endian on x86-64, not the big-endian fdt64** of
   ordinary device trees [C: written by kho_add_subtree() and kho_finalize(), read back with
   ``get_unaligned((const u64 *)prop)`` / ``*(const phys_addr_t *)prop`` by
-  kho_get_mem_map_phys() and kho_mem_retrieve(), in kho-v1 and kho-v2 kernels].  A
-  ``preserved-memory-map`` of 0 is returned as 0: kho-v1 reads it as "no map", kho-v2 refuses it.
+  kho_get_mem_map_phys() and kho_mem_retrieve(), in kho-v1 to kho-v4 kernels].  A
+  ``preserved-memory-map`` of 0 is returned as 0: kho-v1 reads it as "no map", the radix
+  kernels refuse it.
+* the root FDT of kho-v2 and later lives in one KHO-preserved page and grows when a subsystem
+  adds its node, but ``kho/out/fdt`` shows it with the length it had when it was registered:
+  :mod:`vtdlud.parse.khocut` reads such a cut copy.
+* ``sub_fdts/kexec-metadata`` (Linux 7.2): ``struct kho_kexec_metadata {u32 version; char
+  previous_release[65]; u32 kexec_count} __packed``, version 1 [C: Linux 7.2.13
+  include/linux/kho/abi/kexec_metadata.h]: :func:`parse_kexec_metadata`.
 * ``out/scratch_phys`` and ``out/scratch_len``: one ``"0x%llx\\n"`` line per scratch region
   [C: scratch_phys_show()/scratch_len_show()].
 * ``out/finalize`` (older debugfs only): ``"%llu\\n"`` of a bool [C: DEFINE_DEBUGFS_ATTRIBUTE].
@@ -32,7 +48,10 @@ from __future__ import annotations
 import re
 from typing import Any, NamedTuple
 
-import libfdt
+try:
+    import libfdt
+except ImportError:  # pip install without the C binding: the pure-Python reader (same results)
+    from vtdlud.parse import fdt as libfdt
 
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
@@ -44,10 +63,30 @@ MAX_CHILDREN = 4096  # a root FDT lists a handful of subsystems; bounds the walk
 
 KHO_COMPATIBLE_V1 = "kho-v1"
 KHO_COMPATIBLE_V2 = "kho-v2"
+KHO_COMPATIBLE_V3 = "kho-v3"
+KHO_COMPATIBLE_V4 = "kho-v4"  # Linux 7.2
 KHO_MEMORY_MAP_PROP = "preserved-memory-map"
-# The sub-tree property by ABI: "fdt" (kho-v1) became "preserved-data" (kho-v2).
-KHO_SUB_TREE_PROP = {KHO_COMPATIBLE_V1: "fdt", KHO_COMPATIBLE_V2: "preserved-data"}
-KHO_SUB_TREE_SIZE_PROP = "blob-size"  # kho-v2 in later trees; absent in the first kho-v2
+# The sub-tree property by ABI: "fdt" (kho-v1) became "preserved-data" (kho-v2 on).
+KHO_SUB_TREE_PROP = {
+    KHO_COMPATIBLE_V1: "fdt",
+    KHO_COMPATIBLE_V2: "preserved-data",
+    KHO_COMPATIBLE_V3: "preserved-data",
+    KHO_COMPATIBLE_V4: "preserved-data",
+}
+KHO_SUB_TREE_SIZE_PROP = "blob-size"  # optional in kho-v2, required from kho-v3 on
+# blob-size by ABI: None = not part of the ABI, False = optional, True = required
+KHO_SUB_TREE_SIZE_REQUIRED: dict[str, bool | None] = {
+    KHO_COMPATIBLE_V1: None,
+    KHO_COMPATIBLE_V2: False,
+    KHO_COMPATIBLE_V3: True,
+    KHO_COMPATIBLE_V4: True,
+}
+# The ABIs whose preserved-memory-map is the radix tree (kho-v1: a chunk list at finalize).
+KHO_RADIX_COMPATIBLES = frozenset({KHO_COMPATIBLE_V2, KHO_COMPATIBLE_V3, KHO_COMPATIBLE_V4})
+KHO_METADATA_NODE_NAME = "kexec-metadata"
+KHO_KEXEC_METADATA_VERSION = 1
+NEW_UTS_LEN = 64  # __NEW_UTS_LEN; previous_release is char[__NEW_UTS_LEN + 1]
+KEXEC_METADATA_SIZE = 4 + NEW_UTS_LEN + 1 + 4  # 73, __packed
 
 _SCRATCH_LINE = re.compile(r"0x([0-9a-fA-F]{1,16})")
 
@@ -188,9 +227,13 @@ class KhoSubsystem(NamedTuple):
 class KhoRoot:
     """A KHO root FDT of a known ABI."""
 
-    compatible: str  # "kho-v1" or "kho-v2"
+    compatible: str  # "kho-v1" .. "kho-v4"
     preserved_memory_map: int | None  # phys of the tracker (kho-v1: absent before finalize)
     subsystems: dict[str, KhoSubsystem]  # child node name -> (phys, size)
+    # Where the bytes came from: "debugfs", or "kcore" when the debugfs copy was cut and the
+    # whole FDT was read from its preserved page at ``phys`` (vtdlud.parse.khocut).
+    read_from: str = "debugfs"
+    phys: int | None = None
 
     @property
     def sub_tree_prop(self) -> str:
@@ -225,6 +268,7 @@ def parse_kho_root(data: bytes) -> KhoRoot | UnknownKho:
     abi = known[0]
     memory_map = fdt.u64(0, KHO_MEMORY_MAP_PROP, required=False)
     prop = KHO_SUB_TREE_PROP[abi]
+    size_rule = KHO_SUB_TREE_SIZE_REQUIRED[abi]
     subsystems: dict[str, KhoSubsystem] = {}
     for name, off in fdt.children(0):
         if name in subsystems:
@@ -232,12 +276,41 @@ def parse_kho_root(data: bytes) -> KhoRoot | UnknownKho:
         phys = fdt.u64(off, prop, required=True)
         assert phys is not None  # required=True
         size = (
-            None
-            if abi == KHO_COMPATIBLE_V1
-            else fdt.u64(off, KHO_SUB_TREE_SIZE_PROP, required=False)
+            None if size_rule is None else fdt.u64(off, KHO_SUB_TREE_SIZE_PROP, required=size_rule)
         )
         subsystems[name] = KhoSubsystem(phys, size)
     return KhoRoot(abi, memory_map, subsystems)
+
+
+@frozen
+class KexecMetadata:
+    """``sub_fdts/kexec-metadata``: the kernel that wrote it and its kexec count."""
+
+    version: int
+    previous_release: str | None  # None: a version this parser does not decode
+    kexec_count: int | None
+
+
+def parse_kexec_metadata(data: bytes) -> KexecMetadata:
+    """Decode ``struct kho_kexec_metadata`` (Linux 7.2.13 include/linux/kho/abi/kexec_metadata.h):
+    ``u32 version`` @0, ``char previous_release[65]`` @4, ``u32 kexec_count`` @69, packed, 73
+    bytes.  Another version keeps only ``version`` (the kernel ignores it too)."""
+    if len(data) < 4:
+        raise ParseError(f"kexec-metadata: {len(data)} bytes, too short for its version (4)")
+    version = int.from_bytes(data[:4], "little")
+    if version != KHO_KEXEC_METADATA_VERSION:
+        return KexecMetadata(version, None, None)
+    if len(data) < KEXEC_METADATA_SIZE:
+        raise ParseError(
+            f"kexec-metadata v1: {len(data)} bytes, shorter than the struct ({KEXEC_METADATA_SIZE})"
+        )
+    raw = data[4 : 4 + NEW_UTS_LEN + 1]
+    nul = raw.find(b"\x00")
+    if nul < 0:
+        raise ParseError("kexec-metadata: previous_release is not NUL-terminated", offset=4)
+    release = raw[:nul].decode("utf-8", errors="backslashreplace")
+    count = int.from_bytes(data[69:73], "little")
+    return KexecMetadata(version, release, count)
 
 
 # --- text files --------------------------------------------------------------------------------

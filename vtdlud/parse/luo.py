@@ -25,13 +25,32 @@ Three wire generations (reference/kernel-interfaces.md §2.3), each re-read from
     of one-page blocks, ``kho_block_header_ser {u64 next, u64 count}`` + entries
     (include/linux/kho/abi/block.h, kernel/liveupdate/kho_block.c @637315cb400e); the FLB header
     is as in (a).  [C]
-(c) ``struct luo_ser`` starting with ``char compatible[ALIGN(sizeof(LUO_ABI_COMPATIBLE), 8)]``
-    instead of the feature header.  Posted revisions used ``"luo-v3"``, ``"luo-v3-<block
-    compat>"``, ``"luo-v4"`` and ``"luo-v5"`` with *different* session/file layouts under the
-    same string in different postings; only ``"luo-v5"`` (8-byte compatible, then the three
-    u64 and block chains as in (b)) is decoded, every other string is :class:`UnknownLuo`.
-    [I: one posted luo.h revision found in a public index, unattributed; the reference has it
-    from a secondary source only.]
+(c) ``"luo-v5"``, Linux 7.2 [C: Linux 7.2.13 include/linux/kho/abi/luo.h, block.h,
+    kernel/liveupdate/luo_core.c, luo_session.c, luo_file.c, luo_flb.c, kho_block.c].  The KHO
+    entry ``"LUO"`` (``blob-size`` 32) is a packed ``struct luo_ser``: ``char compatible[8]``
+    (``ALIGN(sizeof("luo-v5"), 8)``) @0, ``u64 liveupdate_num`` @8, ``u64 sessions_pa`` @16,
+    ``u64 flbs_pa`` @24.  The kernel accepts it when ``strncmp(compatible, "luo-v5", 8)`` is 0.
+    ``sessions_pa``: the first block of a chain of one-page blocks (``struct
+    kho_block_header_ser {u64 next @0; u64 count @8}`` then ``count`` entries from @16, at most
+    ``(4096 - 16) / entry size`` per block) of ``struct luo_session_ser {char name[64] @0; u64
+    files @64; u64 count @72}`` (80 bytes, 51 a block); 0 until the kexec serializes the
+    sessions, and 0 when there is none.  ``files``: the first block of a chain of ``struct
+    luo_file_ser {char compatible[48] @0; u64 data @48; u64 token @56}`` (64 bytes, 63 a block),
+    ``count`` the files of the session.  ``flbs_pa``: one page allocated at boot,
+    ``struct luo_flb_header_ser {u64 pgcnt @0; u64 count @8}`` (``pgcnt`` 1, ``count`` 0 until
+    the kexec writes the list) then ``count`` ``struct luo_flb_ser {char name[48] @0; u64 data
+    @48; u64 count @56}`` (64 bytes).  A block with 0 entries or more than a block holds, or a
+    chain with a loop or more than 10000 blocks, is refused (``kho_block_set_restore()``); a
+    file set whose blocks hold another number of files than its ``count`` too.  The posted
+    revisions that used ``"luo-v3"``/``"luo-v4"`` and other layouts are not read: their strings
+    differ, so they are :class:`UnknownLuo`; the reader checked before 7.2 landed for
+    ``"luo-v5"`` had the layout above, which 7.2 confirms byte for byte.
+    Test FLBs (``CONFIG_LIVEUPDATE_TEST``, lib/tests/liveupdate.c): ``"liveupdate-test-flb-v0"``
+    to ``-v2``, registered on every file handler (memfd's in 7.2), data ``0xfeedf00dcafebee0`` +
+    index: :func:`flb_role` says ``"test"``, reported, never a finding.
+
+What the kernel does with the incoming blob on Linux 7.2, and how vtdlud reads it then:
+:mod:`vtdlud.parse.luofreed` (:class:`StaleLuo`).
 
 Block sizes are not on the wire except the FLB ``pgcnt``; the bounds below are the kernel's
 allocation constants (``LUO_SESSION_PGCNT`` 16, ``LUO_FILE_PGCNT`` 2, ``KHO_BLOCK_SIZE`` =
@@ -41,6 +60,7 @@ same 16-page session block is inferred.]  Like ``kho_block_set_restore()``, a bl
 entries is corrupt.
 
 Results: :class:`UnknownLuo` (an unknown compatible, required feature or part) is for VTD040;
+:class:`StaleLuo` (freed memory, see above) is for no finding;
 :class:`LuoCorrupt` (a count over capacity, a loop, a null or unreadable pointer, an
 unterminated string behind a pointer) is for VTD041; a ParseError from
 :func:`parse_luo_blob` is an unreadable input (VTD051).
@@ -94,6 +114,7 @@ LUO_SER_FEATURES = "luo_ser+features"  # how an unknown (b) blob is named: it ha
 LUO_ABI_COMPATIBLE_V5 = "luo-v5"
 LUO_ABI_COMPATIBLE_PREFIX = b"luo-"
 LUO_ABI_COMPAT_MAX = 64  # where to look for the NUL ending the string
+LUO_V5_COMPAT_LEN = 8  # LUO_ABI_COMPAT_LEN of "luo-v5": ALIGN(sizeof("luo-v5"), 8)
 
 # struct sizes (all __packed)
 LIVEUPDATE_SESSION_NAME_LENGTH = 64
@@ -117,6 +138,8 @@ MAX_FLB_PGCNT = 16  # [I] the kernel writes LUO_FLB_PGCNT = 1; more than 16 page
 # Both posted IOMMU FLB compatibles start with this; a renamed later one is then still found
 # (and reported as an unknown ABI) rather than silently missed.  [I]
 IOMMU_FLB_PREFIX = "iommu-liveupdate"
+# LIVEUPDATE_TEST_FLB_COMPATIBLE(i) of Linux 7.2.13 include/linux/kho/abi/luo.h
+TEST_FLB_PREFIX = "liveupdate-test-flb-v"
 
 _U64 = struct.Struct("<Q")
 _U64X2 = struct.Struct("<QQ")
@@ -140,6 +163,15 @@ class UnknownLuo:
     """A LUO blob, or one of its parts, in a format this version does not decode (VTD040)."""
 
     compatible: str
+    reason: str
+
+
+@frozen
+class StaleLuo:
+    """An incoming LUO blob (or a part behind it) that the running kernel consumed and freed at
+    boot and that no longer reads as what the previous kernel wrote: no finding, a reason."""
+
+    what: str  # "blob", "sessions", "FLBs", "IOMMU FLB"
     reason: str
 
 
@@ -192,6 +224,21 @@ class LuoFlb:
     data: int  # what its .preserve() returned; for the IOMMU FLB, phys of iommu_flb_ser
     count: int  # preserved files depending on it
 
+    @property
+    def role(self) -> str:
+        return flb_role(self.name)
+
+
+def flb_role(name: str) -> str:
+    """``"iommu"`` (an IOMMU FLB, known or not: :func:`find_iommu_flb` decides), ``"test"``
+    (the kernel's own test FLBs, ``liveupdate-test-flb-v<N>``), else ``"other"``."""
+    if name.startswith(IOMMU_FLB_PREFIX):
+        return "iommu"
+    rest = name[len(TEST_FLB_PREFIX) :]
+    if name.startswith(TEST_FLB_PREFIX) and rest.isdigit():
+        return "test"
+    return "other"
+
 
 @frozen
 class LuoCorrupt:
@@ -224,9 +271,9 @@ class LuoState:
     """A walked LUO blob."""
 
     blob: LuoBlob
-    sessions: tuple[LuoSession, ...] | UnknownLuo | LuoCorrupt | None
-    flbs: tuple[LuoFlb, ...] | UnknownLuo | LuoCorrupt | None
-    iommu: IommuFlb | LuoCorrupt | None  # None: no IOMMU FLB (or FLBs not readable)
+    sessions: tuple[LuoSession, ...] | UnknownLuo | LuoCorrupt | StaleLuo | None
+    flbs: tuple[LuoFlb, ...] | UnknownLuo | LuoCorrupt | StaleLuo | None
+    iommu: IommuFlb | LuoCorrupt | StaleLuo | None  # None: no IOMMU FLB (or FLBs not readable)
 
     @property
     def liveupdate_num(self) -> int | None:

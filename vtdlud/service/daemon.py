@@ -16,9 +16,9 @@ process wakes only for watchdog pings and the backstop.
 It evaluates at start, sends READY=1, then on relevant uevents, on SIGHUP (a new config is
 loaded first; a bad one is logged with file:line and the old one stays) and at the backstop.
 After each evaluation it writes ``status.json`` and ``daemon.json`` (:mod:`vtdlud.service.state`)
-and the metrics textfile (:mod:`vtdlud.output.metrics`), sends STATUS= (verdict, unit count,
-findings, the gate report's verdict and the evaluation number) and journald events for what
-changed (:mod:`vtdlud.output.journal`).
+and the metrics textfile (:mod:`vtdlud.output.metrics`; removed when the daemon stops), sends
+STATUS= (verdict, unit count, findings, the gate report's verdict and the evaluation number) and
+journald events for what changed (:mod:`vtdlud.output.journal`).
 
 **What the daemon evaluates itself.**  It runs sandboxed (no capabilities, ProtectKernelTunables),
 so it never reads ``/proc/kcore`` (CAP_SYS_RAWIO) nor other users' file descriptors
@@ -68,7 +68,13 @@ from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.snapshot import Snapshot
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import envelope
-from vtdlud.output.metrics import DaemonStats, SourceState, render_metrics, write_metrics
+from vtdlud.output.metrics import (
+    DaemonStats,
+    SourceState,
+    remove_metrics,
+    render_metrics,
+    write_metrics,
+)
 from vtdlud.service.debounce import DEFAULT_MAX_DELAY, DEFAULT_QUIET, Debouncer
 from vtdlud.service.notify import Notifier
 from vtdlud.service.reports import SOURCES, ReportFile, beside, read_report
@@ -264,6 +270,16 @@ class Daemon:
                 if msg != self._metrics_error:
                     self.log.warning("cannot write the metrics textfile", error=msg)
                 self._metrics_error = msg
+
+    def remove_metrics(self) -> None:
+        """On a clean stop: a textfile left behind would export the last verdict forever (a
+        daemon that dies leaves it, and its last-evaluation timestamp ages)."""
+        if self.opts.metrics is None:
+            return
+        try:
+            remove_metrics(self.opts.metrics)
+        except OSError as exc:
+            self.log.warning("cannot remove the metrics textfile", error=f"{exc.strerror or exc}")
 
     # -- evaluation --------------------------------------------------------------------------
     def evaluate(self, trigger: str) -> None:
@@ -502,6 +518,7 @@ class Daemon:
                 self.log.info("ready", status=self.status_line())
                 self._loop(sel)
                 self.notifier.stopping()
+                self.remove_metrics()
                 self.sink.send(
                     events.simple_event(
                         f"vtdlud daemon stopped after {self.stats.evaluations} evaluation(s)",

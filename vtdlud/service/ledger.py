@@ -3,7 +3,16 @@
 Written when ``vtdlud check`` passes: per unit the register base, the root table, the bitmap
 bits and the preserved devices with their DIDs, plus the kernel release, boot id and live-update
 count.  The first evaluation after the kexec compares the new kernel with it (VTD06x) and marks
-it consumed.  Writes are atomic (temp file, fsync, rename, fsync dir) and serialized with an
+it consumed.
+
+Where the records were (when the gate found them by signature): ``records`` holds the layout
+they were decoded with, the ``iommu_flb_ser`` address and the first page of each chain, and each
+unit its ``hw_record`` slot and ``record_pages`` (the array pages holding its hw record, its
+device records and their domain records).  After the kexec, ``vtdlud check --post-kexec`` looks
+for the incoming records at these physical addresses (:mod:`vtdlud.model.relocate`): on Linux
+7.2 the incoming LUO chain is gone by the time userspace runs.  These members are optional: a
+ledger without them (an older vtdlud's) still loads, and then only the incoming LUO chain can
+locate the records.  Writes are atomic (temp file, fsync, rename, fsync dir) and serialized with an
 flock; a killed writer leaves the old or the new ledger, never a torn one.
 """
 
@@ -22,6 +31,8 @@ from vtdlud import __version__
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
 from vtdlud.host.atomic import write_atomic
+from vtdlud.model.records import ChainHeads
+from vtdlud.model.relocate import RecordAddresses, UnitRecordAddress, record_addresses
 from vtdlud.parse.luo import LuoBlob
 
 if TYPE_CHECKING:
@@ -47,6 +58,19 @@ class LedgerUnit:
     root_table: int
     bits: tuple[int, ...]
     devices: tuple[LedgerDevice, ...]
+    hw_record: int | None = None  # physical address of its iommu_hw_ser slot
+    record_pages: tuple[int, ...] = ()  # the array pages its records are in
+
+
+@frozen
+class LedgerRecords:
+    """Where the gate found the records, beyond each unit's own addresses."""
+
+    variant: str  # the ABI layout's name (vtdlud.model.abi)
+    flb: int | None  # iommu_flb_ser
+    hw: tuple[int, ...]  # first page of each chain walked
+    domain: tuple[int, ...]
+    device: tuple[int, ...]
 
 
 @frozen
@@ -58,18 +82,46 @@ class Ledger:
     liveupdate_count: int | None
     units: tuple[LedgerUnit, ...]
     consumed_by_boot_id: str | None = None  # set by the first evaluation after the kexec
+    records: LedgerRecords | None = None
 
     @property
     def consumed(self) -> bool:
         return self.consumed_by_boot_id is not None
+
+    def record_addresses(self) -> RecordAddresses | None:
+        """Where to look for the records after the kexec (None: the ledger does not say)."""
+        r = self.records
+        units = tuple(
+            UnitRecordAddress(u.address, u.hw_record, u.record_pages)
+            for u in self.units
+            if u.hw_record is not None
+        )
+        if r is None or not units:
+            return None
+        return RecordAddresses(r.variant, r.flb, ChainHeads(r.hw, r.domain, r.device), units)
 
 
 def _hex(v: int | None) -> str | None:
     return None if v is None else f"{v:#x}"
 
 
+def _unit_json(u: LedgerUnit) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "address": _hex(u.address),
+        "root_table": _hex(u.root_table),
+        "bits": list(u.bits),
+        "devices": [
+            {"bdf": d.bdf, "did": d.did, "pasid_table": _hex(d.pasid_table)} for d in u.devices
+        ],
+    }
+    if u.hw_record is not None:
+        out["hw_record"] = _hex(u.hw_record)
+        out["record_pages"] = [_hex(p) for p in u.record_pages]
+    return out
+
+
 def ledger_to_json(ledger: Ledger) -> bytes:
-    doc = {
+    doc: dict[str, Any] = {
         "ledger_format": LEDGER_FORMAT,
         "created_at": ledger.created_at,
         "vtdlud_version": ledger.vtdlud_version,
@@ -77,19 +129,19 @@ def ledger_to_json(ledger: Ledger) -> bytes:
         "boot_id": ledger.boot_id,
         "liveupdate_count": ledger.liveupdate_count,
         "consumed_by_boot_id": ledger.consumed_by_boot_id,
-        "units": [
-            {
-                "address": _hex(u.address),
-                "root_table": _hex(u.root_table),
-                "bits": list(u.bits),
-                "devices": [
-                    {"bdf": d.bdf, "did": d.did, "pasid_table": _hex(d.pasid_table)}
-                    for d in u.devices
-                ],
-            }
-            for u in ledger.units
-        ],
+        "units": [_unit_json(u) for u in ledger.units],
     }
+    r = ledger.records
+    if r is not None:
+        doc["records"] = {
+            "variant": r.variant,
+            "flb": _hex(r.flb),
+            "heads": {
+                "hw": [_hex(p) for p in r.hw],
+                "domain": [_hex(p) for p in r.domain],
+                "device": [_hex(p) for p in r.device],
+            },
+        }
     return (json.dumps(doc, indent=2) + "\n").encode()
 
 
@@ -135,6 +187,8 @@ def ledger_from_json(data: bytes) -> Ledger:
                     )
                     for d in u["devices"]
                 ),
+                hw_record=None if u.get("hw_record") is None else _int(u["hw_record"], "hw_record"),
+                record_pages=tuple(_int(p, "record_pages") for p in u.get("record_pages") or ()),
             )
             for u in doc["units"]
         )
@@ -147,9 +201,23 @@ def ledger_from_json(data: bytes) -> Ledger:
             liveupdate_count=None if count is None else _int(count, "liveupdate_count"),
             units=units,
             consumed_by_boot_id=_opt_str(doc.get("consumed_by_boot_id"), "consumed_by_boot_id"),
+            records=_records(doc.get("records")),
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ParseError(f"missing or malformed member {exc}") from None
+
+
+def _records(r: Any) -> LedgerRecords | None:
+    if r is None:
+        return None
+    heads = r["heads"]
+    return LedgerRecords(
+        variant=str(r["variant"]),
+        flb=None if r.get("flb") is None else _int(r["flb"], "records.flb"),
+        hw=tuple(_int(p, "records.heads.hw") for p in heads["hw"]),
+        domain=tuple(_int(p, "records.heads.domain") for p in heads["domain"]),
+        device=tuple(_int(p, "records.heads.device") for p in heads["device"]),
+    )
 
 
 def liveupdate_count(snapshot: Snapshot) -> int | None:
@@ -166,16 +234,46 @@ def liveupdate_count(snapshot: Snapshot) -> int | None:
 
 
 def ledger_from_report(report: Report) -> Ledger:
-    """What the passing gate promises: the preserved units as the audit saw them."""
+    """What the passing gate promises: the preserved units as the audit saw them, and where
+    their records are when the gate found this kernel's outgoing records (by signature)."""
     snap = report.snapshot
+    units = [u.ledger for u in report.units if u.ledger is not None]
+    state = snap.preserved.state if snap.preserved is not None else None
+    found = (
+        record_addresses(state, (u.address for u in units))
+        if state is not None and state.located_by == "signature"
+        else None
+    )
+    records = None
+    if found is not None:
+        h = found.heads
+        records = LedgerRecords(found.variant, found.flb_phys, h.hw, h.domain, h.device)
+        at = {a.unit: a for a in found.units}
+        units = [
+            replace(u, hw_record=at[u.address].hw_record, record_pages=at[u.address].pages)
+            if u.address in at
+            else u
+            for u in units
+        ]
     return Ledger(
         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         vtdlud_version=__version__,
         kernel_release=snap.kernel_release,
         boot_id=snap.boot_id,
         liveupdate_count=liveupdate_count(snap),
-        units=tuple(u.ledger for u in report.units if u.ledger is not None),
+        units=tuple(units),
+        records=records,
     )
+
+
+def ledger_record_hints(state_dir: Path) -> RecordAddresses | None:
+    """The record addresses of the ledger in ``state_dir``, for the snapshot of the post-kexec
+    check; None when there is no usable ledger (the check itself says why, VTD065/VTD051)."""
+    try:
+        ledger = read_ledger(state_dir)
+    except (ParseError, OSError):
+        return None
+    return ledger.record_addresses() if ledger is not None else None
 
 
 @contextmanager
@@ -208,6 +306,14 @@ def read_ledger(state_dir: Path) -> Ledger | None:
     except FileNotFoundError:
         return None
     return ledger_from_json(data)
+
+
+def ledger_bytes(state_dir: Path) -> bytes | None:
+    """The ledger file as it is, for ``collect``; None when there is none or it cannot be read."""
+    try:
+        return (state_dir / LEDGER_NAME).read_bytes()
+    except OSError:
+        return None
 
 
 def mark_consumed(state_dir: Path, boot_id: str) -> Ledger | None:

@@ -127,6 +127,7 @@ def serve(doc: JSON, argv: list[str], exit_status: int, reports: JSON | None = N
     (:func:`vtdlud.service.reports.beside`, read now, so their ages are now's)."""
     out = dict(doc)
     out["vtdlud"] = dict(doc["vtdlud"], argv=argv, exit_status=exit_status)
+    out["vtdlud"].setdefault("messages", [])  # a daemon older than json_format_version 1.1
     if reports is not None:
         out["reports"] = reports
     return out
@@ -183,7 +184,9 @@ def format_reports(reports: JSON, colour: bool) -> list[str]:
     return out
 
 
-def format_cached(doc: JSON, root_label: str, colour: bool, reports: JSON | None = None) -> str:
+def format_cached(
+    doc: JSON, root_label: str, colour: bool, reports: JSON | None = None, *, brief: bool = False
+) -> str:
     """Human output of a cached envelope, in the same layout as a direct ``status``, with the
     latest privileged reports beside it (``reports``, see :func:`serve`).
 
@@ -254,7 +257,7 @@ def format_cached(doc: JSON, root_label: str, colour: bool, reports: JSON | None
         regset=None,
         translation=None,
     )
-    text = format_status(Report(snap, Policy(), units, findings), root_label, colour)
+    text = format_status(Report(snap, Policy(), units, findings), root_label, colour, brief=brief)
     text += (
         f"(from the vtdlud daemon's evaluation at {doc.get('generated_at')}; "
         "`vtdlud status --live` evaluates directly)\n"

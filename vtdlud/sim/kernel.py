@@ -36,7 +36,17 @@ from vtdlud.sim.iommu import (
     Placement,
     place,
 )
-from vtdlud.sim.kho import FlbEntry, HandedOver, KhoState, LuoFile, LuoGeneration, LuoSession
+from vtdlud.sim.kho import (
+    KHO_COMPATIBLE,
+    TEST_FLB_DATA,
+    TEST_FLB_PREFIX,
+    FlbEntry,
+    HandedOver,
+    KhoState,
+    LuoFile,
+    LuoGeneration,
+    LuoSession,
+)
 from vtdlud.sim.layout import COMPATIBLE, IOMMU_INTEL
 from vtdlud.sim.memory import DEFAULT_RAM, PAGE_SIZE, PhysMemory
 from vtdlud.sim.pagetable import IOVA_BASE, MEMFD_PAGES, map_page
@@ -82,6 +92,7 @@ class SimHost:
         release: str = "6.12.117-vtdlud-sim",
         flb_variant: str = "v1",
         luo_generation: LuoGeneration = LuoGeneration.FDT_FLB,
+        kho_abi: str = KHO_COMPATIBLE,
         identity_default: bool = False,
         placement: Placement | None = None,
         cmdline: str | None = None,
@@ -104,7 +115,13 @@ class SimHost:
         self.liveupdate_num = 0
         self.boot_id = self._new_boot_id()
         self.booted = False
-        self.kho = KhoState(self.mem, luo_generation, self.liveupdate_num)
+        self.kho_abi = kho_abi
+        self.kexec_count = 0  # kexec-metadata (Linux 7.2 model)
+        self.reuse_freed_luo = True  # Linux 7.2 model: the freed incoming LUO pages get reused
+        # CONFIG_LIVEUPDATE_TEST (lib/tests/liveupdate.c): liveupdate-test-flb-v0..2 on every
+        # file handler, preserved with the first file (the model counts every file for them)
+        self.test_flbs = False
+        self.kho = self._kho_state(kho_boot=False)
         self.outgoing: Outgoing | None = None
         self.handed_over: HandedOver | None = None
         self.incoming: IncomingRecords | None = None
@@ -117,6 +134,17 @@ class SimHost:
     def flb_compatible(self) -> str:
         """The IOMMU FLB's compatible string of :attr:`flb_variant`."""
         return COMPATIBLE[self.flb_variant]
+
+    def _kho_state(self, *, kho_boot: bool) -> KhoState:
+        return KhoState(
+            self.mem,
+            self.generation,
+            self.liveupdate_num,
+            kho_compatible=self.kho_abi,
+            release=self.release,
+            kexec_count=self.kexec_count,
+            kho_boot=kho_boot,
+        )
 
     def _new_boot_id(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -371,13 +399,24 @@ class SimHost:
             raise RuntimeError("boot() the host before kexec()")
         self.shutdown()
         flbs = []
+        files = sum(len(s.files) for s in self.sessions())
+        if self.test_flbs and files:  # registered first, with the first file handler
+            flbs += [FlbEntry(f"{TEST_FLB_PREFIX}{i}", TEST_FLB_DATA + i, files) for i in range(3)]
         if self.outgoing is not None:
             flbs.append(FlbEntry(self.outgoing.compatible, self.outgoing.flb_phys, 1))
         self.kho.serialize(self.sessions(), flbs)
         self.kho.refresh_radix()
         reached = tuple(flbs) if self.kho.flb_header is not None else ()
+        old = self.kho
         self.handed_over = HandedOver(
-            self.kho.root_fdt(), self.kho.luo_blob(), self.generation, reached, self.kho.flb_header
+            old.root_fdt(),
+            old.luo_blob(),
+            self.generation,
+            reached,
+            old.flb_header,
+            subtrees=tuple(old.subtrees()),
+            freed_pages=(old.blob_phys, old.sessions_phys, *old.extra_pages) if old.linux72 else (),
+            linux72=old.linux72,
         )
         self.mem.keep_only(self.mem.preserved | set(self.kho.metadata_pages()))
         self.mem.preserved = set()  # the new kernel owns what it received; it preserves anew
@@ -385,7 +424,8 @@ class SimHost:
         self.release = release or self.release
         self.boot_id = self._new_boot_id()
         self.liveupdate_num += 1
-        self.kho = KhoState(self.mem, self.generation, self.liveupdate_num)
+        self.kexec_count += 1
+        self.kho = self._kho_state(kho_boot=True)
         self.outgoing = None
         self.incoming = None
         self.placement = Placement()  # known addresses describe the first boot only
@@ -394,6 +434,8 @@ class SimHost:
         flb = next((f for f in reached if f.name == self.flb_compatible), None)
         if flb is not None:
             self.incoming = read_incoming(self.mem, flb.data, self.flb_variant)
+        if self.handed_over.linux72 and self.reuse_freed_luo:
+            self.kho.consume_incoming(self.handed_over, self.rng.randbytes(4096))
         self._restore()
 
     def _restore(self) -> None:

@@ -24,6 +24,17 @@ Layouts (reference/kernel-interfaces.md §2.3, §3, §13; the headers were read,
 - The FLB header page and the LUO blob are allocated and preserved at boot; the FLB entries
   (name = the FLB compatible, data = phys of ``iommu_flb_ser``, count = files depending on it)
   and the sessions are written only when the kexec starts (:meth:`KhoState.serialize`).
+- ``kho_compatible="kho-v4"`` models Linux 7.2 (Linux 7.2.13 kernel/liveupdate/kexec_handover.c,
+  luo_core.c; the writer code here is the model's own): the root FDT lives in a preserved page,
+  built as ``kho_out_fdt_setup()`` does (``compatible``, ``preserved-memory-map``), then
+  ``kho_add_subtree()`` adds ``kexec-metadata`` (``struct kho_kexec_metadata``, 73 bytes) and,
+  later, ``LUO`` (``struct luo_ser``, 32 bytes), each opening the FDT in place and packing it.
+  ``kho/out/fdt`` shows the page with the length the FDT had when it was registered, before
+  LUO's node (:meth:`KhoState.debugfs_fdt`: 233 of 285 bytes, as measured on a 7.2 guest), and
+  is not published at all after a KHO boot.  The new kernel frees the incoming ``luo_ser`` early
+  in boot (``luo_early_startup()``) and the session blocks when it deserializes them; the model
+  reuses those pages (:meth:`KhoState.consume_incoming`), so ``kho/in/sub_fdts/LUO`` shows other
+  bytes, as on the real kernel.  The FLB header page and the IOMMU records stay where they were.
 """
 
 from __future__ import annotations
@@ -55,6 +66,11 @@ LUO_FEATURES = 0b111  # NUMBER | SESSIONS | FLBS
 LUO_UNKNOWN_FEATURE = 1 << 8  # a required feature no known kernel defines (fault injection)
 LUO_FEATURE_WORDS = 16  # supp, req, active, reserved[13]
 LUO_V5_COMPATIBLE = "luo-v5"
+KHO_V4 = "kho-v4"  # Linux 7.2
+KEXEC_METADATA = "kexec-metadata"
+KEXEC_METADATA_VERSION = 1
+TEST_FLB_DATA = 0xFEEDF00DCAFEBEE0  # lib/tests/liveupdate.c: data = this + index
+TEST_FLB_PREFIX = "liveupdate-test-flb-v"  # LIVEUPDATE_TEST_FLB_COMPATIBLE(i)
 
 PAGE_SHIFT = 12
 KHO_ORDER_0_BIT = 64 - PAGE_SHIFT  # 52
@@ -187,15 +203,32 @@ class KhoState:
         *,
         kho_compatible: str = KHO_COMPATIBLE,
         luo_compatible: str = LUO_FDT_COMPATIBLE,
+        release: str = "",
+        kexec_count: int = 0,
+        kho_boot: bool = False,
     ) -> None:
         self.mem = mem
         self.generation = generation
         self.liveupdate_num = liveupdate_num
         self.kho_compatible = kho_compatible
         self.luo_compatible = luo_compatible
+        self.linux72 = kho_compatible == KHO_V4
         start, size = mem.ranges[-1]
         self.scratch = ((start + size - SCRATCH_SIZE, SCRATCH_SIZE),)
         mem.reserve(range(start + size - SCRATCH_SIZE, start + size, PAGE_SIZE))
+        self.radix_root = 0
+        self.fdt_page: int | None = None
+        self.metadata_phys: int | None = None
+        self.fdt_registered: int | None = None  # bytes kho/out/fdt shows (None: not published)
+        if self.linux72:  # kho_init(): the FDT page, then kexec-metadata, then the debugfs blob
+            self.fdt_page = self._preserved_page()
+            self.metadata_phys = self._preserved_page()
+            release_raw = release.encode()[:64].ljust(65, b"\0")
+            meta = struct.pack("<I", KEXEC_METADATA_VERSION) + release_raw
+            # kexec_count: the next kernel's, kho_in.kexec_count + 1
+            self.mem.write(self.metadata_phys, meta + struct.pack("<I", kexec_count + 1))
+            if not kho_boot:
+                self.fdt_registered = len(self._build_root(with_luo=False))
         self.blob_phys = self._preserved_page()
         self.flb_header = self._preserved_page() if generation is not LuoGeneration.FDT_V1 else None
         self.sessions_phys = self._preserved_page()
@@ -307,6 +340,13 @@ class KhoState:
             self.mem.free(page)
 
     def root_fdt(self) -> bytes:
+        """The root FDT as it is now (Linux 7.2 model: also written into its preserved page)."""
+        if self.linux72:
+            fdt = self._build_root(with_luo=True)
+            assert self.fdt_page is not None
+            self.mem.zero_page(self.fdt_page)
+            self.mem.write(self.fdt_page, fdt)
+            return fdt
         props: tuple[tuple[str, int], ...] = ((KHO_SUB_TREE_PROP, self.blob_phys),)
         if self.generation.blocks:
             props += ((KHO_SUB_TREE_SIZE_PROP, len(self.luo_blob())),)
@@ -318,6 +358,56 @@ class KhoState:
                 children=(FdtNode(LUO_ENTRY, u64s=props),),
             )
         )
+
+    def _build_root(self, *, with_luo: bool) -> bytes:
+        """``kho_out_fdt_setup()`` (sequential write), then one ``kho_add_subtree()`` per
+        subsystem: open the FDT into its page, add the node and its two properties, pack."""
+        sw = libfdt.FdtSw()
+        sw.finish_reservemap()
+        sw.begin_node("")
+        sw.property_string("compatible", self.kho_compatible)
+        sw.property(KHO_MEMORY_MAP_PROP, struct.pack("<Q", self.radix_root))
+        sw.end_node()
+        fdt = sw.as_fdt()
+        subtrees = [(KEXEC_METADATA, self.metadata_phys or 0, 73)]
+        if with_luo:
+            subtrees.append((LUO_ENTRY, self.blob_phys, len(self.luo_blob())))
+        for name, phys, size in subtrees:
+            fdt.resize(PAGE_SIZE)
+            off = fdt.add_subnode(0, name)
+            fdt.setprop(off, KHO_SUB_TREE_PROP, struct.pack("<Q", phys))
+            fdt.setprop(off, KHO_SUB_TREE_SIZE_PROP, struct.pack("<Q", size))
+            fdt.pack()
+        return bytes(fdt.as_bytearray())[: fdt.totalsize()]
+
+    def debugfs_fdt(self) -> bytes | None:
+        """What ``kho/out/fdt`` shows: the whole FDT, or (Linux 7.2) the first
+        ``fdt_registered`` bytes of its live page, or None after a KHO boot (not published)."""
+        fdt = self.root_fdt()
+        if not self.linux72:
+            return fdt
+        if self.fdt_registered is None:
+            return None
+        assert self.fdt_page is not None
+        return self.mem.read(self.fdt_page, self.fdt_registered)
+
+    def subtrees(self) -> list[tuple[str, int, int]]:
+        """(name, phys, size) of each blob in the root FDT, in FDT order."""
+        out = []
+        if self.linux72 and self.metadata_phys is not None:
+            out.append((KEXEC_METADATA, self.metadata_phys, 73))
+        out.append((LUO_ENTRY, self.blob_phys, len(self.luo_blob())))
+        return out
+
+    def consume_incoming(self, handed: HandedOver, rng_bytes: bytes) -> None:
+        """Linux 7.2, the new kernel early in boot: ``luo_early_startup()`` reads the incoming
+        ``luo_ser`` and frees it (``kho_restore_free``), and the session and file blocks are
+        freed once deserialized; the pages are reused (``rng_bytes`` stand for what the
+        allocator's next user wrote).  The FLB header page is kept."""
+        for page in handed.freed_pages:
+            if self.mem.allocated(page):
+                self.mem.unpreserve(page)
+                self.mem.write(page, rng_bytes[:PAGE_SIZE].ljust(PAGE_SIZE, b"\xa5"))
 
     def metadata_pages(self) -> list[int]:
         """Pages the next kernel needs besides the preserved ones (the tracker's nodes)."""
@@ -333,3 +423,8 @@ class HandedOver:
     generation: LuoGeneration
     flbs: tuple[FlbEntry, ...]  # the FLB list the new kernel can reach (none for FDT_V1)
     flb_header: int | None  # physical address of luo_flb_header_ser (none for FDT_V1)
+    # Linux 7.2 model: (name, phys, size) of each sub blob (kho/in/sub_fdts shows the memory
+    # there now), and the pages the new kernel frees early in boot (luo_ser, session blocks).
+    subtrees: tuple[tuple[str, int, int], ...] = ()
+    freed_pages: tuple[int, ...] = ()
+    linux72: bool = False

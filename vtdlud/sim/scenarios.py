@@ -60,6 +60,29 @@ def _q35_devices(host: SimHost, *, second_unit: str | None = None) -> None:
     host.add_device(0, 5, 2, device=0x100E, driver="e1000", pcie_type=None, **unit)
 
 
+LINUX72_RELEASE = "7.2.13-amd64"
+
+
+def linux72_host(
+    *, scalable: bool = False, seed: int = 0, flb_variant: str = "v1", test_flbs: bool = True
+) -> SimHost:
+    """:func:`q35_host` on the model of Linux 7.2's KHO/LUO (``kho-v4``, ``luo-v5``, the cut
+    ``kho/out/fdt``, the incoming LUO state freed at boot; vtdlud.sim.kho), with the kernel's
+    test FLBs (``CONFIG_LIVEUPDATE_TEST``) as the 7.2 guest of the project's harness has them."""
+    host = SimHost(
+        seed=seed,
+        flb_variant=flb_variant,
+        luo_generation=LuoGeneration.LUO_V5,
+        kho_abi="kho-v4",
+        release=LINUX72_RELEASE,
+    )
+    host.test_flbs = test_flbs
+    host.add_unit(reg_base=0xFED9_0000, scalable=scalable)
+    _q35_devices(host)
+    host.boot()
+    return host
+
+
 def q35_host(
     *,
     scalable: bool = False,

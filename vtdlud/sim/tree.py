@@ -156,15 +156,27 @@ def processes(host: SimHost) -> ProcessFacts:
 
 
 def _kho(host: SimHost, w: _Writer) -> None:
-    host.kho.refresh_radix()
+    """``kho/out`` and, after a kexec, ``kho/in``.  Linux 7.2 model: ``out/fdt`` is the cut
+    copy (absent after a KHO boot) and the sub blobs show the memory at their address now."""
+    kho = host.kho
+    kho.refresh_radix()
     out = f"{KHO_DEBUGFS}/out"
-    w.file(f"{out}/fdt", host.kho.root_fdt())
-    w.file(f"{out}/sub_fdts/LUO", host.kho.luo_blob())
-    w.file(f"{out}/scratch_phys", "".join(f"0x{p:x}\n" for p, _ in host.kho.scratch))
-    w.file(f"{out}/scratch_len", "".join(f"0x{s:x}\n" for _, s in host.kho.scratch))
-    if host.handed_over is not None:
-        w.file(f"{KHO_DEBUGFS}/in/fdt", host.handed_over.root_fdt)
-        w.file(f"{KHO_DEBUGFS}/in/sub_fdts/LUO", host.handed_over.luo_blob)
+    fdt = kho.debugfs_fdt()
+    if fdt is not None:
+        w.file(f"{out}/fdt", fdt)
+    for name, phys, size in kho.subtrees():
+        w.file(
+            f"{out}/sub_fdts/{name}", kho.luo_blob() if name == "LUO" else host.mem.read(phys, size)
+        )
+    w.file(f"{out}/scratch_phys", "".join(f"0x{p:x}\n" for p, _ in kho.scratch))
+    w.file(f"{out}/scratch_len", "".join(f"0x{s:x}\n" for _, s in kho.scratch))
+    handed = host.handed_over
+    if handed is not None:
+        w.file(f"{KHO_DEBUGFS}/in/fdt", handed.root_fdt)
+        if not handed.linux72:
+            w.file(f"{KHO_DEBUGFS}/in/sub_fdts/LUO", handed.luo_blob)
+        for name, phys, size in handed.subtrees if handed.linux72 else ():
+            w.file(f"{KHO_DEBUGFS}/in/sub_fdts/{name}", host.mem.read(phys, size))
 
 
 def write_tree(host: SimHost, root: Path, options: TreeOptions | None = None) -> Path:
