@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import missing
 from tests.tools import in_ci
 
 DATA = Path(__file__).parent / "data"
@@ -62,3 +63,10 @@ def pytest_runtest_makereport(
         report.longrepr = (
             f"CI=true: {reason.removeprefix('Skipped: ')} (scripts/bootstrap installs it)"
         )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@needs(ok, reason)`` (tests/needs.py): skip, or under CI=true fail, unless ``ok``."""
+    for mark in item.iter_markers("needs"):
+        if not mark.kwargs["ok"]:
+            missing(mark.kwargs["reason"])

@@ -36,3 +36,9 @@ def need_tool(name: str, why: str | None = None) -> str:
     if path is None:
         missing(why or f"needs {name}")
     return path
+
+
+def needs(ok: bool, reason: str) -> pytest.MarkDecorator:
+    """A mark for a test (or ``pytestmark``) that cannot run unless ``ok``: evaluated at setup
+    by tests/conftest.py, where it skips, or fails under ``CI=true``."""
+    return pytest.mark.needs(ok=ok, reason=reason)

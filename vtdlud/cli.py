@@ -308,7 +308,7 @@ def cmd_status(ns: argparse.Namespace, argv: list[str]) -> int:
 
 def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     from vtdlud.audit.evaluate import evaluate
-    from vtdlud.audit.gate import gate_exit, gate_summary
+    from vtdlud.audit.gate import gate_exit, gate_floor, gate_summary
     from vtdlud.host.bundle import open_root
     from vtdlud.host.config import load_policy
     from vtdlud.host.snapshot import take_snapshot
@@ -323,7 +323,7 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
             from vtdlud.service.ledger import ledger_record_hints
 
             hints = ledger_record_hints(state_dir)
-        report = evaluate(take_snapshot(root, record_hints=hints), policy)
+        report = gate_floor(evaluate(take_snapshot(root, record_hints=hints), policy))
         if ns.post_kexec:
             from vtdlud.audit.postkexec import post_kexec
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.abi.samples import sample_pages, sample_records
+from tests.needs import missing
 from vtdlud.model.abi import (
     PAGE_SIZE,
     VARIANTS,
@@ -73,7 +74,7 @@ def gcc(
     """(variant, what gcc says about the C replica of that variant)."""
     gcc_path = shutil.which("gcc")
     if gcc_path is None:
-        pytest.skip("gcc not found: the C replica of the ABI header cannot be compiled")
+        missing("gcc not found: the C replica of the ABI header cannot be compiled")
     variant = VARIANTS[request.param]
     exe = tmp_path_factory.mktemp(f"abi-{variant.name}") / "iommu_abi"
     subprocess.run(

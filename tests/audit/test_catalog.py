@@ -7,8 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests.needs import needs
 from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.output.catalog import DAEMON_EVENTS, render_catalog
 
@@ -43,7 +42,7 @@ def test_shipped_catalog_is_generated() -> None:
     )
 
 
-@pytest.mark.skipif(shutil.which("journalctl") is None, reason="needs journalctl (systemd)")
+@needs(shutil.which("journalctl") is not None, "needs journalctl (systemd)")
 def test_journalctl_accepts_the_catalog(tmp_path: Path) -> None:
     """The real journalctl compiles the catalog and lists every MESSAGE_ID."""
     cat = tmp_path / "usr/lib/systemd/catalog"

@@ -28,6 +28,7 @@ from tests.cli.helpers import (
     status_with_faults,
     validate,
 )
+from tests.needs import needs
 from vtdlud.host.root import Fault, FaultPlan
 
 DEBUG = "sys/kernel/debug/iommu/intel"
@@ -193,7 +194,7 @@ def run_as_nobody(top: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to uid 65534")
+@needs(os.geteuid() == 0, "needs root to switch to uid 65534")
 def test_real_eacces_as_an_unprivileged_user(world_readable_copy: Path) -> None:
     target = world_readable_copy / REGSET
     target.chmod(0)

@@ -34,6 +34,7 @@ def test_default_policy_fails_closed_on_a_capture() -> None:
 
 def test_pass_json_and_report(tmp_path: Path) -> None:
     report = tmp_path / "run" / "gate.json"
+    report.parent.mkdir()  # a missing directory is refused (tests/service/test_leftovers.py)
     rc, out, _ = run_cli(
         "check",
         "--json",

@@ -4,8 +4,8 @@
   a simulated host written by :mod:`vtdlud.sim` — sysfs, iommu debugfs, KHO debugfs and
   ``/proc/cmdline`` — with each PCI function and DMAR unit registered so ``tb.uevent()`` can
   announce it.  The daemon subprocess sees this tree as ``/sys`` and receives the uevents.
-- ``journald``: a real systemd-journald started for the session (volatile storage drop-in),
-  stopped by PID; ``read(**matches)`` syncs first (``journalctl --sync``).
+- ``journald``: a real systemd-journald of the session's own, in a private mount namespace
+  (see below), stopped by PID; ``read(**matches)`` syncs first (``journalctl --sync``).
 - ``daemon_factory``: starts the real ``vtdlud run`` as a subprocess with a test NOTIFY_SOCKET
   and collects its sd_notify messages.
 """
@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.needs import missing, need_tool
 from vtdlud.sim.kernel import SimHost
 from vtdlud.sim.scenarios import q35_host
 from vtdlud.sim.tree import TreeOptions, write_tree
@@ -42,7 +44,7 @@ except (ImportError, ValueError):
 
 JOURNALD = "/lib/systemd/systemd-journald"
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
-JOURNALD_DROPIN = Path("/run/systemd/journald.conf.d/90-vtdlud-tests.conf")
+JOURNALD_DROPIN = Path("/run/systemd/journald.conf.d/90-vtdlud-tests.conf")  # private tmpfs
 MAX_DGRAM_QLEN = Path("/proc/sys/net/unix/max_dgram_qlen")
 PRELOAD_MISSING = (
     "needs umockdev: run pytest under `umockdev-wrapper` with PyGObject and "
@@ -144,7 +146,7 @@ _TESTBEDS: list[Any] = []
 @pytest.fixture
 def testbed(tmp_path: Path) -> Iterator[HostBed]:
     if not preloaded():
-        pytest.skip(PRELOAD_MISSING)
+        missing(PRELOAD_MISSING)
     tb = UMockdev.Testbed.new()
     _TESTBEDS.append(tb)
     bed = HostBed(tb, tmp_path)
@@ -156,6 +158,22 @@ def testbed(tmp_path: Path) -> Iterator[HostBed]:
 
 
 # -- journald -----------------------------------------------------------------------------------
+# Each test session has a journald of its own.  The session enters a private mount namespace
+# (unshare(CLONE_NEWNS) of the pytest process, every mount made private) and mounts empty
+# tmpfs over journald's directories there: its sockets (/run/systemd/journal), a drop-in for
+# volatile storage (/run/systemd/journald.conf.d) and its files (/run/log/journal).  The
+# journald it starts, libsystemd's sends from this process and from the daemons it starts, and
+# journalctl all meet at the usual paths, which no other process on the machine sees: a
+# concurrent run (or the host's own journald) neither sees these entries nor is disturbed.
+JOURNAL_DIRS = (
+    Path("/run/systemd/journal"),
+    Path("/run/systemd/journald.conf.d"),
+    Path("/run/log/journal"),
+)
+CLONE_NEWNS = 0x00020000
+_PRIVATE: list[bool] = []  # whether this process has its private mounts (once a session)
+
+
 def journald_alive() -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
@@ -167,13 +185,35 @@ def journald_alive() -> bool:
     return True
 
 
+def private_journal_mounts() -> None:
+    """Enter a private mount namespace with empty journald directories (see above).  Raises
+    OSError or CalledProcessError where that is not allowed."""
+    if _PRIVATE:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
+    env = clean_env()
+    subprocess.run(["mount", "--make-rprivate", "/"], check=True, env=env)
+    for d in JOURNAL_DIRS:
+        d.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=0755", "vtdlud-tests", str(d)],
+            check=True,
+            env=env,
+        )
+    _PRIVATE.append(True)
+
+
 class Journald:
+    """The session's own systemd-journald (started by :func:`journald`, stopped by PID)."""
+
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
-        self.owned = False
+        self.owned = True  # always: no journald of the host is ever used
 
     def start(self) -> None:
-        JOURNALD_DROPIN.parent.mkdir(parents=True, exist_ok=True)
         JOURNALD_DROPIN.write_text(
             "[Journal]\nStorage=volatile\nReadKMsg=no\nForwardToSyslog=no\nForwardToWall=no\n"
         )
@@ -184,7 +224,6 @@ class Journald:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.owned = True
         deadline = time.monotonic() + 10
         while not journald_alive():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -192,7 +231,7 @@ class Journald:
             time.sleep(0.01)
 
     def stop(self) -> None:
-        """Stop the journald this fixture started; its socket file stays (stale)."""
+        """Stop it; its socket file stays (stale: sends fail with ECONNREFUSED)."""
         assert self.proc is not None
         self.proc.terminate()
         self.proc.wait(timeout=10)
@@ -223,18 +262,23 @@ class Journald:
 
 @pytest.fixture(scope="session")
 def journald() -> Iterator[Journald]:
-    if os.geteuid() != 0 or not os.path.exists(JOURNALD) or shutil.which("journalctl") is None:
-        pytest.skip("needs root and systemd-journald (Debian package systemd)")
+    if os.geteuid() != 0:
+        missing("needs root: a private mount namespace for the session's own journald")
+    if not os.path.exists(JOURNALD):
+        missing("needs systemd-journald (Debian package systemd)")
+    need_tool("journalctl", "needs journalctl (Debian package systemd)")
+    need_tool("mount", "needs mount (util-linux)")
+    try:
+        private_journal_mounts()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        missing(f"no private mount namespace for the session's journald: {exc}")
     j = Journald()
-    if not journald_alive():
-        j.start()
+    j.start()
     try:
         yield j
     finally:
-        if j.owned:
-            if j.proc is not None:
-                j.stop()
-            JOURNALD_DROPIN.unlink(missing_ok=True)
+        if j.proc is not None:
+            j.stop()
 
 
 # -- the daemon ---------------------------------------------------------------------------------

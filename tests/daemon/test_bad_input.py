@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
-
-import pytest
+from pathlib import Path
 
 from tests.daemon.conftest import VFIO_DEVICE, DaemonFactory, DaemonProc, HostBed, Journald
 from vtdlud.audit.catalog import CATALOG
@@ -99,8 +99,7 @@ def test_debugfs_file_disappearing(daemon_factory: DaemonFactory, testbed: HostB
 def test_journald_restarting(
     daemon_factory: DaemonFactory, testbed: HostBed, journald: Journald
 ) -> None:
-    if not journald.owned:
-        pytest.skip("the journald in use was not started by these tests; it is not restarted")
+    assert journald.owned  # the session's own journald: stopping it disturbs no one else
     d = daemon_factory(watchdog_usec=400_000)  # pings (and backlog flushes) every 0.2 s
     journald.stop()  # its socket file stays behind: sends fail with ECONNREFUSED
     try:
@@ -137,3 +136,42 @@ def test_unwritable_metrics_directory_is_logged_not_fatal(
     d.wait_evaluation(n)
     assert d.running.poll() is None
     assert not os.path.exists("/nonexistent-dir")
+
+
+def test_fifo_config_and_report_do_not_stall(daemon: DaemonProc, testbed: HostBed) -> None:
+    """Issue #11 item 4: on main a FIFO as the config blocked the daemon in open(2) at SIGHUP
+    (and one as gate.json at every pickup); now the reload is rejected with the reason, the
+    report is "unreadable", and the loop goes on."""
+    daemon.config.unlink()
+    os.mkfifo(daemon.config)
+    os.mkfifo(daemon.runtime / "gate.json")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_message(lambda m: "READY=1" in m)
+    assert f"{daemon.config}: cannot read: a FIFO, not a regular file" in daemon.stderr_text()
+    n = daemon.evaluations()
+    testbed.uevent(testbed.devpath("0000:00:02.0"), "change")
+    daemon.wait_evaluation(n)
+    assert daemon.running.poll() is None
+    assert daemon.daemon_json()["reports"]["gate"]["error"] == (
+        "cannot read: a FIFO, not a regular file"
+    )
+
+
+def test_start_sweeps_the_temp_files_a_killed_daemon_left(testbed: HostBed, tmp_path: Path) -> None:
+    """Issue #11 item 8: on main a daemon killed mid-write left .status.json.*.tmp for good."""
+    d = DaemonProc(tmp_path, testbed)
+    left = [
+        d.runtime / ".status.json.0123456789ab.tmp",
+        d.runtime / ".daemon.json.0123456789ab.tmp",
+        d.metrics_dir / ".vtdlud.prom.0123456789ab.tmp",
+    ]
+    for p in left:
+        p.write_text("half")
+    other = d.runtime / ".gate.json.0123456789ab.tmp"  # the gate's, possibly being written
+    other.write_text("half")
+    try:
+        d.launch()
+        assert [p for p in left if p.exists()] == []
+        assert other.exists()
+    finally:
+        d.close()

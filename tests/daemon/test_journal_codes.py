@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.daemon.conftest import Journald, clean_env
+from tests.needs import missing, needs
 from vtdlud.audit.catalog import CATALOG, Severity
 from vtdlud.audit.report import finding
 from vtdlud.output import journal as events
@@ -136,7 +137,7 @@ def test_changed_finding_is_logged_once(journald: Journald) -> None:
 HOST_CATALOG_DIR = Path("/var/lib/systemd/catalog")
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+@needs(shutil.which("unshare") is not None, "needs unshare (util-linux)")
 def test_journalctl_x_shows_the_catalog_text(journald: Journald, tmp_path: Path) -> None:
     """The catalog compiled by ``journalctl --root=DIR --update-catalog`` (the host's
     /usr/lib/systemd/catalog is left alone), bind-mounted over /var/lib/systemd/catalog in a
@@ -170,7 +171,7 @@ def test_journalctl_x_shows_the_catalog_text(journald: Journald, tmp_path: Path)
             env=env,
         )
         if run.returncode != 0 and "mount" in run.stderr + run.stdout and code == picked[0]:
-            pytest.skip(f"no private mount namespace here: {run.stderr.strip()}")
+            missing(f"no private mount namespace here: {run.stderr.strip()}")
         assert run.returncode == 0, run.stderr
         out = run.stdout
         title = CATALOG[code].title

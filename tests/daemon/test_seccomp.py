@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon.conftest import VFIO_DEVICE, DaemonFactory, HostBed, Journald
+from tests.needs import needs
 from vtdlud.output import journal as events
 
 UNIT = Path(__file__).parents[2] / "systemd" / "vtdlud.service"
@@ -158,9 +159,9 @@ def build_filter(unit: Path = UNIT) -> tuple[bytes, set[str]]:
     return b"".join(prog), names
 
 
-needs_tools = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None or not UNISTD.exists(),
-    reason="needs systemd-analyze and the kernel headers (linux-libc-dev, pulled in by gcc)",
+needs_tools = needs(
+    shutil.which("systemd-analyze") is not None and UNISTD.exists(),
+    "needs systemd-analyze and the kernel headers (linux-libc-dev, pulled in by gcc)",
 )
 
 

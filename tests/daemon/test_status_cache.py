@@ -58,7 +58,15 @@ def _fake_daemon_files(runtime: Path, *, pid: int, ticks: int | None, age: float
         "vtdlud": {"version": "x", "argv": ["vtdlud", "run"], "exit_status": 0},
         "source": "daemon",
         "generated_at": "2000-01-01T00:00:00.000000Z",
-        "host": {"root": "/", "kernel_release": None, "boot_id": None, "tiers": {}},
+        "host": {
+            "root": "/",
+            "kernel_release": None,
+            "boot_id": None,
+            "tiers": {
+                t: {"state": "available", "reason": "test"}
+                for t in ("sysfs", "iommu_debugfs", "kho_debugfs", "kcore")
+            },
+        },
         "units": [],
         "findings": [],
         "verdict": "PASS",

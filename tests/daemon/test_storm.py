@@ -8,15 +8,14 @@ import itertools
 import os
 import time
 
-import pytest
-
 from tests.daemon.conftest import VFIO_DEVICE, DaemonFactory, HostBed, storms_possible
+from tests.needs import needs
 
 STORM = 2048
 ACTIONS = ("add", "change", "bind", "unbind")
 
 
-@pytest.mark.skipif(not storms_possible(), reason="needs root to raise net.unix.max_dgram_qlen")
+@needs(storms_possible(), "needs root to raise net.unix.max_dgram_qlen")
 def test_storm_of_2048_uevents(daemon_factory: DaemonFactory, testbed: HostBed) -> None:
     d = daemon_factory()
     before = d.evaluations()

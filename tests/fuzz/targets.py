@@ -2,6 +2,8 @@
 
 Each target takes ``bytes`` and must either return or raise the project's own error type
 (:class:`ParseError`, or :class:`PolicyError` for config text); anything else is a bug.  The
+``bundle`` target (:mod:`tests.fuzz.bundle_target`) extracts the bytes as a bundle and also
+fails on any write or link outside the destination.  The
 same functions replay the regression corpus in ``tests/fuzz/regressions/<target>/`` in the
 normal test run, so a crash the fuzzer once found stays fixed.
 
@@ -14,6 +16,8 @@ import contextlib
 import struct
 from collections.abc import Callable
 
+from tests.fuzz.bundle_target import SEEDS as BUNDLE_SEEDS
+from tests.fuzz.bundle_target import bundle
 from vtdlud.audit.policy import PolicyError, parse_policy
 from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.host.procs import facts_from_json
@@ -174,6 +178,7 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
         kcore_headers,
         config,
         json_records,
+        bundle,
     )
 }
 
@@ -192,4 +197,5 @@ SEEDS: dict[str, list[bytes]] = {
     "kcore_headers": [b"\x7fELF\x02\x01\x01" + bytes(57)],
     "config": [b'[gate]\nfail_severity = "FAIL"\n'],
     "json_records": [b'{"ledger_format": 1}'],
+    "bundle": BUNDLE_SEEDS,
 }

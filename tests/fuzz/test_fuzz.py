@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.fuzz.targets import SEEDS, TARGETS
+from tests.needs import needs
 
 REGRESSIONS = Path(__file__).parent / "regressions"
 
@@ -34,7 +35,7 @@ def test_there_is_a_regression_corpus() -> None:
     assert _corpus(), "the corpus holds the inputs the fuzzer once crashed on"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="needs atheris (pip)")
+@needs(importlib.util.find_spec("atheris") is not None, "needs atheris (pip)")
 def test_short_fuzz_run_of_every_target(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tests.fuzz.run", "--seconds", "2", "--runs", "3000"],

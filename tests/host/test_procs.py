@@ -11,9 +11,8 @@ import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.cli.helpers import copy_tree, run_cli
+from tests.needs import needs
 from vtdlud.host.procs import PROCESSES_JSON, classify_fds, facts_from_json, facts_to_json
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
@@ -56,9 +55,7 @@ print(json.dumps({"complete": facts.complete, "mine": [h.__dict__ for h in mine]
 """
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1)"
-)
+@needs(os.geteuid() == 0 and shutil.which("unshare") is not None, "needs root and unshare(1)")
 def test_real_scan_in_private_dev(tmp_path: Path) -> None:
     """A real process holding a VFIO cdev, a legacy group and /dev/iommu, seen through /proc.
 

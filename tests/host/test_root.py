@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from vtdlud.host.limits import ATTRIBUTE_CAP, InputTooLarge
 from vtdlud.host.root import Fault, FaultPlan, HostRoot
 
 
@@ -111,13 +112,22 @@ def test_read_entries_equals_the_per_path_methods(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, 3 * 65536 + 5])
-def test_read_entries_reads_whole_files_of_any_size(tmp_path: Path, size: int) -> None:
-    """One read(2) ends a file shorter than the buffer; a longer one is read on to the end."""
+def test_read_entries_reads_whole_files_up_to_the_cap(tmp_path: Path, size: int) -> None:
+    """One read(2) ends a file shorter than the buffer; a longer one is read on to the end, or
+    to the attribute cap (64 KiB): beyond it the file is an error naming the cap."""
     root = _device_tree(tmp_path)
     data = bytes(i % 251 for i in range(size))
     (root / "sys/devices/pci0000:00/0000:00:05.0/big").write_bytes(data)
-    got = HostRoot(root).read_entries("sys/bus/pci/devices/x", ["big"])
-    assert got.files["big"] == data
+    hr = HostRoot(root)
+    got = hr.read_entries("sys/bus/pci/devices/x", ["big"])
+    if size <= ATTRIBUTE_CAP:
+        assert got.files["big"] == data
+        return
+    err = got.files["big"]
+    assert isinstance(err, InputTooLarge) and err.errno == errno.EFBIG
+    assert hr.unreadable == {
+        "sys/bus/pci/devices/x/big": "larger than 64 KiB, the most vtdlud reads of it"
+    }
 
 
 def test_read_entries_missing_directory(tmp_path: Path) -> None:

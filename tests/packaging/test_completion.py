@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import needs
 from tests.packaging import REPO
 from vtdlud._build.argspec import describe
 from vtdlud._build.completion import render_bash
 from vtdlud.cli import build_parser
 
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+pytestmark = needs(shutil.which("bash") is not None, "needs bash")
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:

@@ -17,8 +17,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pytest
-
+from tests.needs import missing
 from tests.packaging import (
     DOC_DIR,
     PACKAGING,
@@ -167,7 +166,7 @@ def test_bookworm_versions_satisfy_the_minimums(deb: DebBuild) -> None:
             ["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True, check=False
         )
         if q.returncode != 0 or not q.stdout:
-            pytest.skip(f"{pkg} is not installed (apt-get install {pkg})")
+            missing(f"{pkg} is not installed (apt-get install {pkg})")
         ok = subprocess.run(["dpkg", "--compare-versions", q.stdout, "ge", minimum], check=False)
         assert ok.returncode == 0, f"{pkg} {q.stdout} < {minimum}"
         checked += 1
@@ -189,7 +188,7 @@ def test_postinst_updates_the_catalog_and_creates_tmpfiles(deb: DebBuild) -> Non
 
 def test_journalctl_reads_the_installed_catalog(deb: DebBuild, tmp_path: Path) -> None:
     if shutil.which("journalctl", path=SYSTEM_PATH) is None:
-        pytest.skip("needs journalctl (systemd)")
+        missing("needs journalctl (systemd)")
     root = tmp_path / "root"
     shutil.copytree(deb.root, root)
     run = subprocess.run(
@@ -212,7 +211,7 @@ def test_journalctl_reads_the_installed_catalog(deb: DebBuild, tmp_path: Path) -
 
 def test_systemd_tmpfiles_creates_the_state_dirs(deb: DebBuild, tmp_path: Path) -> None:
     if shutil.which("systemd-tmpfiles", path=SYSTEM_PATH) is None or os.geteuid() != 0:
-        pytest.skip("needs systemd-tmpfiles and root")
+        missing("needs systemd-tmpfiles and root")
     root = tmp_path / "root"
     shutil.copytree(deb.root, root)
     run = subprocess.run(
@@ -230,15 +229,15 @@ def test_systemd_tmpfiles_creates_the_state_dirs(deb: DebBuild, tmp_path: Path) 
 
 def _debian_python_ready(deb: DebBuild) -> None:
     if not os.access(DEBIAN_PYTHON, os.X_OK):
-        pytest.skip(f"needs Debian's {DEBIAN_PYTHON}")
-    missing = [
+        missing(f"needs Debian's {DEBIAN_PYTHON}")
+    absent = [
         p
         for p in _depends(deb)
         if p.startswith("python3-")
         and subprocess.run(["dpkg-query", "-W", p], capture_output=True, check=False).returncode
     ]
-    if missing:
-        pytest.skip("the package's Depends are not installed: apt-get install " + " ".join(missing))
+    if absent:
+        missing("the package's Depends are not installed: apt-get install " + " ".join(absent))
 
 
 def _installed_env(root: Path) -> dict[str, str]:
@@ -331,7 +330,7 @@ def _explained_tags() -> set[str]:
 
 def test_lintian_tags_are_all_explained(deb: DebBuild) -> None:
     if shutil.which("lintian", path=SYSTEM_PATH) is None:
-        pytest.skip("needs lintian (apt package lintian)")
+        missing("needs lintian (apt package lintian)")
     run = subprocess.run(
         ["lintian", "--pedantic", "-E", "-I", "--show-overrides", "--tag-display-limit", "0",
          str(deb.changes)],
@@ -352,7 +351,7 @@ def test_lintian_tags_are_all_explained(deb: DebBuild) -> None:
 
 def test_rpm_files_equal_what_the_deb_installs(deb: DebBuild) -> None:
     if shutil.which("rpmspec", path=SYSTEM_PATH) is None:
-        pytest.skip("needs rpmspec (apt package rpm)")
+        missing("needs rpmspec (apt package rpm)")
     expanded = expand_spec()
     listed = spec_files(expanded)
     outside = outside_python(deb.files)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import needs
 from tests.packaging import REPO, SYSTEM_PATH
 from vtdlud._build import manpage
 from vtdlud._build.manpage import (
@@ -31,8 +32,8 @@ from vtdlud.audit.policy import _SCHEMA, Policy, PolicyError, parse_policy
 from vtdlud.cli import build_parser
 from vtdlud.errors import ExitCode
 
-needs_groff = pytest.mark.skipif(
-    shutil.which("groff", path=SYSTEM_PATH) is None, reason="needs groff (apt package groff-base)"
+needs_groff = needs(
+    shutil.which("groff", path=SYSTEM_PATH) is not None, "needs groff (apt package groff-base)"
 )
 
 

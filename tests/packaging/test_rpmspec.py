@@ -13,6 +13,7 @@ import tomllib
 
 import pytest
 
+from tests.needs import needs
 from tests.packaging import (
     PACKAGING,
     REPO,
@@ -24,8 +25,8 @@ from tests.packaging import (
     spec_sections,
 )
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("rpmspec", path=SYSTEM_PATH) is None, reason="needs rpmspec (apt package rpm)"
+pytestmark = needs(
+    shutil.which("rpmspec", path=SYSTEM_PATH) is not None, "needs rpmspec (apt package rpm)"
 )
 
 # What may still start with '%' once expanded: section headers and %files directives.

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.needs import needs
+
 SYSTEMD = Path(__file__).parents[2] / "systemd"
 VTDLUD = Path(sys.executable).parent / "vtdlud"
 # Highest acceptable `systemd-analyze security` exposure per unit (lower is safer).
@@ -25,8 +27,8 @@ MAX_EXPOSURE = {
 }
 ONESHOTS = ("vtdlud-gate.service", "vtdlud-post-kexec.service")
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None, reason="needs systemd-analyze (package systemd)"
+pytestmark = needs(
+    shutil.which("systemd-analyze") is not None, "needs systemd-analyze (package systemd)"
 )
 
 
@@ -87,9 +89,9 @@ def test_security_exposure(unit: Path, tmp_path: Path) -> None:
     assert score <= MAX_EXPOSURE[unit.name]
 
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("systemd-tmpfiles") is None,
-    reason="needs root and systemd-tmpfiles",
+@needs(
+    os.geteuid() == 0 and shutil.which("systemd-tmpfiles") is not None,
+    "needs root and systemd-tmpfiles",
 )
 def test_tmpfiles_creates_the_directories(tmp_path: Path) -> None:
     run = subprocess.run(

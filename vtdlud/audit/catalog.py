@@ -74,8 +74,9 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD003",
             S.FAIL,
             "81a5d37c638d4073b91bc942a3570863",
-            "IOMMU hw record type/token inconsistent",
-            "The record is not a VT-d record (type != IOMMU_INTEL or token != phys_addr); report a kernel bug.",
+            "IOMMU record inconsistent (type/token, flags, ref counts, devid, restored)",
+            "The record is not as the kernel writes it (the message says which field): the next "
+            "kernel would misread it; do not kexec, and report a kernel bug.",
         ),
         _e(
             "VTD010",
@@ -169,9 +170,10 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD024",
             S.FAIL,
             "b5bd8d6bb88849118946d6f604701000",
-            "pasid_table or max_pasid disagrees with the live context entry (scalable), or is "
-            "set in legacy mode",
-            "The new kernel would restore the wrong PASID directory; do not kexec.",
+            "pasid_table or max_pasid disagrees with the live context entry (the device's or a "
+            "DMA alias's, scalable), or is set in legacy mode",
+            "The new kernel would restore the wrong PASID directory (or BUG() on max_pasid); do "
+            "not kexec.",
         ),
         _e(
             "VTD025",

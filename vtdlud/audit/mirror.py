@@ -45,6 +45,11 @@ HW_FIELDS = {
     "intel.phys_addr": ("VTD003", "the token, the register base"),
     "intel.root_table": ("VTD010", "the live root table, RTADDR"),
     "hdr.ref_count": ("VTD020", "the unit's live device records"),
+    "intel.restored": (
+        "VTD003",
+        "before the kexec: the next kernel skips reclaiming the root and context table pages "
+        "of a unit marked restored",
+    ),
 }
 DEVICE_FIELDS = {
     "domain_iommu_ser.attachment_id": ("VTD023", "live DID"),
@@ -54,7 +59,12 @@ DOMAIN_FIELDS = {
     "top_table_phys": ("VTD027", "the live entry's top page table"),
     "top_level": ("VTD027", "the live entry's AW + 1 [I]"),
 }
-DECIMAL = ("ref_count", "attachment_id", "top_level")  # counts, DIDs, levels; the rest addresses
+DECIMAL = (
+    "ref_count",
+    "attachment_id",
+    "top_level",
+    "restored",
+)  # counts, DIDs, levels; the rest addresses
 REF_TEXT = {RefStatus.NULL: "is 0", RefStatus.DELETED: "points at a DELETED {} record"}
 REF_TEXT[RefStatus.NOT_A_SLOT] = "points at no {} record"
 _SMTS, _CTX_AW = field_named(ECAP_FIELDS, "smts"), field_named(CONTEXT_HI_FIELDS, "aw")
@@ -185,13 +195,20 @@ def live_top_table(info: ContextInfo) -> tuple[int | None, int | None] | str:
 
 
 def mirror_hw(
-    actual: IommuHwSerV1, address: int, *, root_table: int | None, ref_count: int | None
+    actual: IommuHwSerV1,
+    address: int,
+    *,
+    root_table: int | None,
+    ref_count: int | None,
+    restored: int | None = None,
 ) -> IommuHwSerV1:
     """``intel_iommu_preserve()``: token = phys_addr = the register base, type IOMMU_INTEL,
-    root_table = the live root table; ``hdr.ref_count`` = the unit's device records.  A None
-    argument is not known: that field is copied from ``actual`` (not judged)."""
+    root_table = the live root table; ``hdr.ref_count`` = the unit's device records;
+    ``intel.restored`` 0 before the kexec.  A None argument is not known (or not judged): that
+    field is copied from ``actual``."""
     root = actual.intel.root_table if root_table is None else root_table
-    intel = _with(actual.intel, phys_addr=address, root_table=root)
+    done = actual.intel.restored if restored is None else restored
+    intel = _with(actual.intel, phys_addr=address, root_table=root, restored=done)
     hdr = actual.hdr if ref_count is None else _with(actual.hdr, ref_count=ref_count)
     return _with(actual, hdr=hdr, token=address, type=INTEL, intel=intel)
 

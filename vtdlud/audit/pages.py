@@ -10,12 +10,7 @@ tests/guest (a second, independent reading of the series) preserves the same.
 - VTD017 (FAIL): a PASID directory page, a PASID table or a page-table page the live tables use
   for a preserved device is not in KHO's preserved-memory map.  UNKNOWN when that map, the
   walk of the tables (kcore) or the page-table walk is not complete.
-- VTD024 (FAIL), scalable mode: ``intel.max_pasid`` is not the size of the directory the live
-  context entry describes: ``1 << (PDTS + 7)`` directory entries of 64 PASIDs each, so
-  ``1 << (PDTS + 13)``.  The new kernel allocates the device's table again and BUG_ONs in
-  ``intel_pasid_restore_table()`` when its ``max_pasid`` is not the record's [I: the old
-  kernel's ``table->max_pasid`` is what PDTS encodes (``context_get_sm_pds()``, pasid.c of
-  Linux 7.2.13), and the new kernel computes the same for the same device].
+- (``intel.max_pasid`` against the entry's PDTS is :mod:`vtdlud.audit.recfields`'s, VTD024.)
 - VTD024 (FAIL), legacy mode: a device record with a non-zero ``intel.pasid_table`` or
   ``max_pasid``: legacy mode has no PASID table (the series and the test driver leave both 0),
   so the new kernel would take pages that are none for one.
@@ -29,18 +24,13 @@ from vtdlud.audit.mirror import LIVE_TIERS, LiveView, Sink
 from vtdlud.model.abi import IommuDeviceSerV1
 from vtdlud.model.khomem import MapState, PreservedMemory
 from vtdlud.model.pagetable import PageTableWalk, PtProblemKind
-from vtdlud.model.tables import PASID_PDE_SHIFT, Mode
+from vtdlud.model.tables import Mode
 from vtdlud.parse.debugfs import ContextInfo
 
 PAGE = 4096
 PASID_DIR_ENTRY = 8
 PDTS_SHIFT = 7  # get_pasid_dir_size(): 1 << (PDTS + 7) directory entries
 SHOWN = 4  # addresses named in one message
-
-
-def max_pasid_of_pdts(pdts: int) -> int:
-    """The ``max_pasid`` a PASID directory of PDTS ``pdts`` serves."""
-    return 1 << (pdts + PDTS_SHIFT + PASID_PDE_SHIFT)
 
 
 def directory_pages(pasid_dir: int, pdts: int) -> list[int]:
@@ -86,13 +76,6 @@ def pasid_findings(
         return
     if mode is not Mode.SCALABLE or info is None or info.pdts is None or info.pasid_dir is None:
         return
-    want = max_pasid_of_pdts(info.pdts)
-    if intel.max_pasid != want:
-        msg = f"{at}: intel.max_pasid {intel.max_pasid}, but the live context entry's PDTS "
-        msg += f"{info.pdts} describes a directory for {want} PASIDs (per {live.source}): the "
-        msg += "next kernel BUG_ONs restoring the PASID table"
-        cmp = {"expected": str(want), "actual": str(intel.max_pasid)}
-        sink.add("VTD024", msg, unit=unit, bdf=bdf, details=cmp)
     key = (info.bus, info.devfn)
     if not live.exact:
         msg = f"{at}: whether its PASID directory and tables are KHO-preserved is not known "

@@ -17,6 +17,7 @@ from vtdlud.audit.catalog import Severity
 from vtdlud.errors import UsageError
 from vtdlud.frozen import frozen
 from vtdlud.model.snapshot import Tier
+from vtdlud.parse.nesting import too_deep
 
 DEFAULT_CONFIG = "/etc/vtdlud/vtdlud.toml"
 DEFAULT_CONFIG_DIR = "/etc/vtdlud/vtdlud.conf.d"
@@ -154,6 +155,9 @@ def _parse_toml(f: _File) -> dict[str, Any]:
         line = m.group(1) if m else "1"
         reason = str(exc).split(" (at ")[0]
         raise PolicyError(f"{f.name}:{line}: TOML syntax error: {reason}") from exc
+    except RecursionError:  # tomllib recurses per level of arrays and inline tables
+        err = too_deep(f.text, toml=True)
+        raise PolicyError(f"{f.name}:{err.line}: {err.reason}", hint="see vtdlud.toml(5)") from None
 
 
 def _apply(f: _File, doc: dict[str, Any], acc: dict[str, Any]) -> None:

@@ -66,6 +66,14 @@ from vtdlud.audit.mirror import (
 from vtdlud.audit.pages import page_table_findings, pasid_findings
 from vtdlud.audit.policy import Policy
 from vtdlud.audit.preserved import PreservedDevice, device_bdf, rid_bits
+from vtdlud.audit.recfields import (
+    device_ref_problem,
+    devid_problem,
+    domain_ref_problem,
+    flags_problem,
+    max_pasid_problem,
+    vasz_problem,
+)
 from vtdlud.audit.report import Finding, UnitReport, Wanted, bits_detail
 from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuDeviceSerV1, IommuDomainSer, IommuHwSerV1
@@ -168,6 +176,7 @@ class _Audit(Sink):
             self.add("VTD051" if io else "VTD041", f"{msg}{where}: {p.reason}")
         good = self.hw_records(state)
         members = self.devices(state, good)
+        self.domain_records(state)
         complete = not any(p.chain in (Chain.FLB, Chain.DEVICE) for p in state.problems)
         for address, hw in good.items():
             rec, view = hw.record, self.units[address]
@@ -225,6 +234,8 @@ class _Audit(Sink):
         for hw in state.live_hw():
             rec, at = hw.record, f"hw record at {hw.phys:#x}"
             known = rec.token in self.units
+            if (why := flags_problem(rec.hdr)) is not None:
+                self.add("VTD003", f"{at}: {why}", unit=rec.token if known else None)
             if rec.type != INTEL:
                 msg = f"{at}: type {rec.type} is not IOMMU_INTEL ({INTEL}); token {rec.token:#x}"
                 self.add("VTD003", msg, unit=rec.token if known else None)
@@ -249,8 +260,17 @@ class _Audit(Sink):
         members: dict[int, list[PreservedDevice]] = {}
         good_slots = {hw.phys for hw in good.values()}
         for dev in state.live_devices():
+            if (why := devid_problem(dev.record.devid)) is not None:
+                hw_slot = state.iommu_ref(dev).slot
+                token = hw_slot.record.token if hw_slot is not None else None
+                msg = f"device record at {dev.phys:#x}: {why}"
+                self.add("VTD003", msg, unit=token if token in self.units else None)
+                continue
             bdf, ref = device_bdf(dev), state.iommu_ref(dev)
             at = f"{bdf}: device record at {dev.phys:#x}"
+            for why in (flags_problem(dev.record.hdr), device_ref_problem(dev.record.hdr)):
+                if why is not None:
+                    self.add("VTD003", f"{at}: {why}", unit=self.sysfs_unit(bdf), bdf=bdf)
             mine = self.sysfs_unit(bdf)
             target = ref.slot.record.token if ref.slot is not None else None
             owner = mine if mine is not None else target
@@ -279,12 +299,33 @@ class _Audit(Sink):
             members.setdefault(owner, []).append(PreservedDevice(bdf, dev, rids))
         return members
 
+    def domain_records(self, state: PreservedState) -> None:
+        """VTD003 (flags, ref_count) and VTD027 (vasz) on every live domain record."""
+        users: dict[int, int] = {}
+        for dev in state.live_devices():
+            phys = dev.record.domain_iommu_ser.domain_phys
+            users[phys] = users.get(phys, 0) + 1
+        for dom in state.live_domains():
+            at = f"domain record at {dom.phys:#x}"
+            for why in (
+                flags_problem(dom.record.hdr),
+                domain_ref_problem(dom.record.hdr, users.get(dom.phys, 0)),
+            ):
+                if why is not None:
+                    self.add("VTD003", f"{at}: {why}")
+            if (bad := vasz_problem(dom.record)) is not None:
+                msg = f"{at}: vasz {bad[0]}, but its top_level {dom.record.top_level} makes a "
+                msg += f"{dom.record.top_level + 1}-level table of {bad[1]} bits [I]"
+                self.add("VTD027", msg, details={"expected": str(bad[1]), "actual": str(bad[0])})
+
     # -- one unit -----------------------------------------------------------------------------
     def unit(self, u: _Unit) -> None:
         at = f"{u.name}: hw record at {u.hw.phys:#x}"
         root = u.view.root_table if u.before else None
         count = len(u.members) if u.complete else None
-        expected = mirror_hw(u.rec, u.address, root_table=root, ref_count=count)
+        expected = mirror_hw(
+            u.rec, u.address, root_table=root, ref_count=count, restored=0 if u.before else None
+        )
         for path, a, e in field_diffs(u.rec, expected):
             if path in HW_FIELDS:
                 code, why = HW_FIELDS[path]
@@ -402,10 +443,15 @@ class _Audit(Sink):
             what = REF_TEXT[dom.status].format("domain")
             msg = f"{at}: domain_iommu_ser.domain_phys {dom.phys:#x} {what}"
             self.add("VTD027", msg, unit=u.address, bdf=bdf)
+        key = _key(slot)
+        info = live.devices.get(key) if live is not None else None
+        if isinstance(slot.record, IommuDeviceSerV1) and u.mode is not Mode.LEGACY:
+            # (legacy mode: a record with a PASID table at all is VTD024, audit/pages.py)
+            pdts = info.pdts if info is not None and u.mode is Mode.SCALABLE else None
+            if (why := max_pasid_problem(slot.record, pdts)) is not None:
+                self.add("VTD024", f"{at}: {why}", unit=u.address, bdf=bdf)
         if live is None:
             return
-        key = _key(slot)
-        info = live.devices.get(key)
         if u.before:
             self.alias_entries(u, dev, live)
             if isinstance(slot.record, IommuDeviceSerV1):
@@ -507,7 +553,9 @@ class _Audit(Sink):
     def policy_codes(self, state: PreservedState, complete: bool) -> None:
         """VTD030: a device the policy requires has no record; VTD031: a preserved device the
         policy does not expect (not judged while the VMM scan is unknown: VTD050 says so)."""
-        recorded = {device_bdf(d): d for d in state.live_devices()}
+        recorded = {
+            device_bdf(d): d for d in state.live_devices() if devid_problem(d.record.devid) is None
+        }
         for w in self.wanted:
             if w.bdf in recorded:
                 continue

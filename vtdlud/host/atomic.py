@@ -2,22 +2,30 @@
 
 A reader (or a crash at any instant, SIGKILL included) sees either the old file or the new one,
 never a mix or a truncated file.  Used for the ledger, the daemon's status.json and metrics.
+
+The directory must exist: a missing parent is an error (``collect -o /nonexistent/x.tar.gz``
+must not create ``/nonexistent`` as root).  A writer killed mid-write leaves its temp file
+(``.NAME.<random>.tmp``); the next write of the same file removes those older than
+:data:`STALE_SECONDS`, and the daemon removes its own at start (:func:`sweep_temps`).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+STALE_SECONDS = 600  # no write of one of these files takes that long: its temp is a leftover
 
 
 @contextmanager
 def atomic_file(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
     """A file object whose contents replace ``path`` when the block ends without an error;
     on an error (or a kill) the old ``path`` stays and the temp file is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_temps(path, older_than=STALE_SECONDS)
     fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -30,6 +38,28 @@ def atomic_file(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def sweep_temps(path: Path, *, older_than: float = 0) -> int:
+    """Remove the temp files writers of ``path`` left (killed mid-write) that are older than
+    ``older_than`` seconds; returns how many.  Errors are ignored: this is tidying."""
+    now = time.time()
+    prefix, n = f".{path.name}.", 0
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        stale = path.parent / name
+        try:
+            if now - os.lstat(stale).st_mtime >= older_than:
+                stale.unlink()
+                n += 1
+        except OSError:
+            continue
+    return n
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:

@@ -2,15 +2,12 @@
 
 A bundle is a ``.tar.gz`` laid out exactly like the host root (``sys/...``, ``proc/...``) plus
 ``vtdlud-manifest.json``; symbolic links are kept as relative links.  Opening a bundle extracts it
-into a private temporary directory after checking every member: absolute names, ``..``
-components, device files, FIFOs, hard links, links that leave the root and links whose target
-passes through another link are refused, and no member is written through a link (each parent
-is opened component by component with ``O_NOFOLLOW`` beneath the destination).
+into a private temporary directory, member by member as the archive is read, with the checks and
+limits of :mod:`vtdlud.host.unbundle`.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import posixpath
@@ -26,14 +23,13 @@ from vtdlud.errors import UsageError
 from vtdlud.frozen import frozen
 from vtdlud.host.atomic import atomic_file
 from vtdlud.host.root import HostRoot
+from vtdlud.host.unbundle import extract_bundle
 
 if TYPE_CHECKING:  # tarfile, tempfile and shutil are imported when a bundle is really used:
     import tarfile  # `status --root DIR` and `status` on the live host need none of them
 
 MANIFEST = "vtdlud-manifest.json"
 MANIFEST_FORMAT = 1
-MAX_BUNDLE_BYTES = 1 << 30  # refuse to unpack more than 1 GiB
-MAX_MEMBERS = 200_000
 NEVER_COLLECT = ("proc/kcore",)  # physical memory: tiers are probed, never packed
 
 
@@ -130,195 +126,6 @@ def make_manifest(
     }
 
 
-# -- reading a bundle --------------------------------------------------------------------------
-_O_PARENT = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_O_MEMBER = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class _Refused(Exception):
-    """A member the extraction will not write (the reason; the caller names the member)."""
-
-
-def _check_member(m: tarfile.TarInfo) -> str:
-    """The member's root-relative name (no empty or "." components), or :class:`_Refused`."""
-    # Leading "./" prefixes are dropped only as far as they are "./": ".//tmp/x" is "/tmp/x".
-    lead = m.name
-    while lead.startswith("./"):
-        lead = lead[2:]
-    name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
-    if lead.startswith("/"):
-        raise _Refused("has an absolute name")
-    if ".." in name.split("/"):
-        raise _Refused("has a '..' component")
-    if m.ischr() or m.isblk():
-        raise _Refused("is a device file")
-    if m.isfifo():
-        raise _Refused("is a FIFO")
-    if m.islnk():
-        raise _Refused("is a hard link")
-    if m.issym():
-        if m.linkname.startswith("/"):
-            raise _Refused(f"is a symbolic link to the absolute path {m.linkname!r}")
-    elif not (m.isfile() or m.isdir()):
-        raise _Refused("is not a file, directory or symbolic link")
-    if not name and not m.isdir():
-        raise _Refused("names the bundle's top directory")
-    return name
-
-
-class _Extraction:
-    """Writes members beneath ``dest_fd`` and never through a symbolic link.
-
-    Each member's parent is reached one component at a time with ``openat(O_NOFOLLOW |
-    O_DIRECTORY)`` from the destination, so a link (``l3 -> l2/..`` or any other) is never
-    followed while writing.  Links themselves are checked lexically, and a link whose target
-    passes through another link member (``l2 -> l1/..``) is refused, in whichever order the two
-    come: on disk every link then resolves where its text says, inside the bundle.
-    """
-
-    def __init__(self, dest_fd: int) -> None:
-        self.dest_fd = dest_fd
-        self.links: set[str] = set()  # names of the link members written so far
-        self.through: dict[str, str] = {}  # path a link target passes through -> that link
-        self._parent: tuple[str, int] | None = None  # the last parent opened (members cluster)
-
-    def close(self) -> None:
-        if self._parent is not None:
-            os.close(self._parent[1])
-            self._parent = None
-
-    def _open_parent(self, parent: str) -> int:
-        if self._parent is not None:
-            if self._parent[0] == parent:
-                return self._parent[1]
-            self.close()
-        fd = os.dup(self.dest_fd)
-        done: list[str] = []
-        try:
-            for part in parent.split("/") if parent else ():
-                done.append(part)
-                try:
-                    nfd = os.open(part, _O_PARENT, dir_fd=fd)
-                except FileNotFoundError:
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                    nfd = os.open(part, _O_PARENT, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
-                        raise
-                    where = "/".join(done)
-                    st = os.stat(part, dir_fd=fd, follow_symlinks=False)
-                    if stat.S_ISLNK(st.st_mode):
-                        raise _Refused(f"lies beneath the symbolic link {where!r}") from exc
-                    raise _Refused(f"lies beneath {where!r}, which is not a directory") from exc
-                os.close(fd)
-                fd = nfd
-        except BaseException:
-            os.close(fd)
-            raise
-        self._parent = (parent, fd)
-        return fd
-
-    def _check_link(self, name: str, target: str) -> None:
-        if name in self.through:
-            raise _Refused(
-                f"is a symbolic link where the target of {self.through[name]!r} passes through"
-            )
-        stack = name.split("/")[:-1]
-        parts = [p for p in target.split("/") if p not in ("", ".")]
-        passed: list[str] = []
-        for i, part in enumerate(parts):
-            if part == "..":
-                if not stack:
-                    raise _Refused(f"is a symbolic link ({target!r}) that leaves the bundle")
-                stack.pop()
-            else:
-                stack.append(part)
-            if i < len(parts) - 1 and stack:  # a component the resolution goes on from
-                here = "/".join(stack)
-                if here in self.links:
-                    raise _Refused(
-                        f"is a symbolic link ({target!r}) through the symbolic link {here!r}"
-                    )
-                passed.append(here)
-        for here in passed:
-            self.through.setdefault(here, name)
-        self.links.add(name)
-
-    def write(self, name: str, m: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
-        import shutil  # noqa: PLC0415 - see the note at the imports
-
-        parent, _, base = name.rpartition("/")
-        if not base:
-            return  # the top directory: it is dest
-        if m.issym():
-            self._check_link(name, m.linkname)
-        pfd = self._open_parent(parent)
-        try:
-            if m.isdir():
-                try:
-                    os.mkdir(base, 0o755, dir_fd=pfd)
-                except FileExistsError:
-                    st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
-                    if not stat.S_ISDIR(st.st_mode):
-                        raise _Refused("is a directory where an earlier member is not") from None
-            elif m.issym():
-                os.symlink(m.linkname, base, dir_fd=pfd)
-            else:
-                src = tar.extractfile(m)
-                assert src is not None
-                with src, os.fdopen(os.open(base, _O_MEMBER, 0o600, dir_fd=pfd), "wb") as f:
-                    shutil.copyfileobj(src, f)
-        except FileExistsError as exc:
-            raise _Refused("has the name of an earlier member") from exc
-
-
-def extract_bundle(bundle: Path, dest: Path) -> None:
-    """Check every member first, then extract into ``dest`` (which must be empty and private)."""
-    import tarfile  # noqa: PLC0415 - see the note at the imports
-
-    def refused(m: tarfile.TarInfo, why: str) -> UsageError:
-        return UsageError(
-            f"bundle {bundle}: member {m.name!r} {why}; refusing to extract it",
-            hint="a bundle made by `vtdlud collect` has only files, directories and relative links",
-        )
-
-    try:
-        with tarfile.open(bundle, "r:*") as tar:
-            members = tar.getmembers()
-            if len(members) > MAX_MEMBERS:
-                raise UsageError(
-                    f"bundle {bundle}: {len(members)} members, more than {MAX_MEMBERS}"
-                )
-            checked: list[tuple[str, tarfile.TarInfo]] = []
-            for m in members:
-                try:
-                    checked.append((_check_member(m), m))
-                except _Refused as exc:
-                    raise refused(m, str(exc)) from None
-            if sum(m.size for _, m in checked if m.isfile()) > MAX_BUNDLE_BYTES:
-                raise UsageError(f"bundle {bundle}: unpacks to more than {MAX_BUNDLE_BYTES} bytes")
-            out = _Extraction(os.open(dest, _O_PARENT))
-            try:
-                for name, m in checked:
-                    try:
-                        out.write(name, m, tar)
-                    except _Refused as exc:
-                        raise refused(m, str(exc)) from None
-            finally:
-                out.close()
-                os.close(out.dest_fd)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError) and not bundle.exists():
-            raise UsageError(f"--root {bundle}: no such file or directory") from exc
-        why = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
-        if isinstance(exc, tarfile.ReadError) and "could not be opened successfully" in why:
-            why = "not a gzip-compressed tar archive"  # tarfile lists each method it tried
-        raise UsageError(
-            f"bundle {bundle}: not a readable .tar.gz bundle ({why})",
-            hint="make bundles with `vtdlud collect -o FILE`",
-        ) from exc
-
-
 @contextmanager
 def open_root(arg: str) -> Iterator[HostRoot]:
     """``--root DIR|BUNDLE``: a directory is used in place, a bundle is extracted privately."""
@@ -331,9 +138,59 @@ def open_root(arg: str) -> Iterator[HostRoot]:
     import shutil  # noqa: PLC0415 - see the note at the imports
     import tempfile  # noqa: PLC0415
 
-    tmp = Path(tempfile.mkdtemp(prefix="vtdlud-bundle-"))
+    with _exit_on_signals():
+        tmp: Path | None = None
+        try:
+            with _signals_held():  # a signal between mkdtemp and the assignment: after it
+                tmp = Path(tempfile.mkdtemp(prefix="vtdlud-bundle-"))
+            extract_bundle(path, tmp)
+            yield HostRoot(tmp)
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Block SIGTERM and SIGHUP in the block; one that came meanwhile is handled at its end."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        extract_bundle(path, tmp)
-        yield HostRoot(tmp)
+        yield
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise SystemExit(128 + signal) while a bundle is open, so the
+    temporary directory is removed (their default action ends the process on the spot).  A
+    handler installed inside (the daemon's own) takes precedence while it is installed."""
+    import signal  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: object) -> None:
+        for s in old:  # leaving now: a second signal must not interrupt the cleanup
+            signal.signal(s, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    old = {  # only where the default would end the process (not under nohup's SIG_IGN)
+        s: signal.signal(s, leave)
+        for s in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(s) is signal.SIG_DFL
+    }
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

@@ -11,12 +11,14 @@ from vtdlud.audit.policy import (
     PolicyError,
     parse_policy,
 )
+from vtdlud.host.files import read_regular
+from vtdlud.host.limits import CONFIG_CAP
 from vtdlud.host.root import describe_oserror
 
 
 def _read(path: Path) -> tuple[str, str]:
     try:
-        return str(path), path.read_text(encoding="utf-8")
+        return str(path), read_regular(path, CONFIG_CAP, allow_null=True).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError(f"{path}: not UTF-8 text (byte {exc.start:#x})") from exc
     except OSError as exc:

@@ -4,8 +4,6 @@ naming the file."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from vtdlud.errors import UsageError
 from vtdlud.host.bundle import open_root
 from vtdlud.host.root import describe_oserror
@@ -15,8 +13,11 @@ ACPI_DMAR = "sys/firmware/acpi/tables/DMAR"
 
 def read_input_file(path: str, what: str) -> bytes:
     """The bytes of ``path``; UsageError ``"<what>: <path>: <reason>"`` when it cannot be read."""
-    try:
-        return Path(path).read_bytes()
+    from vtdlud.host.files import read_regular  # noqa: PLC0415 - only decode needs it
+    from vtdlud.host.limits import ACPI_TABLE_CAP  # noqa: PLC0415
+
+    try:  # a regular file, opened without blocking, read up to the cap (never a FIFO or device)
+        return read_regular(path, ACPI_TABLE_CAP)
     except OSError as exc:
         raise UsageError(f"{what}: {path}: {describe_oserror(exc)}") from exc
 

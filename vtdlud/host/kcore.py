@@ -146,7 +146,8 @@ class PhysMem:
             root.faults.check(PROC_KCORE, "read")
             real = root.resolve(PROC_KCORE)
             root.faults.check(real, "read")
-            fd = os.open(root.root / real, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: under a directory root proc/kcore may be a FIFO (_from_fd refuses it)
+            fd = os.open(root.root / real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise kcore_open_reason(exc, lockdown, is_live=root.is_live) from exc
         return cls._from_fd(fd, limits, root.faults, f"/{PROC_KCORE}")
@@ -155,7 +156,7 @@ class PhysMem:
     def open_file(cls, path: str | Path, *, limits: KcoreLimits | None = None) -> PhysMem:
         """Open an ELF core by path (a replayed ``collect --memory`` core, tests).  Raises
         OSError and ParseError."""
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         return cls._from_fd(fd, limits, None, str(path))
 
     @classmethod

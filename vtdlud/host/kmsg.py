@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from vtdlud.frozen import frozen
+from vtdlud.host.files import check_regular
 from vtdlud.host.root import HostRoot, describe_oserror
 
 
@@ -39,6 +40,12 @@ def read_kernel_log(root: HostRoot) -> KernelLog:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         return KernelLog(source, None, describe_oserror(exc))
+    if not root.is_live:  # a bundle's or a directory root's dev/kmsg is a file of records
+        try:
+            check_regular(fd, source)
+        except OSError as exc:
+            os.close(fd)
+            return KernelLog(source, None, describe_oserror(exc))
     data = bytearray()
     try:
         for _ in range(MAX_READS):

@@ -17,6 +17,7 @@ from dataclasses import asdict
 
 from vtdlud.host.root import HostRoot
 from vtdlud.model.snapshot import ProcessFacts, VfioHolder
+from vtdlud.parse.nesting import too_deep
 
 PROCESSES_JSON = "vtdlud/processes.json"
 PROCESSES_FORMAT = 1
@@ -96,7 +97,10 @@ def facts_to_json(facts: ProcessFacts) -> bytes:
 
 def facts_from_json(data: bytes) -> ProcessFacts:
     """Raises ValueError (incl. json.JSONDecodeError) or KeyError/TypeError on a bad file."""
-    doc = json.loads(data)
+    try:
+        doc = json.loads(data)
+    except RecursionError:
+        raise too_deep(data.decode("utf-8", "replace")) from None
     if not isinstance(doc, dict):
         raise ValueError(f"a JSON {type(doc).__name__}, expected an object")
     if doc.get("format") != PROCESSES_FORMAT:

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtdlud.frozen import frozen
+from vtdlud.host.files import check_regular
+from vtdlud.host.limits import InputTooLarge, debugfs_cap, input_cap
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
 
@@ -65,6 +67,8 @@ def describe_oserror(exc: OSError) -> str:
             return "symbolic link leaves the root"
         case errno.EISDIR:
             return "is a directory"
+        case errno.EFBIG:  # InputTooLarge: strerror names the cap
+            return exc.strerror or "file too large"
         case _:
             return exc.strerror or f"errno {exc.errno}"
 
@@ -86,7 +90,17 @@ def _read_fd(fd: int, limit: int | None) -> bytes:
     return b"".join(chunks)
 
 
-def _read_attribute(fd: int) -> bytes:
+def _read_capped(fd: int, cap: int | None, limit: int | None, path: str) -> bytes:
+    """Read to EOF, or the first ``limit`` bytes; more than ``cap`` raises InputTooLarge."""
+    if cap is None or (limit is not None and limit <= cap):
+        return _read_fd(fd, limit)
+    data = _read_fd(fd, cap + 1)
+    if len(data) > cap:
+        raise InputTooLarge(cap, path)
+    return data
+
+
+def _read_attribute(fd: int, cap: int | None, path: str) -> bytes:
     """A sysfs attribute in one read(2) where it fits: a text attribute is a single seq_file
     record of at most PAGE_SIZE (sysfs_kf_seq_show) that the first read returns whole, a binary
     one (``config``) gives min(count, size - pos), and a bundle's regular file reads short only at
@@ -95,7 +109,12 @@ def _read_attribute(fd: int) -> bytes:
     chunk = os.read(fd, 65536)
     if len(chunk) < 65536:
         return chunk
-    return chunk + _read_fd(fd, None)
+    if cap is None:
+        return chunk + _read_fd(fd, None)
+    data = chunk + _read_fd(fd, max(cap + 1 - len(chunk), 1))
+    if len(data) > cap:
+        raise InputTooLarge(cap, path)
+    return data
 
 
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -124,6 +143,9 @@ class HostRoot:
         self.root = Path(root)
         self._prefix = str(self.root).rstrip("/") + "/"
         self._live = self.root.resolve() == Path("/")
+        # Off the live kernel's trees a file can be a FIFO (open would block) or a device (read
+        # would never end): open without blocking and refuse anything but a regular file.
+        self._nonblock = 0 if self._live else os.O_NONBLOCK
         self.faults = faults or FaultPlan()
         # Every path resolved so far -> its resolved form (one look at the host: a link is read
         # once per snapshot).
@@ -135,10 +157,21 @@ class HostRoot:
         self.contents: dict[str, bytes] = {}
         self.listed: dict[str, list[str]] = {}
         self.unreadable: dict[str, str] = {}
+        # The cap of debugfs dumps and KHO blobs (vtdlud.host.limits), scaled to the host by
+        # scale_to_host once the inventory is known.
+        self.debugfs_cap = debugfs_cap(0, 0)
 
     @property
     def is_live(self) -> bool:
         return self._live
+
+    def scale_to_host(self, units: int, devices: int) -> None:
+        """Scale the debugfs cap to a host of ``units`` DMAR units and ``devices`` PCI devices."""
+        self.debugfs_cap = debugfs_cap(units, devices)
+
+    def cap(self, real: str) -> int | None:
+        """How much of the resolved input ``real`` is read at most (vtdlud.host.limits)."""
+        return input_cap(real, self.debugfs_cap)
 
     # -- resolution ------------------------------------------------------------------------
     def _abs(self, rel: str) -> str:
@@ -216,12 +249,21 @@ class HostRoot:
             return None
         real = f"{real_parent}/{name}" if real_parent else name
         try:
-            fd = os.open(self._abs(real), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(self._abs(real), _O_FILE | self._nonblock)
         except OSError as exc:
             if exc.errno == errno.ELOOP:  # the last component is a symbolic link
                 return None
             raise
         return real, fd
+
+    def _check_regular(self, fd: int, rel: str) -> None:
+        """Off the live root, refuse a FIFO, a device or a socket (NotRegularFile)."""
+        if self._nonblock:
+            try:
+                check_regular(fd, rel)
+            except OSError:
+                os.close(fd)
+                raise
 
     def read_bytes(self, rel: str, *, limit: int | None = None) -> bytes:
         """Read a whole file (or its first ``limit`` bytes). Raises OSError."""
@@ -233,9 +275,10 @@ class HostRoot:
                 self.faults.check(rel, "read")
                 real = self.resolve(rel)
                 self.faults.check(real, "read")
-                fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC)
+                fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC | self._nonblock)
+            self._check_regular(fd, rel)
             try:
-                data = _read_fd(fd, limit)
+                data = _read_capped(fd, self.cap(real), limit, rel)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -275,7 +318,7 @@ class HostRoot:
         try:
             for name in files:
                 try:
-                    fd = os.open(name, _O_FILE, dir_fd=dfd)
+                    fd = os.open(name, _O_FILE | self._nonblock, dir_fd=dfd)
                 except OSError as exc:
                     if exc.errno == errno.ELOOP:  # the entry is a link: resolve it
                         out.files[name] = self._read_or_error(f"{rel_dir}/{name}")
@@ -284,7 +327,13 @@ class HostRoot:
                     out.files[name] = exc
                     continue
                 try:
-                    data = _read_attribute(fd)
+                    self._check_regular(fd, f"{rel_dir}/{name}")
+                except OSError as exc:
+                    self._failed(f"{rel_dir}/{name}", exc)
+                    out.files[name] = exc
+                    continue
+                try:
+                    data = _read_attribute(fd, self.cap(prefix + name), f"{rel_dir}/{name}")
                 except OSError as exc:
                     self._failed(f"{rel_dir}/{name}", exc)
                     out.files[name] = exc

@@ -412,6 +412,7 @@ class SnapshotBuilder:
             if units:
                 dmar = self.dmar_table()
         units.sort(key=lambda u: (u.address is None, u.address or 0, u.name))
+        self.root.scale_to_host(len(units), len(pci))  # debugfs dumps grow with the host
 
         mount = self.debugfs_mount(lockdown)
         debugfs = self.debugfs_tier(
@@ -429,6 +430,14 @@ class SnapshotBuilder:
             translation = self._parse(
                 DMAR_TRANSLATION_STRUCT, parse_dmar_translation_struct, Tier.IOMMU_DEBUGFS
             )
+            # The kernel prints a section per active unit (or the invalid-base line): a file
+            # with none while sysfs lists units is cut short, not a host without units.
+            if units and regset is not None and not (regset.units or regset.invalid_base_address):
+                self._problem(IOMMU_REGSET, _no_unit(len(units)), Tier.IOMMU_DEBUGFS)
+                regset = None
+            if units and translation is not None and not translation.units:
+                self._problem(DMAR_TRANSLATION_STRUCT, _no_unit(len(units)), Tier.IOMMU_DEBUGFS)
+                translation = None
         tiers[Tier.KHO_DEBUGFS] = self.debugfs_tier(
             Tier.KHO_DEBUGFS,
             KHO_DEBUGFS,
@@ -454,7 +463,9 @@ class SnapshotBuilder:
                 from vtdlud.host.records import find_preserved  # noqa: PLC0415
 
                 addresses = {u.address for u in units if u.address}
-                preserved = find_preserved(mem, kho, addresses, self.record_hints)
+                preserved = find_preserved(
+                    mem, kho, addresses, self.record_hints, bundle=not self.root.is_live
+                )
             if mem is not None:
                 pages = dict(mem.captured_pages())
         finally:
@@ -495,6 +506,10 @@ class SnapshotBuilder:
             preserved=preserved,
             vtd_absent=absent,
         )
+
+
+def _no_unit(n: int) -> str:
+    return f"no DMAR unit in it (empty or cut short), while sysfs lists {n}"
 
 
 def take_snapshot(

@@ -45,6 +45,7 @@ that raises is logged and retried at the next trigger, journald being away queue
 
 from __future__ import annotations
 
+import math
 import os
 import selectors
 import signal
@@ -61,6 +62,7 @@ from vtdlud.audit.policy import Policy
 from vtdlud.audit.report import Report, finding
 from vtdlud.errors import ExitCode, UsageError, VtdludError
 from vtdlud.frozen import frozen
+from vtdlud.host.atomic import sweep_temps
 from vtdlud.host.bundle import open_root
 from vtdlud.host.config import load_policy
 from vtdlud.host.root import HostRoot
@@ -81,7 +83,9 @@ from vtdlud.service.reports import SOURCES, ReportFile, beside, read_report
 from vtdlud.service.runtime import _signals, configure_logging, release_memory
 from vtdlud.service.state import (
     DAEMON_FORMAT,
+    DAEMON_JSON,
     DEFAULT_RUNTIME_DIR,
+    STATUS_JSON,
     proc_start_ticks,
     read_daemon_json,
     write_daemon_json,
@@ -492,6 +496,11 @@ class Daemon:
                 f"--runtime-dir {self.opts.runtime_dir}: {exc.strerror or exc}",
                 hint="run as root, or pass a writable --runtime-dir",
             ) from exc
+        # Temp files of a daemon killed mid-write (it is the only writer of these).
+        for mine in (STATUS_JSON, DAEMON_JSON):
+            sweep_temps(self.opts.runtime_dir / mine)
+        if self.opts.metrics is not None:
+            sweep_temps(self.opts.metrics)
         self.previous = read_daemon_json(self.opts.runtime_dir)
         rsock, wsock = socket.socketpair()
         rsock.setblocking(False)
@@ -570,10 +579,29 @@ class Daemon:
                     self.log.info("journald is back; queued entries re-sent")
 
 
+# The loop's longest wait: epoll_wait takes whole milliseconds in an int (2**31 - 1 ms).
+MAX_WAIT_SECONDS = 2_147_483
+
+
+def _seconds(option: str, value: float, *, positive: bool) -> float:
+    """A time option within what the loop can wait for; inf and nan are refused (inf overflowed
+    epoll's timeout, nan made every wait zero: a core spinning)."""
+    low = "above 0" if positive else "0 or more"
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)) or (
+        value > MAX_WAIT_SECONDS
+    ):
+        raise UsageError(
+            f"{option} {value}: expected seconds, {low} and at most {MAX_WAIT_SECONDS} "
+            "(about 24.8 days)"
+        )
+    return value
+
+
 def options_from_args(ns: Any, argv: list[str]) -> DaemonOptions:
-    if ns.backstop <= 0:
-        raise UsageError(f"--backstop {ns.backstop}: must be positive")
-    if not 0 <= ns.debounce <= ns.debounce_max:
+    _seconds("--backstop", ns.backstop, positive=True)
+    _seconds("--debounce", ns.debounce, positive=False)
+    _seconds("--debounce-max", ns.debounce_max, positive=False)
+    if not ns.debounce <= ns.debounce_max:
         raise UsageError("--debounce and --debounce-max: need 0 <= debounce <= debounce-max")
     level = ns.log_level or os.environ.get("SYSTEMD_LOG_LEVEL", "info").lower()
     if level not in LOG_LEVELS:

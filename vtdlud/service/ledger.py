@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,9 +32,12 @@ from vtdlud import __version__
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
 from vtdlud.host.atomic import write_atomic
+from vtdlud.host.files import check_regular, read_regular
+from vtdlud.host.limits import JSON_CAP
 from vtdlud.model.records import ChainHeads
 from vtdlud.model.relocate import RecordAddresses, UnitRecordAddress, record_addresses
 from vtdlud.parse.luo import LuoBlob
+from vtdlud.parse.nesting import too_deep
 
 if TYPE_CHECKING:
     from vtdlud.audit.report import Report
@@ -168,6 +172,8 @@ def ledger_from_json(data: bytes) -> Ledger:
         doc = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ParseError(f"not JSON ({exc})") from None
+    except RecursionError:
+        raise too_deep(data.decode("utf-8", "replace")) from None
     if not isinstance(doc, dict) or doc.get("ledger_format") != LEDGER_FORMAT:
         fmt = doc.get("ledger_format") if isinstance(doc, dict) else None
         raise ParseError(f"ledger_format {fmt!r}, expected {LEDGER_FORMAT}")
@@ -276,15 +282,24 @@ def ledger_record_hints(state_dir: Path) -> RecordAddresses | None:
     return ledger.record_addresses() if ledger is not None else None
 
 
+_O_LOCK = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 @contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
     state_dir.mkdir(parents=True, exist_ok=True)
-    with open(state_dir / LOCK_NAME, "a") as lock:
+    # O_NONBLOCK: a FIFO in its place must not block the gate (opening it fails with ENXIO,
+    # or check_regular refuses it).
+    lock = os.open(state_dir / LOCK_NAME, _O_LOCK, 0o600)
+    try:
+        check_regular(lock, str(state_dir / LOCK_NAME))
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    finally:
+        os.close(lock)
 
 
 def _sweep_temps(state_dir: Path) -> None:
@@ -302,7 +317,7 @@ def write_ledger(state_dir: Path, ledger: Ledger) -> None:
 def read_ledger(state_dir: Path) -> Ledger | None:
     """The ledger, None when there is none; ParseError/OSError for one that cannot be used."""
     try:
-        data = (state_dir / LEDGER_NAME).read_bytes()
+        data = read_regular(state_dir / LEDGER_NAME, JSON_CAP)
     except FileNotFoundError:
         return None
     return ledger_from_json(data)

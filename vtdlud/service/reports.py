@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from vtdlud.frozen import frozen
+from vtdlud.host.files import check_regular, read_fd_capped
+from vtdlud.host.limits import InputTooLarge
+from vtdlud.parse.nesting import too_deep
 from vtdlud.service.state import GATE_JSON, POST_KEXEC_JSON
 
 SOURCES = {"gate": GATE_JSON, "post_kexec": POST_KEXEC_JSON}
@@ -65,20 +68,29 @@ def check_envelope(doc: object) -> str | None:
 
 def read_report(source: str, path: Path) -> ReportFile:
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read(MAX_REPORT_BYTES + 1)
+        # O_NONBLOCK and a regular file only: a FIFO here must not stall the daemon.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return ReportFile(source, path, None, None, None)
     except OSError as exc:
         return ReportFile(source, path, (0, 0, 0, ""), None, f"cannot read: {exc.strerror or exc}")
-    base = (st.st_ino, st.st_size, st.st_mtime_ns)
-    if len(data) > MAX_REPORT_BYTES:
+    try:
+        st = check_regular(fd, str(path))
+        base = (st.st_ino, st.st_size, st.st_mtime_ns)
+        data = read_fd_capped(fd, MAX_REPORT_BYTES, str(path))
+    except InputTooLarge:
         return ReportFile(source, path, (*base, ""), None, f"larger than {MAX_REPORT_BYTES} bytes")
+    except OSError as exc:
+        return ReportFile(source, path, (0, 0, 0, ""), None, f"cannot read: {exc.strerror or exc}")
+    finally:
+        os.close(fd)
     try:
         doc = json.loads(data)
     except ValueError as exc:
         return ReportFile(source, path, (*base, ""), None, f"not JSON: {exc}")
+    except RecursionError:
+        err = too_deep(data.decode("utf-8", "replace"))
+        return ReportFile(source, path, (*base, ""), None, f"not a vtdlud report: {err}")
     problem = check_envelope(doc)
     if problem is not None:
         return ReportFile(source, path, (*base, ""), None, f"not a vtdlud report: {problem}")

@@ -12,7 +12,8 @@ In the runtime directory (``/run/vtdlud``, ``--runtime-dir``):
 
 **Fresh** (served by ``vtdlud status`` instead of evaluating): ``daemon.json`` names a process
 that is alive with the recorded start time (so the pid was not recycled), the daemon audits the
-same root as the ``status`` invocation, and ``status.json`` was generated less than
+same root as the ``status`` invocation, ``status.json`` is an envelope the shipped schema
+accepts, and it was generated less than
 2 x the daemon's backstop interval ago (the daemon re-evaluates at least once per backstop
 interval, so an older file means it is stuck).  ``--live`` or ``--config`` always evaluate
 directly.  Anything unreadable, malformed or stale means "not fresh": ``status`` then evaluates
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from vtdlud.host.atomic import write_atomic
+from vtdlud.host.files import read_regular
+from vtdlud.host.limits import JSON_CAP
 
 DEFAULT_RUNTIME_DIR = "/run/vtdlud"
 STATUS_JSON = "status.json"
@@ -72,8 +75,8 @@ def write_state(runtime_dir: Path, status: JSON, daemon: JSON) -> None:
 
 def _load(path: Path) -> JSON | None:
     try:
-        doc = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        doc = json.loads(read_regular(path, JSON_CAP))
+    except (OSError, ValueError, RecursionError):  # nested too deeply: not ours either
         return None
     return doc if isinstance(doc, dict) else None
 
@@ -114,6 +117,10 @@ def fresh_status(runtime_dir: Path, root: str, *, now: float | None = None) -> J
         return None
     doc = _load(runtime_dir / STATUS_JSON)
     if doc is None or doc.get("source") != "daemon" or not isinstance(doc.get("vtdlud"), dict):
+        return None
+    from vtdlud.service.schema import envelope_error  # noqa: PLC0415 - only with a daemon
+
+    if envelope_error(doc) is not None:  # served as is: it must be an envelope the schema takes
         return None
     age = _age(doc.get("generated_at"), time.time() if now is None else now)
     if age is None or not -5.0 <= age < 2 * backstop:  # a little clock skew is tolerated
