@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import json
 import os
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.cli.helpers import run_cli, validate
+from tests.conftest import capture_tarball
 from tests.daemon.conftest import VFIO_DEVICE, DaemonProc, HostBed
 from vtdlud.output.envelope import dumps
 from vtdlud.service import state
+
+
+@cache
+def _real_envelope_text() -> str:
+    rc, out, err = run_cli("status", "--json", "--live", "--root", str(capture_tarball("a_legacy")))
+    assert rc == 0, err
+    return out
+
+
+def _real_envelope() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(_real_envelope_text())
+    return doc
 
 
 def status(runtime: Path, *args: str) -> dict[str, object]:
@@ -53,24 +68,11 @@ def test_status_serves_the_running_daemons_report(daemon: DaemonProc, testbed: H
 
 
 def _fake_daemon_files(runtime: Path, *, pid: int, ticks: int | None, age: float = 0.0) -> None:
-    doc = {
-        "json_format_version": [1, 0],
-        "vtdlud": {"version": "x", "argv": ["vtdlud", "run"], "exit_status": 0},
-        "source": "daemon",
-        "generated_at": "2000-01-01T00:00:00.000000Z",
-        "host": {
-            "root": "/",
-            "kernel_release": None,
-            "boot_id": None,
-            "tiers": {
-                t: {"state": "available", "reason": "test"}
-                for t in ("sysfs", "iommu_debugfs", "kho_debugfs", "kcore")
-            },
-        },
-        "units": [],
-        "findings": [],
-        "verdict": "PASS",
-    }
+    """A status.json as the daemon writes it (a real envelope, so it follows the schema of the
+    day), generated at 2000-01-01T00:00:00Z for the root /, and its daemon.json."""
+    doc = _real_envelope()
+    doc.update(source="daemon", generated_at="2000-01-01T00:00:00.000000Z")
+    doc["host"]["root"] = "/"
     daemon = {
         "format": state.DAEMON_FORMAT,
         "pid": pid,

@@ -316,6 +316,15 @@ def _each_member(bundle: Path) -> Iterator[tuple[tarfile.TarInfo, tarfile.TarFil
             stream.close()
 
 
+def _is_gzip(bundle: Path) -> bool:
+    """Whether ``bundle`` starts with the gzip magic (1f 8b); False when it cannot be read."""
+    try:
+        with open(bundle, "rb") as f:
+            return f.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False
+
+
 def extract_bundle(bundle: Path, dest: Path) -> None:
     """Extract ``bundle`` into ``dest`` (empty and private; the caller removes it on failure).
 
@@ -357,7 +366,7 @@ def extract_bundle(bundle: Path, dest: Path) -> None:
                 f"--root {bundle}: {exc.strerror}; expected a directory or a bundle"
             ) from exc
         why = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
-        if isinstance(exc, tarfile.ReadError) and "could not be opened successfully" in why:
+        if "could not be opened successfully" in why or not _is_gzip(bundle):
             why = "not a gzip-compressed tar archive"  # tarfile lists each method it tried
         raise UsageError(
             f"bundle {bundle}: not a readable .tar.gz bundle ({why})",

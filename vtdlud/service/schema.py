@@ -4,7 +4,7 @@ cached ``status.json``: ``vtdlud status`` serves that file as is, so a file the 
 test dependency only; the tests hold this checker to it.
 
 Keywords: type, enum, const, pattern, minimum, maximum, minLength, required, properties,
-additionalProperties, items, oneOf, anyOf, minProperties, maxProperties; annotations (title,
+additionalProperties, prefixItems, items (a schema or false), minItems, oneOf, anyOf, minProperties, maxProperties; annotations (title,
 description, $id, $schema) are ignored, and so is any other keyword (the tests fail when the
 schema starts using one).
 """
@@ -34,6 +34,8 @@ KNOWN = frozenset(
         "properties",
         "additionalProperties",
         "items",
+        "prefixItems",
+        "minItems",
         "oneOf",
         "anyOf",
         "minProperties",
@@ -96,17 +98,35 @@ def schema_error(doc: object, schema: dict[str, Any], at: str = "$") -> str | No
         err = _object(doc, schema, at)
         if err is not None:
             return err
-    if isinstance(doc, list) and isinstance(schema.get("items"), dict):
-        for i, item in enumerate(doc):
-            err = schema_error(item, schema["items"], f"{at}[{i}]")
-            if err is not None:
-                return err
+    if isinstance(doc, list):
+        err = _array(doc, schema, at)
+        if err is not None:
+            return err
     if "oneOf" in schema:
         ok = sum(schema_error(doc, s, at) is None for s in schema["oneOf"])
         if ok != 1:
             return f"{at}: matches {ok} of oneOf's {len(schema['oneOf'])} schemas, not one"
     if "anyOf" in schema and all(schema_error(doc, s, at) is not None for s in schema["anyOf"]):
         return f"{at}: matches none of anyOf's schemas"
+    return None
+
+
+def _array(doc: list[Any], schema: dict[str, Any], at: str) -> str | None:
+    if len(doc) < schema.get("minItems", 0):
+        return f"{at}: fewer than {schema['minItems']} items"
+    prefix: list[dict[str, Any]] = schema.get("prefixItems", [])
+    for i, (item, sub) in enumerate(zip(doc, prefix, strict=False)):
+        err = schema_error(item, sub, f"{at}[{i}]")
+        if err is not None:
+            return err
+    items = schema.get("items")
+    if items is False and len(doc) > len(prefix):
+        return f"{at}: more than {len(prefix)} items"
+    if isinstance(items, dict):
+        for i, item in enumerate(doc[len(prefix) :], start=len(prefix)):
+            err = schema_error(item, items, f"{at}[{i}]")
+            if err is not None:
+                return err
     return None
 
 

@@ -120,7 +120,11 @@ def fresh_status(runtime_dir: Path, root: str, *, now: float | None = None) -> J
         return None
     from vtdlud.service.schema import envelope_error  # noqa: PLC0415 - only with a daemon
 
-    if envelope_error(doc) is not None:  # served as is: it must be an envelope the schema takes
+    # A daemon older than json_format_version 1.1 wrote no vtdlud.messages: served with an empty
+    # list (serve()), so checked with one; otherwise served as is, so the schema must take it.
+    if "messages" not in doc["vtdlud"]:
+        doc = dict(doc, vtdlud=dict(doc["vtdlud"], messages=[]))
+    if envelope_error(doc) is not None:
         return None
     age = _age(doc.get("generated_at"), time.time() if now is None else now)
     if age is None or not -5.0 <= age < 2 * backstop:  # a little clock skew is tolerated
