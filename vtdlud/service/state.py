@@ -161,9 +161,9 @@ def _ago(seconds: object) -> str:
     return f"{seconds:.0f} s ago"
 
 
-def format_reports(reports: JSON, colour: bool) -> list[str]:
+def format_reports(reports: JSON, colour: bool, *, brief: bool = False) -> list[str]:
     """The privileged reports beside the daemon's verdict, for humans: one ``check : RESULT
-    (reason)`` line per source, then its findings that are not PASS."""
+    (reason)`` line per source, then (unless ``brief``) its findings that are not PASS."""
     from vtdlud.output.text import paint  # noqa: PLC0415 - human output only
 
     out = [
@@ -187,7 +187,7 @@ def format_reports(reports: JSON, colour: bool) -> list[str]:
             f"  {name} : {paint(verdict, colour)} (generated {rep.get('generated_at')}, "
             f"{_ago(rep.get('age_seconds'))}, exit {rep.get('exit_status')}{boot})"
         )
-        for f in rep.get("findings") or []:
+        for f in () if brief else rep.get("findings") or []:
             if isinstance(f, dict) and f.get("severity") != "PASS":
                 where = f.get("bdf") or f.get("unit") or "host"
                 sev = paint(str(f.get("severity")), colour)
@@ -274,5 +274,5 @@ def format_cached(
         "`vtdlud status --live` evaluates directly)\n"
     )
     if reports:
-        text += "\n" + "\n".join(format_reports(reports, colour)) + "\n"
+        text += "\n" + "\n".join(format_reports(reports, colour, brief=brief)) + "\n"
     return text
