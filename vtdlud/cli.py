@@ -262,15 +262,20 @@ def _cached_status(ns: argparse.Namespace, argv: list[str]) -> str | None:
     doc = fresh_status(Path(ns.runtime_dir), ns.root)
     if doc is None:
         return None
+    # The daemon never reads kcore nor the VMMs' descriptors: its verdict is served with the
+    # latest gate and post-kexec reports beside it, read now (issue #14 item 5).
+    from vtdlud.service.reports import beside
+
+    reports = beside(Path(ns.runtime_dir))
     try:
         if ns.json:
             from vtdlud.service.state import serve_json
 
-            return serve_json(doc, argv, ExitCode.OK)
+            return serve_json(doc, argv, ExitCode.OK, reports)
         from vtdlud.output.text import use_colour
         from vtdlud.service.state import format_cached
 
-        return format_cached(doc, ns.root, use_colour(sys.stdout), brief=ns.brief)
+        return format_cached(doc, ns.root, use_colour(sys.stdout), reports, brief=ns.brief)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None  # a malformed file: evaluate instead
 

@@ -71,3 +71,12 @@ def test_journalctl_accepts_the_catalog(tmp_path: Path) -> None:
         check=True,
     ).stdout
     assert "Subject: vtdlud VTD025 (FAIL): device to preserve shares a DMA alias" in dumped
+
+
+def test_readme_finding_table_is_the_catalog() -> None:
+    """README's finding table lists every code of the catalog, with its severity."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = re.findall(r"^\| (VTD\d{3}) \| (\w+) \| (.+) \|$", readme, re.MULTILINE)
+    assert [code for code, _, _ in rows] == sorted(CATALOG)
+    for code, sev, _ in rows:
+        assert CATALOG[code].severity is Severity(sev), code

@@ -52,21 +52,40 @@ def test_kcore_and_processes_are_not_read(full_tree: Path) -> None:
 
 
 def test_the_daemons_policy() -> None:
+    """The operator's required tiers stay: the daemon's missing kcore blocks its verdict as
+    it would block the gate's (issue #14 item 5); vmm_held is off (said by a VTD050)."""
     p = daemon_policy(Policy(devices=("0000:00:05.0",)))
-    assert p.required_tiers == frozenset({Tier.SYSFS, Tier.KHO_DEBUGFS})
+    assert p.required_tiers == Policy().required_tiers
+    assert Tier.KCORE in p.required_tiers
     assert not p.vmm_held and p.devices == ("0000:00:05.0",)
 
 
-def test_missing_kcore_and_vmm_held_do_not_block_the_daemons_verdict(full_tree: Path) -> None:
-    report = daemon_evaluate(full_tree, Policy())  # the default policy: kcore, vmm_held
+def test_missing_kcore_and_vmm_held_make_the_daemons_verdict_unknown(full_tree: Path) -> None:
+    """The default policy requires kcore and has vmm_held: the daemon sees neither, so its
+    verdict is UNKNOWN with the reasons, never PASS (it said PASS before issue #14)."""
+    report = daemon_evaluate(full_tree, Policy())
     notes = [f for f in report.findings if f.code == "VTD050"]
     assert {f.message for f in notes} >= {VMM_HELD_NOTE}
-    assert all(not f.required for f in notes)
+    assert any(KCORE_REASON in f.message for f in notes)
+    assert all(f.required for f in notes)
     assert {f.code for f in report.findings} == {"VTD050"}
-    assert report.verdict is Severity.PASS  # the notes do not block
-    # The privileged view of the same clean host agrees, without the notes.
+    assert report.verdict is Severity.UNKNOWN
+    # The privileged view of the same clean host passes.
     gate_view = evaluate(take_snapshot(HostRoot(full_tree)), Policy())
     assert gate_view.verdict is Severity.PASS and gate_view.findings == ()
+
+
+def test_a_policy_that_does_not_require_kcore_lets_the_daemon_pass(full_tree: Path) -> None:
+    """Not requiring kcore (and no vmm_held) is the operator's choice: then the daemon's own
+    checks decide, and the missing kcore is a note that does not block."""
+    relaxed = Policy(
+        devices=("0000:00:05.0",),
+        vmm_held=False,
+        required_tiers=frozenset({Tier.SYSFS, Tier.KHO_DEBUGFS}),
+    )
+    report = daemon_evaluate(full_tree, relaxed)
+    assert [(f.code, f.required) for f in report.findings] == [("VTD050", False)]
+    assert report.verdict is Severity.PASS
 
 
 class Silent:

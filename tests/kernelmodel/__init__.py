@@ -1,7 +1,6 @@
 """An executable model of the kernel's VT-d live-update behaviour that writes host trees.
 
-Test and example infrastructure (the tests, ``tools/make_examples.py``, the benchmarks): it is
-not part of the installed package, and vtdlud never imports it.  Typical use::
+Test infrastructure only: nothing here is used by vtdlud at run time.  Typical use::
 
     from tests.kernelmodel.faults import Fault, inject
     from tests.kernelmodel.scenarios import q35_host
@@ -15,11 +14,17 @@ not part of the installed package, and vtdlud never imports it.  Typical use::
     host.kexec()                               # shutdown, KHO/LUO handover, restore
     write_tree(host, tmp_path / "after")
 
-Modules: :mod:`.memory` (physical memory and page allocator), :mod:`.pci` (topology, aliases,
-groups, config space), :mod:`.iommu` (a DMAR unit's registers, tables, DIDs, the debugfs walk),
-:mod:`.records` (the IOMMU live-update records), :mod:`.kho` (KHO root FDT, preserved-memory
-map, LUO generations; with ``kho_abi="kho-v4"`` Linux 7.2's cut ``kho/out/fdt``,
-``kexec-metadata`` and the incoming LUO state freed at boot), :mod:`.kernel` (:class:`~tests.kernelmodel.kernel.SimHost`: boot, attach,
+An independent reading of the kernel: it borrows none of the auditor's rules (no ABI mirror,
+no alias code, no bit helpers, no debugfs renderers; tests/sim/test_independence.py checks
+the imports), so the tests built on it compare two readings.
+
+Modules: :mod:`.memory` (physical memory and page allocator), :mod:`.pci` (topology, groups,
+config space), :mod:`.alias` (DMA aliases and their quirks), :mod:`.layout` (the record
+layouts), :mod:`.pagetable` (I/O page tables), :mod:`.debugfs` (its debugfs text),
+:mod:`.iommu` (a DMAR unit's registers, tables, DIDs), :mod:`.records` (the IOMMU live-update
+records), :mod:`.kho` (KHO root FDT, preserved-memory map, LUO generations; with
+``kho_abi="kho-v4"`` Linux 7.2's cut ``kho/out/fdt``, ``kexec-metadata`` and the incoming LUO
+state freed at boot), :mod:`.kernel` (:class:`~tests.kernelmodel.kernel.SimHost`: boot, attach,
 preserve, kexec), :mod:`.tree` (the written host root), :mod:`.acpi` (the DMAR table),
 :mod:`.faults` (fault registry), :mod:`.scenarios` (hosts shaped
 like the real captures; ``linux72_host`` on the 7.2 KHO/LUO model) and :mod:`.capture` (a host rebuilt from a real capture, to check the

@@ -14,14 +14,13 @@ import struct
 
 from tests.kernelmodel.iommu import DmarUnit
 from tests.kernelmodel.pci import Topology
-from vtdlud.model.dmar import (
-    ACPI_DMAR_INCLUDE_ALL,
-    ACPI_DMAR_INTR_REMAP,
-    ACPI_DMAR_SCOPE_TYPE_BRIDGE,
-    ACPI_DMAR_SCOPE_TYPE_ENDPOINT,
-    ACPI_DMAR_TYPE_HARDWARE_UNIT,
-)
 
+# include/acpi/actbl1.h
+ACPI_DMAR_TYPE_HARDWARE_UNIT = 0  # DRHD
+ACPI_DMAR_SCOPE_TYPE_ENDPOINT = 1
+ACPI_DMAR_SCOPE_TYPE_BRIDGE = 2
+ACPI_DMAR_INTR_REMAP = 1 << 0  # table flags
+ACPI_DMAR_INCLUDE_ALL = 1 << 0  # DRHD flags: INCLUDE_PCI_ALL
 OEM_ID = b"VTDLUD"
 OEM_TABLE_ID = b"VTDSIM  "
 CREATOR_ID = b"VSIM"

@@ -16,29 +16,27 @@ ones (still in memory at the same places) after it.  Faults whose :attr:`FaultSp
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
 from tests.kernelmodel.iommu import GSTS_TES, DmarUnit
 from tests.kernelmodel.kernel import SimHost
-from tests.kernelmodel.memory import PAGE_SIZE
-from tests.kernelmodel.records import RESTORED_OFFSET
-from vtdlud.frozen import frozen
-from vtdlud.model.abi import (
-    IOMMU_SER_FLAG_DELETED,
-    IommuDeviceSerV1,
-    IommuDomainSer,
-    IommuHdrSer,
-    IommuHwSerV1,
-    IommuTypeSer,
-    capacity_of,
+from tests.kernelmodel.layout import (
+    DEVICE,
+    DOMAIN,
+    FLB_VERSION,
+    HW,
+    RESTORED_OFFSET,
+    Record,
+    bitmap_bit,
+    bitmap_bits,
+    bitmap_words,
 )
-from vtdlud.model.debugfs import TranslationRow, TranslationStruct
-from vtdlud.model.pci import PCI_EXP_TYPE_PCI_BRIDGE
-from vtdlud.model.tables import bits_to_words, context_table_bit
-from vtdlud.parse.translation import parse_dmar_translation_struct, render_dmar_translation_struct
+from tests.kernelmodel.memory import PAGE_SIZE
+from tests.kernelmodel.pci import PCI_EXP_TYPE_PCI_BRIDGE
+from tests.kernelmodel.records import deleted
+from vtdlud.frozen import frozen
 
 FSTS_PPF = 1 << 1
 KCORE = "proc/kcore"
@@ -112,19 +110,19 @@ def records(host: SimHost) -> Records:
         raise ValueError("no live-update records: preserve a device (or kexec with an FLB)")
     devices = {}
     for slot, rec in inc.devices:
-        bus, devfn = rec.bus_devfn
-        devices[f"{rec.pci_domain_nr:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"] = slot
+        bus, devfn = rec["devid"] >> 8 & 0xFF, rec["devid"] & 0xFF
+        devices[f"{rec['pci_domain_nr']:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"] = slot
     pages = tuple(sorted({s & ~(PAGE_SIZE - 1) for s, _ in inc.devices}))
-    hw = {rec.token: slot for slot, rec in inc.hw}
+    hw = {rec["token"]: slot for slot, rec in inc.hw}
     return Records(hw, devices, handed.flbs[0].data, pages)
 
 
-def _read_hw(host: SimHost, slot: int) -> IommuHwSerV1:
-    return IommuHwSerV1.unpack(host.mem.read(slot, IommuHwSerV1.sizeof()))
+def _read_hw(host: SimHost, slot: int) -> Record:
+    return HW.unpack(host.mem.read(slot, HW.size))
 
 
-def _read_dev(host: SimHost, slot: int) -> IommuDeviceSerV1:
-    return IommuDeviceSerV1.unpack(host.mem.read(slot, IommuDeviceSerV1.sizeof()))
+def _read_dev(host: SimHost, slot: int) -> Record:
+    return DEVICE.unpack(host.mem.read(slot, DEVICE.size))
 
 
 def _target(host: SimHost, target: str | None) -> tuple[str, DmarUnit, Records]:
@@ -145,40 +143,31 @@ def _hw_slot(host: SimHost, target: str | None) -> tuple[int, DmarUnit, Records]
     return recs.hw[unit.reg_base], unit, recs
 
 
-def _edit_hw(
-    host: SimHost, target: str | None, edit: Callable[[IommuHwSerV1], IommuHwSerV1]
-) -> str:
+def _edit_hw(host: SimHost, target: str | None, edit: Callable[[Record], Record]) -> str:
     slot, unit, _ = _hw_slot(host, target)
-    host.mem.write(slot, edit(_read_hw(host, slot)).pack())
+    host.mem.write(slot, HW.pack(edit(_read_hw(host, slot))))
     return f"{unit.name}: hw record at {slot:#x} edited"
 
 
 def _edit_bits(host: SimHost, target: str | None, change: Callable[[set[int]], None]) -> str:
-    def edit(rec: IommuHwSerV1) -> IommuHwSerV1:
-        bits = set(rec.intel.context_table_bits)
+    def edit(rec: Record) -> Record:
+        bits = bitmap_bits(rec["intel.context_tables_bitmap"])
         change(bits)
-        intel = dataclasses.replace(rec.intel, context_tables_bitmap=bits_to_words(bits))
-        return dataclasses.replace(rec, intel=intel)
+        return rec | {"intel.context_tables_bitmap": bitmap_words(bits)}
 
     return _edit_hw(host, target, edit)
 
 
-def _edit_dev(
-    host: SimHost, target: str | None, edit: Callable[[IommuDeviceSerV1], IommuDeviceSerV1]
-) -> str:
+def _edit_dev(host: SimHost, target: str | None, edit: Callable[[Record], Record]) -> str:
     bdf, _, recs = _target(host, target)
     slot = recs.devices[bdf]
-    host.mem.write(slot, edit(_read_dev(host, slot)).pack())
+    host.mem.write(slot, DEVICE.pack(edit(_read_dev(host, slot))))
     return f"{bdf}: device record at {slot:#x} edited"
 
 
 def _device_bit(host: SimHost, bdf: str) -> int:
     dev = host.device(bdf)
-    return context_table_bit(dev.bus, dev.devfn if host.unit_of(bdf).scalable else 0)
-
-
-def _flag_deleted(hdr: IommuHdrSer) -> IommuHdrSer:
-    return IommuHdrSer(hdr.ref_count, hdr.flags | IOMMU_SER_FLAG_DELETED)
+    return bitmap_bit(dev.bus, dev.devfn if host.unit_of(bdf).scalable else 0)
 
 
 # -- the faults ---------------------------------------------------------------------------------
@@ -190,9 +179,7 @@ def _token_no_unit(host: SimHost, target: str | None) -> str:
     return _edit_hw(
         host,
         target,
-        lambda r: dataclasses.replace(
-            r, token=base, intel=dataclasses.replace(r.intel, phys_addr=base)
-        ),
+        lambda r: r | {"token": base, "intel.phys_addr": base},
     )
 
 
@@ -208,7 +195,7 @@ def _late_table(host: SimHost, target: str | None) -> str:
 def _bit_without_table(host: SimHost, target: str | None) -> str:
     _, unit, _ = _hw_slot(host, target)
     tables = unit.context_tables()
-    bit = next(context_table_bit(b, 0) for b in range(255, -1, -1) if 2 * b not in tables)
+    bit = next(bitmap_bit(b, 0) for b in range(255, -1, -1) if 2 * b not in tables)
     return _edit_bits(host, target, lambda bits: bits.add(bit)) + f" (bit {bit} set)"
 
 
@@ -232,20 +219,22 @@ def _debugfs_disagrees(host: SimHost, target: str | None) -> str:
     bdf, _, _ = _target(host, target)
     dev = host.device(bdf)
 
-    def changed(row: TranslationRow) -> TranslationRow:
-        if (row.bus, row.devfn) != (dev.bus, dev.devfn):
-            return row
-        if row.is_scalable:
-            pe = dataclasses.replace(row.pasid_entry, val1=row.pasid_entry.val1 ^ 0x80)
-            return dataclasses.replace(row, pasid_entry=pe)
-        return dataclasses.replace(row, context_hi=row.context_hi ^ 0x8000)
+    name = f"{dev.bus:02x}:{dev.devfn >> 3:02x}.{dev.devfn & 7:x}\t"
+
+    def changed(line: str) -> str:
+        if not line.startswith(name):
+            return line
+        cols = line.split("\t")  # B.D.F, root, context hi:lo, PASID, PASID entry v2:v1:v0
+        if cols[3].strip() == "-1":  # legacy: the DID is in the context entry's hi (23:8)
+            hi, lo = (int(x, 16) for x in cols[2].split(":"))
+            cols[2] = f"0x{hi ^ 0x8000:016x}:0x{lo:016x}"
+        else:  # scalable: in the PASID entry's val[1] (15:0)
+            v2, v1, v0 = (int(x, 16) for x in cols[4].split(":"))
+            cols[4] = f"0x{v2:016x}:0x{v1 ^ 0x80:016x}:0x{v0:016x}"
+        return "\t".join(cols)
 
     def hook(data: bytes) -> bytes:
-        ts = parse_dmar_translation_struct(data.decode())
-        units = tuple(
-            dataclasses.replace(u, rows=tuple(changed(r) for r in u.rows)) for u in ts.units
-        )
-        return render_dmar_translation_struct(TranslationStruct(units)).encode()
+        return "\n".join(changed(line) for line in data.decode().split("\n")).encode()
 
     host.tree_hooks[DMAR_TRANSLATION] = hook
     return f"{bdf}: debugfs prints another DID than memory holds"
@@ -265,18 +254,18 @@ def _shared_alias(host: SimHost, target: str | None) -> str:
 
 def _domain_deleted(host: SimHost, target: str | None) -> str:
     bdf, _, recs = _target(host, target)
-    slot = _read_dev(host, recs.devices[bdf]).domain_iommu_ser.domain_phys
-    rec = IommuDomainSer.unpack(host.mem.read(slot, IommuDomainSer.sizeof()))
-    host.mem.write(slot, dataclasses.replace(rec, hdr=_flag_deleted(rec.hdr)).pack())
+    slot = _read_dev(host, recs.devices[bdf])["domain_iommu_ser.domain_phys"]
+    rec = DOMAIN.unpack(host.mem.read(slot, DOMAIN.size))
+    host.mem.write(slot, DOMAIN.pack(deleted(rec)))
     return f"{bdf}: its domain record at {slot:#x} is DELETED"
 
 
 def _domain_mismatch(host: SimHost, target: str | None) -> str:
     bdf, _, recs = _target(host, target)
-    slot = _read_dev(host, recs.devices[bdf]).domain_iommu_ser.domain_phys
-    rec = IommuDomainSer.unpack(host.mem.read(slot, IommuDomainSer.sizeof()))
-    wrong = rec.top_table_phys + PAGE_SIZE
-    host.mem.write(slot, dataclasses.replace(rec, top_table_phys=wrong).pack())
+    slot = _read_dev(host, recs.devices[bdf])["domain_iommu_ser.domain_phys"]
+    rec = DOMAIN.unpack(host.mem.read(slot, DOMAIN.size))
+    wrong = rec["top_table_phys"] + PAGE_SIZE
+    host.mem.write(slot, DOMAIN.pack(rec | {"top_table_phys": wrong}))
     return f"{bdf}: domain record top_table_phys {wrong:#x} is not the live page table"
 
 
@@ -288,9 +277,7 @@ def _wrong_hw_record(host: SimHost, target: str | None) -> str:
     return _edit_dev(
         host,
         bdf,
-        lambda r: dataclasses.replace(
-            r, domain_iommu_ser=dataclasses.replace(r.domain_iommu_ser, iommu_phys=others[0])
-        ),
+        lambda r: r | {"domain_iommu_ser.iommu_phys": others[0]},
     )
 
 
@@ -300,7 +287,7 @@ def _chain_edit(host: SimHost, what: str) -> str:
     if what == "loop":
         host.mem.set_u64(last, recs.device_pages[0])
     elif what == "count":
-        host.mem.set_u64(last + 8, capacity_of(IommuDeviceSerV1) + 1)
+        host.mem.set_u64(last + 8, DEVICE.capacity() + 1)
     else:
         host.mem.set_u64(last, host.mem.ram_end + (1 << 32))
     return f"device array page {last:#x}: {what} corrupted"
@@ -316,11 +303,11 @@ def _unknown_flb_compatible(host: SimHost, target: str | None) -> str:
 
 
 def _unknown_flb_version(host: SimHost, target: str | None) -> str:
-    if host.flb_variant.version is None:
+    if host.flb_variant != "v2":
         raise ValueError("the v1 FLB has no version word (use flb_variant='v2')")
     recs = records(host)
-    host.mem.set_u64(recs.flb_phys, host.flb_variant.version + 1)
-    return f"iommu_flb_ser at {recs.flb_phys:#x}: version {host.flb_variant.version + 1}"
+    host.mem.set_u64(recs.flb_phys, FLB_VERSION + 1)
+    return f"iommu_flb_ser at {recs.flb_phys:#x}: version {FLB_VERSION + 1}"
 
 
 def _not_restored(host: SimHost, target: str | None) -> str:
@@ -409,27 +396,26 @@ class FaultSpec:
 
 
 Apply = Callable[[SimHost, str | None], str]
-HwEdit = Callable[[IommuHwSerV1], IommuHwSerV1]
-DevEdit = Callable[[IommuDeviceSerV1], IommuDeviceSerV1]
+HwEdit = Callable[[Record], Record]
+DevEdit = HwEdit
 
 
 def _hw(edit: HwEdit) -> Apply:
     return lambda h, t: _edit_hw(h, t, edit)
 
 
-def _intel(**fields: Callable[[IommuHwSerV1], int]) -> Apply:
-    def edit(r: IommuHwSerV1) -> IommuHwSerV1:
-        changes: dict[str, Any] = {k: f(r) for k, f in fields.items()}
-        return dataclasses.replace(r, intel=dataclasses.replace(r.intel, **changes))
+def _intel(**fields: Callable[[Record], int]) -> Apply:
+    def edit(r: Record) -> Record:
+        changes: dict[str, Any] = {f"intel.{k}": f(r) for k, f in fields.items()}
+        return r | changes
 
     return _hw(edit)
 
 
-def _dev_map(**fields: Callable[[IommuDeviceSerV1], int]) -> Apply:
-    def edit(r: IommuDeviceSerV1) -> IommuDeviceSerV1:
-        changes: dict[str, Any] = {k: f(r) for k, f in fields.items()}
-        dev_map = dataclasses.replace(r.domain_iommu_ser, **changes)
-        return dataclasses.replace(r, domain_iommu_ser=dev_map)
+def _dev_map(**fields: Callable[[Record], int]) -> Apply:
+    def edit(r: Record) -> Record:
+        changes: dict[str, Any] = {f"domain_iommu_ser.{k}": f(r) for k, f in fields.items()}
+        return r | changes
 
     return lambda h, t: _edit_dev(h, t, edit)
 
@@ -454,9 +440,8 @@ def _bit_missing(host: SimHost, target: str | None) -> str:
 
 
 def _pasid_table(host: SimHost, target: str | None) -> str:
-    def edit(r: IommuDeviceSerV1) -> IommuDeviceSerV1:
-        wrong = r.intel.pasid_table + PAGE_SIZE
-        return dataclasses.replace(r, intel=dataclasses.replace(r.intel, pasid_table=wrong))
+    def edit(r: Record) -> Record:
+        return r | {"intel.pasid_table": r["intel.pasid_table"] + PAGE_SIZE}
 
     return _edit_dev(host, target, edit)
 
@@ -468,22 +453,22 @@ FAULTS: dict[Fault, FaultSpec] = {
         "VTD002",
         "any",
         "the unit's hw record is DELETED, devices still point at it",
-        _hw(lambda r: dataclasses.replace(r, hdr=_flag_deleted(r.hdr))),
+        _hw(deleted),
     ),
     Fault.TYPE_NOT_INTEL: _S(
         "VTD003",
         "any",
         "hw record type IOMMU_INVALID",
-        _hw(lambda r: dataclasses.replace(r, type=IommuTypeSer.IOMMU_INVALID)),
+        _hw(lambda r: r | {"type": 0}),  # IOMMU_INVALID
     ),
     Fault.TOKEN_NE_PHYS: _S(
-        "VTD003", "any", "phys_addr != token", _intel(phys_addr=lambda r: r.token ^ 0x1000)
+        "VTD003", "any", "phys_addr != token", _intel(phys_addr=lambda r: r["token"] ^ 0x1000)
     ),
     Fault.ROOT_TABLE_MISMATCH: _S(
         "VTD010",
         "before",
         "root_table is not RTADDR's",
-        _intel(root_table=lambda r: r.intel.root_table + PAGE_SIZE),
+        _intel(root_table=lambda r: r["intel.root_table"] + PAGE_SIZE),
     ),
     Fault.BIT_MISSING: _S("VTD011", "before", "a preserved device's bit clear", _bit_missing),
     Fault.LATE_CONTEXT_TABLE: _S(
@@ -505,7 +490,7 @@ FAULTS: dict[Fault, FaultSpec] = {
         "VTD020",
         "any",
         "ref_count one above the live device records",
-        _hw(lambda r: dataclasses.replace(r, hdr=IommuHdrSer(r.hdr.ref_count + 1, r.hdr.flags))),
+        _hw(lambda r: r | {"hdr.ref_count": r["hdr.ref_count"] + 1}),
     ),
     Fault.DEVICE_GONE: _S(
         "VTD021", "any", "a preserved device not in sysfs", _set("in_sysfs"), (PCI_DEVICES,)
@@ -517,7 +502,7 @@ FAULTS: dict[Fault, FaultSpec] = {
         "VTD023",
         "any",
         "attachment_id != the live DID",
-        _dev_map(attachment_id=lambda r: r.domain_iommu_ser.attachment_id + 0x100),
+        _dev_map(attachment_id=lambda r: r["domain_iommu_ser.attachment_id"] + 0x100),
     ),
     Fault.WRONG_PASID_TABLE: _S(
         "VTD024", "any", "pasid_table != the live PASID directory", _pasid_table

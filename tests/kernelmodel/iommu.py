@@ -15,8 +15,7 @@ the real captures; read to learn the rules, not copied):
 - DIDs come from an IDA starting at 2; 0 is reserved and 1 (``FLPT_DEFAULT_DID``) belongs to the
   identity domain.  A domain's DID on a unit is freed when its last device on that unit leaves.
 
-:func:`debugfs_walk` reproduces ``dmar_translation_struct``'s walk over the tables in memory
-(including "scalable mode stops a bus at a missing lower table").
+The debugfs files are the model's own rendering (:mod:`tests.kernelmodel.debugfs`).
 """
 
 from __future__ import annotations
@@ -24,24 +23,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import NamedTuple
 
 from tests.kernelmodel.memory import PAGE_SIZE, PhysMemory
-from vtdlud.model.bitfield import field_named
-from vtdlud.model.debugfs import NO_PASID, Register, RegsetUnit, TranslationRow, TranslationUnit
-from vtdlud.model.registers import (
-    CAP_FIELDS,
-    DMA_RTADDR_SMT,
-    ECAP_FIELDS,
-    VTD_PAGE_MASK,
-)
-from vtdlud.model.tables import (
-    PASID_PDE_SHIFT,
-    ROOT_ENTRY_NR,
-    SM_UPPER_DEVFN,
-    PasidEntry,
-    RootEntry,
-    context_table_bit,
-)
 
 FLPT_DEFAULT_DID = 1
 IDA_START_DID = 2
@@ -52,7 +36,12 @@ ROOT_ENTRY_SIZE = 16
 LEGACY_CONTEXT_SIZE = 16
 SM_CONTEXT_SIZE = 32
 PASID_ENTRY_SIZE = 64
+PASID_PDE_SHIFT = 6  # 64 PASID entries per PASID table page
 PASID_TABLE_ENTRIES = 1 << PASID_PDE_SHIFT
+ROOT_ENTRY_NR = 256
+SM_UPPER_DEVFN = 0x80  # scalable mode: devfn >= 0x80 is in the upper context table
+PAGE_MASK = ~(PAGE_SIZE - 1) & (1 << 64) - 1
+DMA_RTADDR_SMT = 1 << 10
 TT_MULTI_LEVEL = 0
 TT_PASS_THROUGH = 2
 PGTT_SL_ONLY = 2
@@ -63,28 +52,30 @@ PASID_PWSNP = 1 << 23  # val[1]: page-walk snoop (set when ECAP.SMPWC)
 ONE_PAGE_MAX_PASID = 1 << 15  # a one-page PASID directory: 512 entries x 64 PASIDs
 MAX_AGAW = 3  # width_to_agaw(DEFAULT_DOMAIN_ADDRESS_WIDTH = 57)
 
-_SAGAW = field_named(CAP_FIELDS, "sagaw")
-_MGAW = field_named(CAP_FIELDS, "mgaw")
-_NDOMS = field_named(CAP_FIELDS, "ndoms")
-_SMPWC = field_named(ECAP_FIELDS, "smpwc")
 
-# iommu_regset's lines in Linux 6.12 order: 32-bit registers, then 64-bit ones (reference §4.2).
-REGSET_LAYOUT: tuple[tuple[str, int], ...] = (
-    ("VER", 0x00), ("GCMD", 0x18), ("GSTS", 0x1C), ("FSTS", 0x34), ("FECTL", 0x38),
-    ("FEDATA", 0x3C), ("FEADDR", 0x40), ("FEUADDR", 0x44), ("PMEN", 0x64), ("PLMBASE", 0x68),
-    ("PLMLIMIT", 0x6C), ("ICS", 0x9C), ("PRS", 0xDC), ("PECTL", 0xE0), ("PEDATA", 0xE4),
-    ("PEADDR", 0xE8), ("PEUADDR", 0xEC), ("CAP", 0x08), ("ECAP", 0x10), ("RTADDR", 0x20),
-    ("CCMD", 0x28), ("AFLOG", 0x58), ("PHMBASE", 0x70), ("PHMLIMIT", 0x78), ("IQH", 0x80),
-    ("IQT", 0x88), ("IQA", 0x90), ("IRTA", 0xB8), ("PQH", 0xC0), ("PQT", 0xC8), ("PQA", 0xD0),
-    ("MTRRCAP", 0x100), ("MTRRDEF", 0x108), ("MTRR_FIX64K_00000", 0x120),
-    ("MTRR_FIX16K_80000", 0x128), ("MTRR_FIX16K_A0000", 0x130),
-    *((f"MTRR_FIX4K_{0xC0000 + i * 0x8000:05X}", 0x138 + 8 * i) for i in range(8)),
-    *(
-        (f"MTRR_PHYS{kind}{i}", 0x180 + 0x10 * i + 8 * (kind == "MASK"))
-        for i in range(10)
-        for kind in ("BASE", "MASK")
-    ),
-)  # fmt: skip
+def _bits(value: int, high: int, low: int) -> int:
+    return value >> low & ((1 << (high - low + 1)) - 1)
+
+
+def cap_sagaw(cap: int) -> int:
+    return _bits(cap, 12, 8)
+
+
+def cap_mgaw(cap: int) -> int:
+    return _bits(cap, 21, 16) + 1
+
+
+def cap_ndoms(cap: int) -> int:
+    return 1 << (4 + 2 * _bits(cap, 2, 0))
+
+
+def ecap_smpwc(ecap: int) -> bool:
+    return bool(_bits(ecap, 48, 48))
+
+
+class RootEntry(NamedTuple):
+    lo: int
+    hi: int
 
 
 class DomainKind(Enum):
@@ -104,6 +95,7 @@ class Domain:
     dids: dict[int, int] = field(default_factory=dict)
     users: dict[int, set[str]] = field(default_factory=dict)  # unit base -> attached BDFs
     marked: bool = False  # iommufd: HWPT marked for preservation (sealed memfd mappings only)
+    memfd: list[int] = field(default_factory=list)  # the pages the VMM's memfd maps
 
     @property
     def levels(self) -> int:
@@ -176,18 +168,18 @@ class DmarUnit:
     @property
     def agaw(self) -> int:
         """``iommu->agaw``: the widest supported AGAW not above the unit's MGAW."""
-        sagaw = _SAGAW.raw(self.cap)
-        limit = min(MAX_AGAW, (int(_MGAW.decode(self.cap)) - 30) // 9)
+        sagaw = cap_sagaw(self.cap)
+        limit = min(MAX_AGAW, (cap_mgaw(self.cap) - 30) // 9)
         return max((a for a in range(limit + 1) if sagaw >> a & 1), default=limit)
 
     @property
     def msagaw(self) -> int:
-        sagaw = _SAGAW.raw(self.cap)
+        sagaw = cap_sagaw(self.cap)
         return max((a for a in range(MAX_AGAW + 1) if sagaw >> a & 1), default=0)
 
     @property
     def ndoms(self) -> int:
-        return int(_NDOMS.decode(self.cap))
+        return cap_ndoms(self.cap)
 
     @property
     def rtaddr(self) -> int:
@@ -231,6 +223,7 @@ class DmarUnit:
 
     # -- root and context tables -----------------------------------------------------------------
     def root_entry(self, bus: int) -> RootEntry:
+        """The root entry of ``bus``: (lo, hi)."""
         addr = self.root_table + bus * ROOT_ENTRY_SIZE
         return RootEntry(lo=self.mem.u64(addr), hi=self.mem.u64(addr + 8))
 
@@ -250,7 +243,7 @@ class DmarUnit:
             table = place(self.mem, self.placement.context_table(self.name, bus, upper))
             entry = table | PRESENT
             self.mem.set_u64(half, entry)
-        table = entry & VTD_PAGE_MASK
+        table = entry & PAGE_MASK
         if self.scalable:
             return table + (devfn & 0x7F) * SM_CONTEXT_SIZE
         return table + devfn * LEGACY_CONTEXT_SIZE
@@ -261,9 +254,9 @@ class DmarUnit:
         for bus in range(ROOT_ENTRY_NR):
             root = self.root_entry(bus)
             if root.lo & PRESENT:
-                out[context_table_bit(bus, 0)] = root.lo & VTD_PAGE_MASK
+                out[bus * 2] = root.lo & PAGE_MASK
             if self.scalable and root.hi & PRESENT:
-                out[context_table_bit(bus, SM_UPPER_DEVFN)] = root.hi & VTD_PAGE_MASK
+                out[bus * 2 + 1] = root.hi & PAGE_MASK
         return out
 
     def read_context(self, bus: int, devfn: int) -> tuple[int, int] | None:
@@ -295,14 +288,21 @@ class DmarUnit:
         self.mem.write(addr, struct.pack("<QQ", lo, hi))
 
     # -- scalable mode ---------------------------------------------------------------------------
-    def setup_sm_context(self, bus: int, devfn: int) -> None:
-        """Probe in scalable mode: a one-page PASID directory and the context entry naming it."""
+    def setup_sm_context(self, bus: int, devfn: int, rids: list[tuple[int, int]]) -> None:
+        """Probe in scalable mode: ``intel_pasid_alloc_table()`` gives the device (bus, devfn)
+        a one-page PASID directory, then ``intel_pasid_setup_sm_context()`` names it in the
+        context entry of each of ``rids`` — the device's own RID and its quirk aliases — that
+        is not present yet (``device_pasid_table_setup()`` leaves a present entry alone)."""
         directory = place(self.mem, self.placement.pasid_dir(self.name, bus, devfn))
         self.pasid_dirs[bus, devfn] = directory
-        addr = self.context_addr(bus, devfn, alloc=True)
-        assert addr is not None
         pdts = (ONE_PAGE_MAX_PASID >> PASID_PDE_SHIFT).bit_length() - 1 - 7
-        self.mem.write(addr, struct.pack("<QQ", directory | pdts << SM_PDTS_SHIFT | PRESENT, 0))
+        for rid_bus, rid_devfn in rids:
+            addr = self.context_addr(rid_bus, rid_devfn, alloc=True)
+            assert addr is not None
+            if self.mem.u64(addr) & PRESENT:
+                continue
+            lo = directory | pdts << SM_PDTS_SHIFT | PRESENT
+            self.mem.write(addr, struct.pack("<QQ", lo, 0))
 
     def pasid_entry_addr(self, bus: int, devfn: int, pasid: int, alloc: bool) -> int | None:
         directory = self.pasid_dirs.get((bus, devfn))
@@ -315,7 +315,7 @@ class DmarUnit:
                 return None
             pde = self.mem.alloc() | PRESENT
             self.mem.set_u64(pde_addr, pde)
-        return (pde & VTD_PAGE_MASK) + (pasid & (PASID_TABLE_ENTRIES - 1)) * PASID_ENTRY_SIZE
+        return (pde & PAGE_MASK) + (pasid & (PASID_TABLE_ENTRIES - 1)) * PASID_ENTRY_SIZE
 
     def set_rid_pasid(self, bus: int, devfn: int, domain: Domain) -> None:
         """``intel_pasid_setup_second_level`` / ``_pass_through`` for PASID 0."""
@@ -323,7 +323,7 @@ class DmarUnit:
         if addr is None:
             raise RuntimeError(f"{self.name}: {bus:02x}:{devfn:02x} has no PASID directory")
         did = self.domain_did(domain)
-        snoop = PASID_PWSNP if _SMPWC.raw(self.ecap) else 0
+        snoop = PASID_PWSNP if ecap_smpwc(self.ecap) else 0
         if domain.kind is DomainKind.IDENTITY:
             val0 = PGTT_PASS_THROUGH << 6 | self.agaw << 2 | PRESENT
         else:
@@ -344,11 +344,12 @@ class DmarUnit:
         for off in range(0, PAGE_SIZE, 8):
             pde = self.mem.u64(directory + off)
             if pde & PRESENT:
-                out.append(pde & VTD_PAGE_MASK)
+                out.append(pde & PAGE_MASK)
         return out
 
     # -- debugfs ---------------------------------------------------------------------------------
-    def regset_unit(self) -> RegsetUnit:
+    def register_values(self) -> dict[str, int]:
+        """The registers ``iommu_regset`` prints, by name (the rest read 0)."""
         values = dict(self.registers)
         values.update(
             VER=self.version,
@@ -358,62 +359,4 @@ class DmarUnit:
             ECAP=self.ecap,
             RTADDR=self.rtaddr,
         )
-        regs = tuple(Register(n, off, values.get(n, 0)) for n, off in REGSET_LAYOUT)
-        return RegsetUnit(self.name, self.reg_base, regs)
-
-    def translation_unit(self) -> TranslationUnit:
-        return debugfs_walk(self.mem, self.name, self.root_table, self.scalable, self.enabled)
-
-
-def _u64s(data: bytes) -> tuple[int, ...]:
-    return struct.unpack(f"<{len(data) // 8}Q", data)
-
-
-def _pasid_rows(
-    mem: PhysMemory, bus: int, devfn: int, root: RootEntry, context: tuple[int, int]
-) -> list[TranslationRow]:
-    lo, hi = context
-    rows: list[TranslationRow] = []
-    pdts = (lo >> SM_PDTS_SHIFT) & 7
-    directory = _u64s(mem.read(lo & VTD_PAGE_MASK, (1 << (pdts + 7)) * 8))
-    for dir_idx, pde in enumerate(directory):
-        if not pde & PRESENT:
-            continue
-        table = _u64s(mem.read(pde & VTD_PAGE_MASK, PAGE_SIZE))
-        for idx in range(PASID_TABLE_ENTRIES):
-            val0, val1, val2 = table[idx * 8 : idx * 8 + 3]
-            if val0 & PRESENT:
-                pasid = (dir_idx << PASID_PDE_SHIFT) + idx
-                rows.append(
-                    TranslationRow(bus, devfn, root, hi, lo, pasid, PasidEntry(val0, val1, val2))
-                )
-    return rows
-
-
-def debugfs_walk(
-    mem: PhysMemory, name: str, root_table: int, scalable: bool, enabled: bool
-) -> TranslationUnit:
-    """``dmar_translation_struct`` for one unit, walked over memory like the kernel does."""
-    if not enabled:
-        return TranslationUnit(name, False, None, ())
-    rows: list[TranslationRow] = []
-    roots = _u64s(mem.read(root_table, ROOT_ENTRY_NR * ROOT_ENTRY_SIZE))
-    for bus in range(ROOT_ENTRY_NR):
-        root = RootEntry(lo=roots[2 * bus], hi=roots[2 * bus + 1])
-        tables: dict[bool, tuple[int, ...]] = {}
-        for devfn in range(256):
-            upper = scalable and devfn >= SM_UPPER_DEVFN
-            half = root.hi if upper else root.lo
-            if not half & PRESENT:
-                break  # iommu_context_addr() returned NULL: the rest of the bus is skipped
-            if upper not in tables:
-                tables[upper] = _u64s(mem.read(half & VTD_PAGE_MASK, PAGE_SIZE))
-            slot = (devfn & 0x7F) * 4 if scalable else devfn * 2
-            lo, hi = tables[upper][slot : slot + 2]
-            if not lo & PRESENT:
-                continue
-            if scalable:
-                rows.extend(_pasid_rows(mem, bus, devfn, root, (lo, hi)))
-            else:
-                rows.append(TranslationRow(bus, devfn, root, hi, lo, NO_PASID, PasidEntry(0, 0, 0)))
-    return TranslationUnit(name, True, root_table, tuple(rows))
+        return values

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from tests.kernelmodel.iommu import (
     PRESENT,
+    ROOT_ENTRY_NR,
     SM_PRE,
     DmarUnit,
     Domain,
@@ -45,7 +46,9 @@ from tests.kernelmodel.kho import (
     LuoGeneration,
     LuoSession,
 )
-from tests.kernelmodel.memory import DEFAULT_RAM, PhysMemory
+from tests.kernelmodel.layout import COMPATIBLE, IOMMU_INTEL
+from tests.kernelmodel.memory import DEFAULT_RAM, PAGE_SIZE, PhysMemory
+from tests.kernelmodel.pagetable import IOVA_BASE, MEMFD_PAGES, map_page
 from tests.kernelmodel.pci import SimDevice, Topology
 from tests.kernelmodel.records import (
     FLB_VARIANTS,
@@ -54,9 +57,7 @@ from tests.kernelmodel.records import (
     Outgoing,
     read_incoming,
 )
-from vtdlud.model.abi import IommuTypeSer
 from vtdlud.model.snapshot import VFIO_PCI
-from vtdlud.model.tables import ROOT_ENTRY_NR, SM_UPPER_DEVFN, context_table_bit
 
 QEMU_CAP = 0x00D2_008C_222F_0686  # CAP of QEMU 7.2's intel-iommu with aw-bits=48 (b_scalable)
 QEMU_ECAP_LEGACY = 0x0000_0000_00F0_0F4A
@@ -99,7 +100,9 @@ class SimHost:
         self.mem = PhysMemory(ram, seed=seed)
         self.rng = random.Random(seed ^ 0x5EED)
         self.release = release
-        self.flb_variant = FLB_VARIANTS[flb_variant]
+        if flb_variant not in FLB_VARIANTS:
+            raise ValueError(f"FLB variant {flb_variant!r}: one of {', '.join(FLB_VARIANTS)}")
+        self.flb_variant = flb_variant
         self.generation = luo_generation
         self.identity_default = identity_default
         self.placement = placement or Placement()
@@ -127,6 +130,11 @@ class SimHost:
         self.tree_hooks: dict[str, Callable[[bytes], bytes | None]] = {}
 
     # -- building ----------------------------------------------------------------------------
+    @property
+    def flb_compatible(self) -> str:
+        """The IOMMU FLB's compatible string of :attr:`flb_variant`."""
+        return COMPATIBLE[self.flb_variant]
+
     def _kho_state(self, *, kho_boot: bool) -> KhoState:
         return KhoState(
             self.mem,
@@ -223,7 +231,7 @@ class SimHost:
             unit = self.units[dev.unit]
             unit.devices.append(dev.bdf)
             if unit.scalable and dev.bdf not in preserved:
-                unit.setup_sm_context(dev.bus, dev.devfn)
+                unit.setup_sm_context(dev.bus, dev.devfn, self._own_rids(dev.bdf))
         for dev in devices:
             assert dev.group is not None
             if dev.group not in self.groups:
@@ -244,7 +252,7 @@ class SimHost:
         unit = self.units[dev.unit]
         unit.devices.append(dev.bdf)
         if unit.scalable:
-            unit.setup_sm_context(dev.bus, dev.devfn)
+            unit.setup_sm_context(dev.bus, dev.devfn, self._own_rids(dev.bdf))
         if dev.group not in self.groups:
             kind = DomainKind.IDENTITY if self.identity_default else DomainKind.DMA
             self.groups[dev.group] = Group(dev.group, self._new_domain(kind, unit, dev.bdf))
@@ -272,14 +280,37 @@ class SimHost:
         self.attached[bdf] = domain
 
     def vfio_attach(self, bdf: str) -> Domain:
-        """A VMM opens the VFIO cdev, binds it to iommufd and attaches a new HWPT to it."""
+        """A VMM opens the VFIO cdev, binds it to iommufd and attaches a new HWPT to it.
+
+        iommufd attaches a domain to a whole IOMMU group (``iommu_attach_group()``: every
+        device of the group, bridges included, in probe order), so a second device of a group
+        that already has the VMM's domain joins it instead of getting its own."""
         dev = self.device(bdf)
         if dev.driver != VFIO_PCI:
             dev.driver = VFIO_PCI
             dev.vfio = self._next_vfio() if dev.vfio is None else dev.vfio
+        current = self.attached.get(bdf)
+        if current is not None and current.kind is DomainKind.UNMANAGED:
+            return current
         domain = self._new_domain(DomainKind.UNMANAGED, self.unit_of(bdf), bdf)
-        self.attach(bdf, domain)
+        self._map_memfd(domain)
+        for member in self.topology.sorted():
+            if member.group == dev.group and member.bdf in self.attached:
+                self.attach(member.bdf, domain)
+        if bdf not in self.attached or self.attached[bdf] is not domain:
+            self.attach(bdf, domain)
         return domain
+
+    def _map_memfd(self, domain: Domain) -> None:
+        """IOMMU_IOAS_MAP_FILE: the VMM's sealed memfd (MEMFD_PAGES pages; its own LUO handler
+        preserves them with the device) mapped at IOVA_BASE, which builds the page table."""
+        for i in range(MEMFD_PAGES):
+            page = self.mem.alloc()
+            domain.memfd.append(page)
+            map_page(self.mem, domain.pgd, domain.levels, IOVA_BASE + i * PAGE_SIZE, page)
+
+    def _own_rids(self, bdf: str) -> list[tuple[int, int]]:
+        return [(r.bus, r.devfn) for r in self.topology.own_rids(bdf)]
 
     def add_context_table(self, bus: int, devfn: int = 0, unit: str | None = None) -> int:
         """A context table allocated now (e.g. a hot-added device's bus); returns its address."""
@@ -302,6 +333,8 @@ class SimHost:
         if dev.pri_enabled:
             raise PreserveError(f"{bdf}: page requests are in use")
         domain.marked = True
+        for page in domain.memfd:
+            self.mem.preserve(page)  # the memfd's own LUO preservation
         if self.outgoing is None:
             self.outgoing = Outgoing(self.mem, self.flb_variant)
         self.outgoing.preserve_device(self.unit_of(bdf), dev, domain)
@@ -352,12 +385,12 @@ class SimHost:
                     addr = unit.context_addr(dev.bus, dev.devfn)
                     if addr is not None:
                         self.mem.set_u64(addr, self.mem.u64(addr) & ~SM_PRE)
-            bits = set(out.hw.read(slot).intel.context_table_bits)
+            bits = out.bits(slot)
             for bus in range(ROOT_ENTRY_NR):
                 base = unit.root_table + bus * 16
-                halves = ((0, base), (SM_UPPER_DEVFN, base + 8)) if unit.scalable else ((0, base),)
-                for devfn, addr in halves:
-                    if self.mem.u64(addr) & PRESENT and context_table_bit(bus, devfn) not in bits:
+                halves = ((0, base), (1, base + 8)) if unit.scalable else ((0, base),)
+                for upper, addr in halves:
+                    if self.mem.u64(addr) & PRESENT and bus * 2 + upper not in bits:
                         self.mem.set_u64(addr, 0)
 
     def kexec(self, *, release: str | None = None) -> None:
@@ -398,10 +431,9 @@ class SimHost:
         self.placement = Placement()  # known addresses describe the first boot only
         for unit in self.units.values():
             unit.placement = self.placement
-        variant = self.flb_variant
-        flb = next((f for f in reached if f.name == variant.compatible), None)
+        flb = next((f for f in reached if f.name == self.flb_compatible), None)
         if flb is not None:
-            self.incoming = read_incoming(self.mem, flb.data, variant)
+            self.incoming = read_incoming(self.mem, flb.data, self.flb_variant)
         if self.handed_over.linux72 and self.reuse_freed_luo:
             self.kho.consume_incoming(self.handed_over, self.rng.randbytes(4096))
         self._restore()
@@ -410,48 +442,46 @@ class SimHost:
         """The new kernel: reuse preserved root tables, set ``restored``, re-reserve DIDs,
         re-attach preserved devices to their restored domains, probe the rest."""
         inc = self.incoming
-        hw = (
-            [] if inc is None else [(s, r) for s, r in inc.hw if r.type == IommuTypeSer.IOMMU_INTEL]
-        )
+        hw = [] if inc is None else [(s, r) for s, r in inc.hw if r["type"] == IOMMU_INTEL]
         self.attached = {}
         restored_devs: dict[str, Domain] = {}
         domains: dict[int, Domain] = {}
         for unit in self.units.values():
             unit.devices, unit.dids = [], set()
-            match = next(((s, r) for s, r in hw if r.token == unit.reg_base), None)
+            match = next(((s, r) for s, r in hw if r["token"] == unit.reg_base), None)
             if match is None:
                 unit.root_table = self.mem.alloc()
                 unit.pasid_dirs = {}
                 continue
             slot, rec = match
-            unit.root_table = rec.intel.root_table
-            if not rec.intel.restored:
+            unit.root_table = rec["intel.root_table"]
+            if not rec["intel.restored"]:
                 self.mem.write(slot + RESTORED_OFFSET, b"\x01")
-            mine = {s for s, r in hw if r.intel.phys_addr == unit.reg_base}
+            mine = {s for s, r in hw if r["intel.phys_addr"] == unit.reg_base}
             keep: dict[tuple[int, int], int] = {}
             for _, drec in inc.devices if inc else ():
-                if drec.domain_iommu_ser.iommu_phys not in mine:
+                if drec["domain_iommu_ser.iommu_phys"] not in mine:
                     continue
-                did = drec.domain_iommu_ser.attachment_id
+                did = drec["domain_iommu_ser.attachment_id"]
                 unit.reserve_did(did)
-                bus, devfn = drec.bus_devfn
-                bdf = f"{drec.pci_domain_nr:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
+                bus, devfn = drec["devid"] >> 8 & 0xFF, drec["devid"] & 0xFF
+                bdf = f"{drec['pci_domain_nr']:04x}:{bus:02x}:{devfn >> 3:02x}.{devfn & 7:x}"
                 if bdf not in self.topology.devices:
                     continue
-                dslot = drec.domain_iommu_ser.domain_phys
+                dslot = drec["domain_iommu_ser.domain_phys"]
                 if dslot not in domains:
                     drec_dom = (
                         next((r for s, r in inc.domains if s == dslot), None) if inc else None
                     )
-                    pgd = drec_dom.top_table_phys if drec_dom else 0
-                    agaw = drec_dom.top_level - 1 if drec_dom else unit.agaw
+                    pgd = drec_dom["top_table_phys"] if drec_dom else 0
+                    agaw = drec_dom["top_level"] - 1 if drec_dom else unit.agaw
                     domains[dslot] = Domain(DomainKind.UNMANAGED, pgd, agaw)
                 domain = domains[dslot]
                 domain.dids[unit.reg_base] = did
                 domain.users.setdefault(unit.reg_base, set()).add(bdf)
                 restored_devs[bdf] = domain
-                if drec.intel.pasid_table:
-                    keep[bus, devfn] = drec.intel.pasid_table
+                if drec["intel.pasid_table"]:
+                    keep[bus, devfn] = drec["intel.pasid_table"]
             unit.pasid_dirs = keep
         self._probe(self.topology.sorted(), preserved=set(restored_devs))
         self.attached.update(restored_devs)

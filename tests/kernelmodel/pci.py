@@ -1,48 +1,49 @@
 """Simulated PCI topology: functions, bridges, DMA aliases, IOMMU groups and config space.
 
-DMA aliases come from :func:`vtdlud.model.alias.dma_aliases` (the kernel's
-``pci_for_each_dma_alias`` rules), fed with this topology: the model and vtdlud's audit share one
-definition.  The config space written for each function holds what
-:mod:`vtdlud.parse.pciconfig` reads: header type, secondary bus, the PCI Express capability with
-its port type, and for PCIe endpoints the ATS, PRI and PASID extended capabilities with their
-enable bits.
+DMA aliases are the model's own reading of the kernel (:mod:`tests.kernelmodel.alias`:
+``pci_for_each_dma_alias`` with the alias quirks), not vtdlud's auditor's.  The config space
+written for each function holds what vtdlud reads: header type, secondary bus, subsystem IDs,
+the PCI Express capability with its port type, and for PCIe endpoints the ATS, PRI and PASID
+extended capabilities with their enable bits (offsets from include/uapi/linux/pci_regs.h).
 
-IOMMU groups: unless a function is given an explicit group, functions that share a requester ID
-(own RID or alias) end up in one group, and so does a function with the conventional or
-PCIe-to-PCI bridge above it (``pci_device_group()`` takes the group of the device owning the
-alias); every other function gets its own, numbered in BDF order.  Real kernels also merge
-functions without ACS isolation (e.g. 00:1f.x in the captures); give those an explicit group.
-SR-IOV VFs are ordinary functions here (any devfn, e.g. >= 0x80); their ``physfn``/``virtfn``
-links are not written.
+IOMMU groups follow ``pci_device_group()``: unless a function is given an explicit group, a
+function joins the group of every bridge its alias walk passes as ``pdev`` (a conventional or
+PCIe-to-PCI bridge owning the alias) and of every function sharing one of its requester IDs
+(own RID or alias, quirks included); every other function gets its own, numbered in BDF order.
+Real kernels also merge functions without ACS isolation (e.g. 00:1f.x in the captures); give
+those an explicit group.  SR-IOV VFs are ordinary functions here (any devfn, e.g. >= 0x80);
+their ``physfn``/``virtfn`` links are not written.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
-from vtdlud.model.alias import PciNode, Rid, dma_aliases
-from vtdlud.model.pci import (
-    PCI_CAP_ID_EXP,
-    PCI_CAPABILITY_LIST,
-    PCI_CFG_SPACE_EXP_SIZE,
-    PCI_CFG_SPACE_SIZE,
-    PCI_EXP_FLAGS,
-    PCI_EXP_FLAGS_TYPE_SHIFT,
-    PCI_EXP_TYPE_ENDPOINT,
-    PCI_EXP_TYPE_PCI_BRIDGE,
-    PCI_EXP_TYPE_PCIE_BRIDGE,
-    PCI_EXP_TYPE_ROOT_PORT,
-    PCI_EXT_CAP_ID_ATS,
-    PCI_EXT_CAP_ID_PASID,
-    PCI_EXT_CAP_ID_PRI,
-    PCI_HEADER_TYPE,
-    PCI_HEADER_TYPE_BRIDGE,
-    PCI_SECONDARY_BUS,
-    PCI_STATUS,
-    PCI_STATUS_CAP_LIST,
-)
+from tests.kernelmodel.alias import PCI_BRIDGE, PCIE_BRIDGE, ROOT_PORT, dma_alias_walk
 
+# include/uapi/linux/pci_regs.h
+PCI_STATUS = 0x06
+PCI_STATUS_CAP_LIST = 0x10
+PCI_HEADER_TYPE = 0x0E
+PCI_HEADER_TYPE_BRIDGE = 1
+PCI_SECONDARY_BUS = 0x19
+PCI_SUBSYSTEM_VENDOR_ID = 0x2C
+PCI_CAPABILITY_LIST = 0x34
+PCI_CAP_ID_EXP = 0x10
+PCI_EXP_FLAGS = 2
+PCI_EXP_FLAGS_TYPE_SHIFT = 4
+PCI_EXP_TYPE_ENDPOINT = 0x0
+PCI_EXP_TYPE_ROOT_PORT = ROOT_PORT
+PCI_EXP_TYPE_PCI_BRIDGE = PCI_BRIDGE
+PCI_EXP_TYPE_PCIE_BRIDGE = PCIE_BRIDGE
+PCI_EXP_TYPE_RC_END = 0x9
+PCI_EXT_CAP_ID_ATS = 0x0F
+PCI_EXT_CAP_ID_PRI = 0x13
+PCI_EXT_CAP_ID_PASID = 0x1B
+PCI_CFG_SPACE_SIZE = 256
+PCI_CFG_SPACE_EXP_SIZE = 4096
 PCI_CLASS_BRIDGE_PCI = 0x060400
 PCI_SUBORDINATE_BUS = 0x1A
 PCI_PRIMARY_BUS = 0x18
@@ -67,6 +68,14 @@ def devfn_of(slot: int, func: int) -> int:
     return slot << 3 | func
 
 
+class Rid(NamedTuple):
+    """A requester ID of the model: segment, bus, devfn."""
+
+    segment: int
+    bus: int
+    devfn: int
+
+
 @dataclass
 class SimDevice:
     """One PCI function.  ``parent`` is the upstream bridge's BDF (None on a root bus);
@@ -89,6 +98,7 @@ class SimDevice:
     pri_enabled: bool = False
     pasid_enabled: bool = False
     in_sysfs: bool = True
+    subsystem: tuple[int, int] | None = None  # (subsystem vendor, device); type-0 headers
 
     @property
     def bdf(self) -> str:
@@ -141,18 +151,18 @@ class Topology:
     def sorted(self) -> list[SimDevice]:
         return [self.devices[b] for b in sorted(self.devices)]
 
-    def nodes(self) -> dict[str, PciNode]:
-        return {
-            bdf: PciNode(d.rid, d.parent, d.pcie_type, d.secondary_bus)
-            for bdf, d in self.devices.items()
-        }
-
     def aliases(self, bdf: str) -> tuple[Rid, ...]:
-        """The device's RID and its DMA aliases, in the kernel's order."""
-        out = dma_aliases(bdf, self.nodes())
-        if out is None:
-            raise ValueError(f"{bdf}: the bridge chain above it is incomplete")
-        return out
+        """The device's RID and its DMA aliases, in the kernel's order (duplicates once)."""
+        seg = self.devices[bdf].segment
+        walk = dma_alias_walk(self, bdf)
+        return tuple(dict.fromkeys(Rid(seg, bus, devfn) for _, bus, devfn in walk))
+
+    def own_rids(self, bdf: str) -> tuple[Rid, ...]:
+        """The requester IDs the alias walk reports with the device itself as ``pdev``: its
+        RID and its quirk aliases (what ``intel_pasid_setup_sm_context()`` programs)."""
+        seg = self.devices[bdf].segment
+        walk = dma_alias_walk(self, bdf)
+        return tuple(dict.fromkeys(Rid(seg, b, d) for pdev, b, d in walk if pdev == bdf))
 
     def sysfs_path(self, bdf: str) -> str:
         """``pci0000:00/0000:00:04.3/0000:04:00.0/0000:05:01.0``: the device under /sys/devices."""
@@ -186,21 +196,18 @@ class Topology:
                 b = parent[b]
             return b
 
-        owner: dict[Rid, str] = {}
+        owner: dict[tuple[int, int, int], str] = {}
         for dev in self.sorted():
-            for rid in self.aliases(dev.bdf):
+            for pdev, bus, devfn in dma_alias_walk(self, dev.bdf):
+                # pci_device_group(): a bridge passed as pdev lends its group; a requester ID
+                # another function uses (own or alias) joins the two.
+                if pdev != dev.bdf:
+                    parent[find(dev.bdf)] = find(pdev)
+                rid = (dev.segment, bus, devfn)
                 if rid in owner:
                     parent[find(dev.bdf)] = find(owner[rid])
                 else:
                     owner[rid] = dev.bdf
-            # pci_device_group(): an alias taken over by a bridge puts the device in the
-            # bridge's group (conventional and PCIe-to-PCI bridges own their secondary side).
-            up = dev.parent
-            while up is not None:
-                bridge = self.devices[up]
-                if bridge.pcie_type in (None, PCI_EXP_TYPE_PCI_BRIDGE, PCI_EXP_TYPE_PCIE_BRIDGE):
-                    parent[find(dev.bdf)] = find(up)
-                up = bridge.parent
         for dev in self.sorted():
             if dev.group is not None:
                 continue
@@ -223,6 +230,8 @@ def config_space(dev: SimDevice, topology: Topology) -> bytes:
     cfg = bytearray(size)
     struct.pack_into("<HH", cfg, 0, dev.vendor, dev.device)
     cfg[0x09:0x0C] = dev.pci_class.to_bytes(3, "little")
+    if dev.subsystem is not None and not dev.is_bridge:
+        struct.pack_into("<HH", cfg, PCI_SUBSYSTEM_VENDOR_ID, *dev.subsystem)
     if dev.is_bridge:
         assert dev.secondary_bus is not None
         cfg[PCI_HEADER_TYPE] = PCI_HEADER_TYPE_BRIDGE

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.kho import LuoGeneration
-from vtdlud.model.pci import (
+from tests.kernelmodel.pci import (
     PCI_EXP_TYPE_ENDPOINT,
     PCI_EXP_TYPE_PCI_BRIDGE,
     PCI_EXP_TYPE_RC_END,

@@ -6,8 +6,8 @@ PCI functions live under ``sys/devices/pci0000:00/...`` nested below their bridg
 through ``sys/bus/pci/devices/<bdf>`` links, with ``vendor``, ``device``, ``class``, ``config``
 and the ``driver``, ``iommu`` and ``iommu_group`` links and ``vfio-dev/vfioN``;
 ``sys/kernel/iommu_groups/N`` has ``type``, ``reserved_regions`` and ``devices/``.  Debugfs text
-is rendered by the project's own renderers from a walk of the simulated tables, so its format is
-the kernel's byte for byte.  KHO debugfs: before the first kexec ``kho/out`` only; after a kexec
+is the model's own rendering (:mod:`tests.kernelmodel.debugfs`) of a walk of the simulated tables,
+checked byte for byte against the real captures.  KHO debugfs: before the first kexec ``kho/out`` only; after a kexec
 ``kho/in`` (what the old kernel handed over) and the new kernel's ``kho/out``.  ``proc/kcore`` is
 an ELF core (:mod:`vtdlud.host.corewriter`) of every page the model uses: compact by default
 (any other address is outside RAM), or with ``kcore_full_ram`` one sparse segment per RAM range
@@ -25,15 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.kernelmodel.acpi import build_dmar
+from tests.kernelmodel.debugfs import regset_text, translation_text
 from tests.kernelmodel.iommu import DomainKind
 from tests.kernelmodel.kernel import VMM_PID, SimHost
 from tests.kernelmodel.pci import config_space
 from vtdlud.host.corewriter import write_core
 from vtdlud.host.procs import facts_to_json
-from vtdlud.model.debugfs import Regset, TranslationStruct
 from vtdlud.model.snapshot import VFIO_PCI, ProcessFacts, VfioHolder
-from vtdlud.parse.regset import render_iommu_regset
-from vtdlud.parse.translation import render_dmar_translation_struct
 
 IOMMU_DEBUGFS = "sys/kernel/debug/iommu/intel"
 KHO_DEBUGFS = "sys/kernel/debug/kho"
@@ -157,14 +155,6 @@ def processes(host: SimHost) -> ProcessFacts:
     return ProcessFacts(tuple(holders), True, "simulated host (tests.kernelmodel)")
 
 
-def regset(host: SimHost) -> Regset:
-    return Regset(tuple(u.regset_unit() for u in host.units.values()))
-
-
-def translation(host: SimHost) -> TranslationStruct:
-    return TranslationStruct(tuple(u.translation_unit() for u in host.units.values()))
-
-
 def _kho(host: SimHost, w: _Writer) -> None:
     """``kho/out`` and, after a kexec, ``kho/in``.  Linux 7.2 model: ``out/fdt`` is the cut
     copy (absent after a KHO boot) and the sub blobs show the memory at their address now."""
@@ -198,11 +188,8 @@ def write_tree(host: SimHost, root: Path, options: TreeOptions | None = None) ->
     _proc(host, w, opts)
     w.mkdir("sys/kernel/debug")
     if opts.iommu_debugfs:
-        w.file(f"{IOMMU_DEBUGFS}/iommu_regset", render_iommu_regset(regset(host)))
-        w.file(
-            f"{IOMMU_DEBUGFS}/dmar_translation_struct",
-            render_dmar_translation_struct(translation(host)),
-        )
+        w.file(f"{IOMMU_DEBUGFS}/iommu_regset", regset_text(host.units.values()))
+        w.file(f"{IOMMU_DEBUGFS}/dmar_translation_struct", translation_text(host.units.values()))
     if opts.kho_debugfs:
         _kho(host, w)
     if opts.kcore:

@@ -13,7 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tests.kernelmodel.debugfs import regset_text, translation_text
+from tests.kernelmodel.kernel import SimHost
 from vtdlud.cli import main
+from vtdlud.model.debugfs import Regset, TranslationStruct
+from vtdlud.parse.regset import parse_iommu_regset
+from vtdlud.parse.translation import parse_dmar_translation_struct
 
 
 def status_json(root: Path) -> dict[str, Any]:
@@ -47,3 +52,13 @@ def tree_contents(root: Path) -> dict[str, bytes]:
 def changed_files(a: Path, b: Path) -> set[str]:
     ca, cb = tree_contents(a), tree_contents(b)
     return {k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k)}
+
+
+def regset(host: SimHost) -> Regset:
+    """The model's ``iommu_regset``, read back with vtdlud's parser."""
+    return parse_iommu_regset(regset_text(host.units.values()))
+
+
+def translation(host: SimHost) -> TranslationStruct:
+    """The model's ``dmar_translation_struct``, read back with vtdlud's parser."""
+    return parse_dmar_translation_struct(translation_text(host.units.values()))

@@ -16,8 +16,9 @@ import pytest
 
 from tests.conftest import CAPTURE_NAMES
 from tests.kernelmodel.capture import CapturePlacement, host_from_capture
-from tests.kernelmodel.tree import regset, translation, write_tree
-from tests.sim import codes, status_json
+from tests.kernelmodel.debugfs import regset_text, translation_text
+from tests.kernelmodel.tree import write_tree
+from tests.sim import codes, regset, status_json, translation
 from vtdlud.parse.regset import render_iommu_regset
 from vtdlud.parse.translation import render_dmar_translation_struct
 
@@ -42,6 +43,9 @@ def test_debugfs_renders_byte_for_byte(capture_root: Callable[[str], Path], name
     host = host_from_capture(root)
     want_regset = (root / DEBUGFS / "iommu_regset").read_text()
     want_translation = (root / DEBUGFS / "dmar_translation_struct").read_text()
+    # The model's own rendering, byte for byte; and vtdlud's parser + renderer agree with it.
+    assert regset_text(host.units.values()) == want_regset
+    assert translation_text(host.units.values()) == want_translation
     assert render_iommu_regset(regset(host)) == want_regset
     assert render_dmar_translation_struct(translation(host)) == want_translation
 

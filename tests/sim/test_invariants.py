@@ -10,6 +10,7 @@ from tests.kernelmodel.iommu import DomainKind
 from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.records import read_incoming
 from tests.kernelmodel.scenarios import q35_host
+from vtdlud.model.snapshot import VFIO_PCI
 from vtdlud.model.tables import context_table_bit
 
 CANDIDATES = ("0000:00:05.0", "0000:00:02.0", "0000:01:00.0", "0000:05:01.0", "0000:05:02.0")
@@ -34,15 +35,15 @@ def check_records(host: SimHost) -> None:
             assert not mine
             continue
         rec = out.hw.read(slot)
-        bits = set(rec.intel.context_table_bits)
+        bits = out.bits(slot)
         tables = unit.context_tables()
         for bdf in mine:
             for rid in host.topology.aliases(bdf):
                 half = context_table_bit(rid.bus, rid.devfn if unit.scalable else 0)
                 if half in tables:
                     assert half in bits, (bdf, rid)
-        live = [r for s, r in inc.devices if r.domain_iommu_ser.iommu_phys == slot]
-        assert rec.hdr.ref_count == len(live) == len(mine)
+        live = [r for s, r in inc.devices if r["domain_iommu_ser.iommu_phys"] == slot]
+        assert rec["hdr.ref_count"] == len(live) == len(mine)
         assert unit.root_table in host.mem.preserved
         for bit in bits:
             assert tables[bit] in host.mem.preserved
@@ -61,8 +62,9 @@ def run(host: SimHost, actions: list[tuple[str, int]]) -> None:
             if str(arg) in host.preserved:
                 continue
             domain = host.attached.get(str(arg))
-            if domain is None or domain.kind is not DomainKind.UNMANAGED:
-                host.vfio_attach(str(arg))
+            bound = host.device(str(arg)).driver == VFIO_PCI
+            if domain is None or domain.kind is not DomainKind.UNMANAGED or not bound:
+                host.vfio_attach(str(arg))  # a group peer has the VMM's domain already
             host.preserve(str(arg))
             assert host.outgoing is not None
             slot = host.outgoing.device_slot[str(arg)]
@@ -94,15 +96,14 @@ def kexec_and_check(host: SimHost) -> None:
     host.shutdown()
     for unit in host.units.values():
         if out is not None and unit.reg_base in out.hw_slot:
-            rec = out.hw.read(out.hw_slot[unit.reg_base])
-            assert set(unit.context_tables()) == set(rec.intel.context_table_bits)
+            assert set(unit.context_tables()) == out.bits(out.hw_slot[unit.reg_base])
     host.kexec()
     for bdf, (root, entry) in kept.items():
         dev, unit = host.device(bdf), host.unit_of(bdf)
         assert unit.root_table == root
         assert unit.read_context(dev.bus, dev.devfn) == entry
     if host.incoming is not None:
-        assert all(r.intel.restored == 0 for _, r in host.incoming.hw)  # as handed over
+        assert all(r["intel.restored"] == 0 for _, r in host.incoming.hw)  # as handed over
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

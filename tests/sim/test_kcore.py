@@ -17,7 +17,8 @@ from tests.kernelmodel.capture import host_from_capture
 from tests.kernelmodel.faults import Fault, inject
 from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.scenarios import q35_host, two_unit_host
-from tests.kernelmodel.tree import TreeOptions, regset, translation, write_tree
+from tests.kernelmodel.tree import TreeOptions, write_tree
+from tests.sim import regset, translation
 from vtdlud.errors import PhysReadError
 from vtdlud.host.kcore import PhysMem
 from vtdlud.host.root import HostRoot

@@ -30,7 +30,7 @@ def root_halves(host: SimHost, unit: str = "dmar0") -> set[int]:
 def bits(host: SimHost, unit: str = "dmar0") -> set[int]:
     out = host.outgoing
     assert out is not None
-    return set(out.hw.read(out.hw_slot[host.units[unit].reg_base]).intel.context_table_bits)
+    return out.bits(out.hw_slot[host.units[unit].reg_base])
 
 
 def test_shutdown_clears_unpreserved_devices_and_their_aliases() -> None:
@@ -82,7 +82,7 @@ def test_the_new_kernel_restores_preserved_state(scalable: bool) -> None:
     assert unit.context_tables()[context_table_bit(0x30, 0)] != old_late  # a new table
     inc = read_incoming(host.mem, flb, host.flb_variant)
     (hw,) = [r for _, r in inc.hw]
-    assert hw.intel.restored == 1 and inc.complete
+    assert hw["intel.restored"] == 1 and inc.complete
     assert host.release == "6.13.0-next" and host.liveupdate_num == 1
 
 
@@ -118,7 +118,7 @@ def test_vtdlud_reads_the_handover(generation: LuoGeneration, variant: str, tmp_
         return
     iommu = luo_in.iommu
     assert iommu is not None and not isinstance(iommu, type(None))
-    assert getattr(iommu, "compatible", None) == host.flb_variant.compatible
+    assert getattr(iommu, "compatible", None) == host.flb_compatible
     sessions = luo_in.sessions
     assert isinstance(sessions, tuple)
     (session,) = sessions
@@ -171,7 +171,8 @@ def test_a_second_live_update_chains() -> None:
     assert host.liveupdate_num == 2 and host.handed_over is not None
     flb = host.handed_over.flbs[0].data
     (hw,) = [r for _, r in read_incoming(host.mem, flb, host.flb_variant).hw]
-    assert hw.intel.restored == 1 and hw.intel.root_table == host.units["dmar0"].root_table
+    assert hw["intel.restored"] == 1
+    assert hw["intel.root_table"] == host.units["dmar0"].root_table
     assert host.units["dmar0"].read_context(0, 5 << 3) is not None
 
 

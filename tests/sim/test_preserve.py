@@ -1,4 +1,7 @@
-"""Preservation records (backed by the model only: no real capture of IOMMU records exists)."""
+"""Preservation records (backed by the model only: no real capture of IOMMU records exists).
+
+The model writes the records with its own layouts (tests.kernelmodel.layout); these tests read them
+back with vtdlud's ABI mirror, so each reading checks the other."""
 
 from __future__ import annotations
 
@@ -27,7 +30,15 @@ VFIO = "0000:00:05.0"
 def hw_record(host: SimHost, unit: str = "dmar0") -> IommuHwSerV1:
     out = host.outgoing
     assert out is not None
-    return out.hw.read(out.hw_slot[host.units[unit].reg_base])
+    return hw_at(host, out.hw_slot[host.units[unit].reg_base])
+
+
+def hw_at(host: SimHost, slot: int) -> IommuHwSerV1:
+    return IommuHwSerV1.unpack(host.mem.read(slot, IommuHwSerV1.sizeof()))
+
+
+def device_at(host: SimHost, slot: int) -> IommuDeviceSerV1:
+    return IommuDeviceSerV1.unpack(host.mem.read(slot, IommuDeviceSerV1.sizeof()))
 
 
 def preserved_host(scalable: bool = False, *bdfs: str) -> SimHost:
@@ -68,7 +79,7 @@ def test_device_record_names_did_domain_hw_record_and_pasid_directory() -> None:
     out = host.outgoing
     assert out is not None
     unit, dev = host.units["dmar0"], host.device(VFIO)
-    rec = out.devices.read(out.device_slot[VFIO])
+    rec = device_at(host, out.device_slot[VFIO])
     domain = host.attached[VFIO]
     assert (rec.devid, rec.pci_domain_nr) == (dev.bus << 8 | dev.devfn, 0)
     assert rec.domain_iommu_ser.attachment_id == domain.dids[unit.reg_base]
@@ -77,7 +88,8 @@ def test_device_record_names_did_domain_hw_record_and_pasid_directory() -> None:
     ctx = unit.read_context(dev.bus, dev.devfn)
     assert ctx is not None and rec.intel.pasid_table == ctx[0] & ~0xFFF
     assert rec.intel.max_pasid == 1 << 15
-    dom = out.domains.read(out.domain_slot[domain])
+    slot = out.domain_slot[domain]
+    dom = IommuDomainSer.unpack(host.mem.read(slot, IommuDomainSer.sizeof()))
     assert (dom.top_table_phys, dom.top_level, dom.vasz) == (domain.pgd, domain.agaw + 1, 48)
     for page in unit.pasid_pages(dev.bus, dev.devfn):
         assert page in host.mem.preserved
@@ -93,17 +105,17 @@ def test_ref_count_follows_devices_and_the_last_unpreserve_deletes() -> None:
     slot = out.hw_slot[0xFED9_0000]
     assert hw_record(host).hdr.ref_count == 2 and hw_record(host, "dmar1").hdr.ref_count == 1
     host.unpreserve(VFIO)
-    assert out.hw.read(slot).hdr.ref_count == 1
-    assert out.hw.read(slot).intel.context_table_bits  # tables stay until the unit is released
+    assert hw_at(host, slot).hdr.ref_count == 1
+    assert hw_at(host, slot).intel.context_table_bits  # tables stay until the unit is released
     first_slot = min(out.devices.slots())
     host.vfio_attach(VFIO)
     host.preserve(VFIO)  # again: a new slot, the DELETED one is not reused
     assert out.device_slot[VFIO] > first_slot
-    assert out.devices.read(first_slot).hdr.flags & IOMMU_SER_FLAG_DELETED
+    assert device_at(host, first_slot).hdr.flags & IOMMU_SER_FLAG_DELETED
     tables = list(host.units["dmar0"].context_tables().values())
     host.unpreserve(VFIO)
     host.unpreserve("0000:00:02.0")
-    rec = out.hw.read(slot)
+    rec = hw_at(host, slot)
     assert rec.hdr.flags & IOMMU_SER_FLAG_DELETED and rec.hdr.ref_count == 0
     assert not rec.intel.context_table_bits
     assert not set(tables) & host.mem.preserved
@@ -132,7 +144,7 @@ def test_a_full_array_page_links_a_new_one() -> None:
     first = IommuArrayHdrSer.unpack(host.mem.read(out.devices.pages[0], 16))
     assert (first.next_array_phys, first.nr_objects) == (out.devices.pages[1], cap)
     assert len(out.domains.pages) == 1 and capacity_of(IommuDomainSer) == 110
-    inc = read_incoming(host.mem, out.flb_phys, V1)
+    inc = read_incoming(host.mem, out.flb_phys, "v1")
     assert inc.complete and len(inc.devices) == 80 and hw_record(host).hdr.ref_count == 80
 
 
@@ -149,8 +161,8 @@ def test_flb_variants_decode_with_the_abi_mirror(variant: object) -> None:
     assert flb.iommu_array_phys == out.hw.first
     version = getattr(flb, "version", None)
     assert select_variant(out.compatible, version) is variant
-    inc = read_incoming(host.mem, out.flb_phys, variant)  # type: ignore[arg-type]
-    assert [r.type for _, r in inc.hw] == [IommuTypeSer.IOMMU_INTEL]
+    inc = read_incoming(host.mem, out.flb_phys, "v1" if variant is V1 else "v2")
+    assert [r["type"] for _, r in inc.hw] == [IommuTypeSer.IOMMU_INTEL]
 
 
 def test_the_kernel_refuses_what_it_cannot_preserve() -> None:
@@ -186,4 +198,4 @@ def test_a_vf_in_the_upper_half_sets_an_odd_bit_in_scalable_mode() -> None:
     bits = hw_record(host).intel.context_table_bits
     assert {context_table_bit(0x30, 0), context_table_bit(0x30, 0x81)} <= set(bits)
     assert context_table_bit(0x30, 0x81) % 2 == 1
-    assert out.devices.read(out.device_slot[vf.bdf]).devid == 0x3081
+    assert device_at(host, out.device_slot[vf.bdf]).devid == 0x3081

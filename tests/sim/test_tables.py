@@ -12,8 +12,8 @@ from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.memory import OutsideRam, PhysMemory
 from tests.kernelmodel.pci import config_space
 from tests.kernelmodel.scenarios import q35_host, two_unit_host
-from tests.kernelmodel.tree import translation, write_tree
-from tests.sim import tree_contents
+from tests.kernelmodel.tree import write_tree
+from tests.sim import translation, tree_contents
 from vtdlud.model.pci import PCI_EXP_TYPE_PCI_BRIDGE
 from vtdlud.model.tables import context_table_bit
 from vtdlud.parse.dmar import parse_dmar

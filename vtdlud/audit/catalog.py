@@ -92,6 +92,23 @@ CATALOG: dict[str, CatalogEntry] = {
             "The tables changed during the read or one source is wrong; re-run, then collect a bundle.",
         ),
         _e(
+            "VTD016",
+            S.FAIL,
+            "d40681f1c06946958b40d21ec5615bd1",
+            "a live root/context/PASID table pointer leads outside RAM or into another table",
+            "The translation structures the hardware walks are corrupt (KHO cannot preserve a "
+            "page outside RAM); do not kexec, collect a bundle with --memory.",
+        ),
+        _e(
+            "VTD017",
+            S.FAIL,
+            "d322d5973a7c4cb6b7fe9de5abbd21ed",
+            "a PASID directory, PASID table or page-table page of a preserved device is not "
+            "KHO-preserved",
+            "The next kernel cannot restore the tables the device translates with; do not kexec, "
+            "collect a bundle with --memory.",
+        ),
+        _e(
             "VTD020",
             S.FAIL,
             "f0ca1c7eb3e7453c8153b149fe316363",
@@ -116,14 +133,16 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD023",
             S.FAIL,
             "d03f775c2863440ab2d30a929f53b2a7",
-            "attachment_id differs from the DID in the live context/PASID entry",
+            "attachment_id differs from the DID in the live context/PASID entry of the device or of a "
+            "DMA alias",
             "The new kernel would reserve the wrong domain ID; do not kexec.",
         ),
         _e(
             "VTD024",
             S.FAIL,
             "b5bd8d6bb88849118946d6f604701000",
-            "pasid_table or max_pasid differs from the live PASID directory",
+            "pasid_table or max_pasid disagrees with the live context entry (the device's or a "
+            "DMA alias's, scalable), or is set in legacy mode",
             "The new kernel would restore the wrong PASID directory (or BUG() on max_pasid); do "
             "not kexec.",
         ),
@@ -147,6 +166,17 @@ CATALOG: dict[str, CatalogEntry] = {
             "afe4570c27f547eeac967d59302438c0",
             "domain record disagrees with the live tables or points at a deleted slot",
             "The new kernel would restore the wrong page table; do not kexec.",
+        ),
+        _e(
+            "VTD028",
+            S.UNKNOWN,
+            "49b88dc5b899497c8c8bf64efb9b6b7a",
+            "device to preserve shares its IOMMU group with a device that is not preserved, "
+            "for no DMA alias vtdlud knows",
+            "The kernel builds IOMMU groups from DMA aliases: a peer may share a requester ID "
+            "through a quirk this vtdlud does not know, and lose it at kexec. Preserve every "
+            "device of the group, or make sure the peer's group membership comes from missing "
+            "ACS isolation only.",
         ),
         _e(
             "VTD029",
@@ -223,7 +253,8 @@ CATALOG: dict[str, CatalogEntry] = {
             "VTD062",
             S.FAIL,
             "fe8f9c4805a040859d8aa045bb903448",
-            "after kexec: a preserved context table or entry changed",
+            "after kexec: a preserved context table, or the entry of a preserved device or of its DMA "
+            "alias, changed",
             "A preserved device lost or changed its translation; stop its guest and collect a bundle.",
         ),
         _e(

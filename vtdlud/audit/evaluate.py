@@ -113,16 +113,20 @@ def _bdf_on_unit(unit: SysfsUnit, bus: int, devfn: int) -> str:
     return next((d for d in unit.devices if d.endswith(tail)), f"0000:{tail}")
 
 
-_WALK_CODES = {  # walk ProblemKind values -> codes
-    "outside_ram": "VTD041",
-    "alias": "VTD041",
+# Walk ProblemKind values -> codes.  A table pointer of the live tables (RTADDR's root table, a
+# root entry's context table, a context entry's PASID directory, a directory entry's PASID
+# table) that leads outside RAM or into another table's page is VTD016: VTD041 is the record
+# chains' (issue #14 item 6).
+_WALK_CODES = {
+    "outside_ram": "VTD016",
+    "alias": "VTD016",
     "unreadable": "VTD051",
     "limit": "VTD051",
 }
 
 
 def _kcore_findings(snapshot: Snapshot) -> list[Finding]:
-    """Walk problems (VTD041/VTD051) and kcore-vs-debugfs disagreements (VTD015)."""
+    """Walk problems (VTD016/VTD051) and kcore-vs-debugfs disagreements (VTD015)."""
     out: list[Finding] = []
     if not snapshot.kcore_walks:
         return out

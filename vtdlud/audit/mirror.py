@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import field
 from typing import TYPE_CHECKING, TypeVar
 
 from vtdlud.audit.report import Finding, UnitReport, finding
@@ -87,6 +88,8 @@ class LiveView:
     devices: Mapping[DevKey, ContextInfo]
     unwalked: frozenset[int] = frozenset()
     incomplete: frozenset[DevKey] = frozenset()
+    # Scalable mode, kcore only: each device's present PASID directory entries (index -> table)
+    pasid_tables: Mapping[DevKey, Mapping[int, int]] = field(default_factory=dict)
 
     @property
     def source(self) -> str:
@@ -99,7 +102,13 @@ def live_view(snapshot: Snapshot, unit: UnitReport) -> LiveView | None:
     if walk is not None and walk.root_entries:
         bits, tables_at = walk.context_table_bits, walk.context_tables
         return LiveView(
-            True, bits, tables_at, walk.devices, walk.unwalked_tables, walk.incomplete_devices
+            True,
+            bits,
+            tables_at,
+            walk.devices,
+            walk.unwalked_tables,
+            walk.incomplete_devices,
+            walk.pasid_tables,
         )
     live = snapshot.live_tables.get(unit.name)
     if live is None or not live.debugfs_walked:

@@ -46,15 +46,18 @@ from __future__ import annotations
 
 import dataclasses
 
+from vtdlud.audit.aliasentries import alias_problems
 from vtdlud.audit.ledger import liveupdate_count
-from vtdlud.audit.mirror import Sink, live_view, required_for, unit_mode
+from vtdlud.audit.mirror import LiveView, Sink, live_view, required_for, unit_mode
+from vtdlud.audit.preconditions import pci_nodes
 from vtdlud.audit.preserved import device_bdf
 from vtdlud.audit.report import Finding, Report, UnitReport, finding
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
 from vtdlud.model.abi import IommuDeviceSerV1, IommuHwSerV1
+from vtdlud.model.alias import DmaAliases
 from vtdlud.model.bitfield import field_named
-from vtdlud.model.ledger import Ledger, LedgerInput, LedgerUnit
+from vtdlud.model.ledger import Ledger, LedgerDevice, LedgerInput, LedgerUnit
 from vtdlud.model.registers import FSTS_FIELDS
 from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import DmarFault, KernelLog
@@ -84,6 +87,7 @@ class _Check(Sink):
         self.report, self.ledger, self.log = report, ledger, log
         recs = self.snap.preserved
         self.state = recs.incoming if recs is not None else None
+        self.aliases = DmaAliases(pci_nodes(self.snap))
 
     def run(self) -> list[Finding]:
         units = {u.address: u for u in self.report.units if u.address is not None}
@@ -200,6 +204,7 @@ class _Check(Sink):
                 b = parse_bdf(ld.bdf)
             except ParseError:
                 continue
+            self.alias_entries(u, lu, ld, live, mode=mode)
             key = (b.bus, b.devfn)
             info = live.devices.get(key)
             bit = context_table_bit(b.bus, b.devfn if mode is Mode.SCALABLE else 0)
@@ -227,6 +232,31 @@ class _Check(Sink):
                 msg += f"{ld.pasid_table:#x}"
                 cmp = {"expected": f"{ld.pasid_table:#x}", "actual": f"{info.pasid_dir:#x}"}
                 self.add("VTD062", msg, unit=u.address, bdf=ld.bdf, details=cmp)
+
+    def alias_entries(
+        self, u: UnitReport, lu: LedgerUnit, ld: LedgerDevice, live: LiveView, *, mode: Mode
+    ) -> None:
+        """VTD062: the context entries of the device's DMA aliases carry the ledger's DID
+        (legacy) or a preserved PASID directory (scalable), as before the kexec
+        (:mod:`vtdlud.audit.aliasentries`; the aliases from this boot's topology)."""
+        bdf, did, pasid_table = ld.bdf, ld.did, ld.pasid_table
+        rids = self.aliases.of(bdf)
+        if rids is None:
+            if bdf in self.snap.pci_devices:
+                msg = f"{u.name}: {bdf}: its DMA aliases are not visible (a bridge's config space "
+                msg += "could not be read): their context entries are not checked"
+                self.add("VTD062", msg, unit=u.address, bdf=bdf, unknown=())
+            return
+        dirs = {d.pasid_table for d in lu.devices if d.pasid_table}
+        own = self.aliases.own(bdf) or rids[:1]
+        for p in alias_problems(
+            rids, own, mode, live, did=did, pasid_dir=pasid_table, preserved_dirs=dirs
+        ):
+            msg = f"{u.name}: {bdf}: {p.message}; the ledger's DID {did}"
+            unknown = LIVE_TIERS if p.unknown else None
+            self.add(
+                "VTD062", msg, unit=u.address, bdf=bdf, unknown=unknown, details=dict(p.details)
+            )
 
     # -- VTD063 -----------------------------------------------------------------------------
     def faults(self, units: dict[int, UnitReport]) -> None:

@@ -4,7 +4,9 @@ These checks need no kernel record: they run before kexec on any host (DESIGN.md
 §1.5 and §1.9).  A device can be preserved only if it is PCI, bound to vfio-pci, open as a VFIO
 cdev bound to iommufd (legacy ``/dev/vfio/<group>`` users never are), and not using page
 requests; and no device that will not be preserved may share a DMA alias with it, because the
-old kernel clears the alias's context entry at kexec.
+old kernel clears the alias's context entry at kexec (VTD025; quirk aliases included), nor share
+its IOMMU group for a reason no known alias explains (VTD028, UNKNOWN: an alias quirk vtdlud does
+not know would have the same effect).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from vtdlud.audit.report import Finding, Wanted, finding
 from vtdlud.model.alias import DmaAliases, PciNode, Rid
 from vtdlud.model.policy import Policy, policy_wants
+from vtdlud.model.quirks import QUIRKS_READ_FROM, PciIds
 from vtdlud.model.severity import Severity
 from vtdlud.model.snapshot import VFIO_PCI, PciDevice, Snapshot, VfioHolder
 from vtdlud.parse.sysfs import cmdline_value, kstrtobool, parse_bdf
@@ -24,8 +27,13 @@ def pci_nodes(snapshot: Snapshot) -> dict[str, PciNode]:
         if d.config is None:
             continue
         b = parse_bdf(bdf)
+        ids = PciIds(d.vendor, d.device, d.config.subsystem, d.pci_class)
         nodes[bdf] = PciNode(
-            Rid(b.segment, b.bus, b.devfn), d.parent, d.config.pcie_type, d.config.secondary_bus
+            Rid(b.segment, b.bus, b.devfn),
+            d.parent,
+            d.config.pcie_type,
+            d.config.secondary_bus,
+            ids,
         )
     return nodes
 
@@ -145,8 +153,12 @@ class _SharedAliases:
     """Which devices use each requester ID, computed once for all the devices to preserve."""
 
     def __init__(self, snapshot: Snapshot, names: set[str], aliases: DmaAliases) -> None:
-        self.snapshot, self.names = snapshot, names
+        self.snapshot, self.names, self.aliases = snapshot, names, aliases
         self.rids = {bdf: aliases.of(bdf) for bdf in snapshot.pci_devices}
+        self.groups: dict[int, list[str]] = {}
+        for bdf, d in sorted(snapshot.pci_devices.items()):
+            if d.iommu_group is not None:
+                self.groups.setdefault(d.iommu_group, []).append(bdf)
         self.users: dict[Rid, list[str]] = {}
         for bdf, rids in sorted(self.rids.items()):
             for rid in rids or ():
@@ -165,8 +177,9 @@ class _SharedAliases:
             return [
                 finding(
                     "VTD025",
-                    f"{bdf}: DMA aliases not visible (an upstream bridge's config space "
-                    "could not be read)",
+                    f"{bdf}: DMA aliases not visible (its or an upstream bridge's config "
+                    "space could not be read, or a quirk takes them from the device: Switchtec "
+                    "NTB proxy IDs, a VMD domain)",
                     bdf=bdf,
                     severity=Severity.UNKNOWN,
                 )
@@ -199,6 +212,37 @@ class _SharedAliases:
                         severity=Severity.UNKNOWN,
                     )
                 )
+        return out + self.group_peers(bdf, set(shared))
+
+    def group_peers(self, bdf: str, explained: set[str]) -> list[Finding]:
+        """VTD028: a peer in the device's IOMMU group that will not be preserved and that no
+        DMA alias vtdlud knows explains.  The kernel builds groups from the same aliases
+        (``pci_device_group()`` walks ``pci_for_each_dma_alias()`` and takes the group of a
+        device owning an alias, or of the bridge that reported it), so an unexplained peer may
+        share a requester ID through a quirk this version does not know, and its context entry
+        is cleared at kexec; or the group comes from missing ACS isolation, which is harmless.
+        vtdlud cannot tell: UNKNOWN, blocking the gate."""
+        d = self.snapshot.pci_devices.get(bdf)
+        if d is None or d.iommu_group is None:
+            return []
+        bridges = set(self.aliases.bridges(bdf) or ())
+        out = []
+        for peer in self.groups.get(d.iommu_group, []):
+            if peer == bdf or peer in self.names or peer in explained or peer in bridges:
+                continue
+            if bdf in (self.aliases.bridges(peer) or ()):
+                continue  # the device to preserve is a bridge that aliases the peer
+            out.append(
+                finding(
+                    "VTD028",
+                    f"{bdf} shares IOMMU group {d.iommu_group} with {peer}, which is not "
+                    "preserved, and no DMA alias vtdlud knows (the generic bridge rules and the "
+                    f"quirks of {QUIRKS_READ_FROM}) explains it: if it shares a requester ID "
+                    "through a quirk not modelled here, its context entry is cleared at kexec",
+                    bdf=bdf,
+                    severity=Severity.UNKNOWN,
+                )
+            )
         return out
 
 

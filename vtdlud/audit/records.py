@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from vtdlud.audit.aliasentries import alias_problems
 from vtdlud.audit.mirror import (
     DEVICE_FIELDS,
     DOMAIN_FIELDS,
@@ -61,6 +62,7 @@ from vtdlud.audit.mirror import (
     points_nowhere,
     unit_mode,
 )
+from vtdlud.audit.pages import page_table_findings, pasid_findings
 from vtdlud.audit.preserved import PreservedDevice, device_bdf, rid_bits
 from vtdlud.audit.recfields import (
     device_ref_problem,
@@ -129,6 +131,7 @@ class _Audit(Sink):
         self.by_name = {u.name: u.address for u in units if u.address is not None}
         self.records: PreservedRecords | None = snapshot.preserved
         self.aliases = aliases
+        self.domains_walked: set[int] = set()  # domain records whose page table was judged
 
     def name(self, address: int | None) -> str:
         u = self.units.get(address) if address is not None else None
@@ -441,12 +444,28 @@ class _Audit(Sink):
             self.add("VTD027", msg, unit=u.address, bdf=bdf)
         key = _key(slot)
         info = live.devices.get(key) if live is not None else None
-        if isinstance(slot.record, IommuDeviceSerV1):
+        if isinstance(slot.record, IommuDeviceSerV1) and u.mode is not Mode.LEGACY:
+            # (legacy mode: a record with a PASID table at all is VTD024, audit/pages.py)
             pdts = info.pdts if info is not None and u.mode is Mode.SCALABLE else None
             if (why := max_pasid_problem(slot.record, pdts)) is not None:
                 self.add("VTD024", f"{at}: {why}", unit=u.address, bdf=bdf)
         if live is None:
             return
+        if u.before:
+            self.alias_entries(u, dev, live)
+            if isinstance(slot.record, IommuDeviceSerV1):
+                pm = self.records.memory_map if self.records is not None else None
+                pasid_findings(
+                    self,
+                    at=at,
+                    unit=u.address,
+                    bdf=bdf,
+                    rec=slot.record,
+                    mode=u.mode,
+                    info=info,
+                    live=live,
+                    pm=pm,
+                )
         if info is None or info.did is None:
             if u.before:
                 what = "context entry" if info is None else "RID_PASID (PASID 0) entry"
@@ -477,10 +496,47 @@ class _Audit(Sink):
         if dom.slot is not None and dom.status is RefStatus.OK:
             self.domain(u, bdf, dom.slot.phys, dom.slot.record, info)
 
+    def alias_entries(self, u: _Unit, dev: PreservedDevice, live: LiveView) -> None:
+        """VTD023 (legacy) / VTD024 (scalable): the context entries of the RIDs the device's
+        DMA uses besides its own (:mod:`vtdlud.audit.aliasentries`)."""
+        if dev.rids is None:
+            return  # not visible: VTD011 says so
+        rec = dev.slot.record
+        dirs = {
+            m.slot.record.intel.pasid_table
+            for m in u.members
+            if isinstance(m.slot.record, IommuDeviceSerV1) and m.slot.record.intel.pasid_table
+        }
+        pasid = rec.intel.pasid_table if isinstance(rec, IommuDeviceSerV1) else None
+        own = self.aliases.own(dev.bdf) or dev.rids[:1]
+        code = "VTD024" if u.mode is Mode.SCALABLE else "VTD023"
+        for p in alias_problems(
+            dev.rids,
+            own,
+            u.mode,
+            live,
+            did=rec.domain_iommu_ser.attachment_id,
+            pasid_dir=pasid,
+            preserved_dirs=dirs,
+        ):
+            msg = f"{u.name}: {dev.bdf}: device record at {dev.slot.phys:#x}: {p.message}"
+            unknown = LIVE_TIERS if p.unknown else None
+            details = dict(p.details)
+            self.add(code, msg, unit=u.address, bdf=dev.bdf, unknown=unknown, details=details)
+
     def domain(self, u: _Unit, bdf: str, phys: int, rec: IommuDomainSer, info: ContextInfo) -> None:
         """VTD027: the domain record against the page table the device's live entry uses."""
         at = f"{u.name}: {bdf}: domain record at {phys:#x}"
         top = live_top_table(info)
+        recs = self.records
+        # VTD017: the page table's pages, once per domain record, when it is the one the live
+        # entry uses (else VTD027 below says so, and the record's would be the wrong one).
+        same = not isinstance(top, str) and top[0] == rec.top_table_phys
+        if same and u.before and recs is not None and phys not in self.domains_walked:
+            self.domains_walked.add(phys)
+            walk = recs.page_tables.get(phys)
+            pm = recs.memory_map
+            page_table_findings(self, at=at, unit=u.address, bdf=bdf, walk=walk, pm=pm)
         if isinstance(top, str):
             msg = f"{at}: top_table_phys {rec.top_table_phys:#x}, but {top}"
             self.add("VTD027", msg, unit=u.address, bdf=bdf)

@@ -24,10 +24,19 @@ from vtdlud.model.abi import AbiVariant
 from vtdlud.model.kho import CutKhoRoot, KhoRoot, KhoSide, KhoState
 from vtdlud.model.khomem import MapState, walk_preserved_memory
 from vtdlud.model.luo import IommuFlb, StaleLuo
+from vtdlud.model.pagetable import (
+    PageTableLimits,
+    PageTableWalk,
+    PtProblem,
+    PtProblemKind,
+    walk_page_table,
+)
 from vtdlud.model.preserved import PreservedRecords
 from vtdlud.model.records import PreservedState, walk_records
 from vtdlud.model.relocate import RecordAddresses, locate_at, signature_problem
 from vtdlud.model.signature import find_hw_records
+
+MAX_PAGE_TABLE_PAGES = 1 << 17  # 512 MiB of page tables read, all domains together
 
 
 def _stale_reasons(side: KhoSide) -> list[str]:
@@ -83,8 +92,15 @@ def find_incoming(
 
 
 def find_preserved(
-    mem: PhysMem, kho: KhoState, units: set[int], hints: RecordAddresses | None = None
+    mem: PhysMem,
+    kho: KhoState,
+    units: set[int],
+    hints: RecordAddresses | None = None,
+    *,
+    bundle: bool = False,
 ) -> PreservedRecords:
+    """The records (module doc).  ``bundle``: the memory is a ``collect --memory`` bundle's,
+    which holds only the pages the collecting vtdlud read."""
     incoming_state, incoming_reason, notes = find_incoming(mem, kho.incoming, units, hints)
     notes += kho.notes
     if incoming_reason is not None:
@@ -112,4 +128,42 @@ def find_preserved(
         mem.read, pm.order0_pages(), units, probe=mem.peek, is_preserved=pm.contains
     )
     state = scan.state if scan.state is not None else incoming_state
-    return replace(base, state=state, memory_map=pm, scan=scan, notes=(*notes, *scan.notes))
+    return replace(
+        base,
+        state=state,
+        memory_map=pm,
+        scan=scan,
+        notes=(*notes, *scan.notes),
+        page_tables=_page_tables(mem, scan.state, bundle=bundle),
+    )
+
+
+def _page_tables(
+    mem: PhysMem, state: PreservedState | None, *, bundle: bool
+) -> dict[int, PageTableWalk]:
+    """Walk the page table of every live domain record of the outgoing records, bounded per
+    domain (:class:`PageTableLimits`) and all together (:data:`MAX_PAGE_TABLE_PAGES`: a domain
+    past it is not walked, and its pages are UNKNOWN).
+
+    In a bundle a page the collecting vtdlud did not read is absent, not outside RAM (bundles
+    made before page tables were walked hold none of them): there it is unreadable, UNKNOWN."""
+    out: dict[int, PageTableWalk] = {}
+    budget = MAX_PAGE_TABLE_PAGES
+    for slot in state.live_domains() if state is not None else ():
+        rec = slot.record
+        if not rec.top_table_phys or budget <= 0:
+            continue
+        limits = PageTableLimits(max_pages=min(budget, PageTableLimits().max_pages))
+        walk = walk_page_table(mem.read, rec.top_table_phys, rec.top_level, limits)
+        if bundle and any(p.kind is PtProblemKind.OUTSIDE_RAM for p in walk.problems):
+            walk = replace(walk, problems=tuple(_not_collected(p) for p in walk.problems))
+        out[slot.phys] = walk
+        budget -= len(walk.pages)
+    return out
+
+
+def _not_collected(p: PtProblem) -> PtProblem:
+    if p.kind is not PtProblemKind.OUTSIDE_RAM:
+        return p
+    why = f"{p.message} (not in the bundle's memory: collected without the page tables?)"
+    return PtProblem(PtProblemKind.UNREADABLE, p.addr, why)

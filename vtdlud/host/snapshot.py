@@ -457,7 +457,9 @@ class SnapshotBuilder:
                 from vtdlud.host.records import find_preserved  # noqa: PLC0415
 
                 addresses = {u.address for u in units if u.address}
-                preserved = find_preserved(mem, kho, addresses, self.record_hints)
+                preserved = find_preserved(
+                    mem, kho, addresses, self.record_hints, bundle=not self.root.is_live
+                )
             if mem is not None:
                 pages = dict(mem.captured_pages())
         finally:

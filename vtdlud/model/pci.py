@@ -17,6 +17,8 @@ PCI_STATUS = 0x06
 PCI_STATUS_CAP_LIST = 0x10
 PCI_CAPABILITY_LIST = 0x34
 PCI_SECONDARY_BUS = 0x19
+PCI_SUBSYSTEM_VENDOR_ID = 0x2C  # header type 0 only
+PCI_SUBSYSTEM_ID = 0x2E
 PCI_CAP_ID_EXP = 0x10
 PCI_EXP_FLAGS = 2
 PCI_EXP_FLAGS_TYPE_SHIFT = 4
@@ -50,6 +52,9 @@ class PciConfig:
     pri_enabled: bool | None  # None: extended config space not readable
     ats_enabled: bool | None
     pasid_enabled: bool | None
+    # (subsystem vendor, subsystem device) of a type-0 header (the fixed-DMA-alias quirk
+    # matches them); None for a bridge
+    subsystem: tuple[int, int] | None = None
 
 
 @frozen

@@ -3,10 +3,12 @@ looks for them; ``Snapshot.preserved``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import field
 
 from vtdlud.frozen import frozen
 from vtdlud.model.khomem import PreservedMemory
+from vtdlud.model.pagetable import PageTableWalk
 from vtdlud.model.records import PreservedState
 from vtdlud.model.signature import SignatureScan
 
@@ -27,3 +29,6 @@ class PreservedRecords:
     notes: tuple[str, ...] = field(default=())
     incoming: PreservedState | None = None
     incoming_reason: str | None = None
+    # The page tables of the outgoing live domain records, by record address (the audit checks
+    # every page is KHO-preserved: VTD017)
+    page_tables: Mapping[int, PageTableWalk] = field(default_factory=dict)

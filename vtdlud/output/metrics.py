@@ -18,7 +18,9 @@ Per source, from the envelope (DESIGN.md §4):
 - ``vtdlud_verdict{source,verdict}``: 1 for the current verdict, 0 for the other five
   (``NOT_APPLICABLE``: a host without Intel VT-d);
 - ``vtdlud_report_valid{source}``: 0 when the report file exists but could not be read;
-- ``vtdlud_report_generated_timestamp_seconds{source}``, ``vtdlud_report_exit_status{source}``;
+- ``vtdlud_report_generated_timestamp_seconds{source}``, ``vtdlud_report_exit_status{source}``,
+  ``vtdlud_report_age_seconds{source}`` (when the file was written: the gate's and post-kexec
+  check's reports beside the daemon's own verdict, which never covers kcore);
 - ``vtdlud_dmar_units{source}``: DMAR units in the report;
 - ``vtdlud_findings{source,code,severity}``: every catalog code at its catalog severity (0 when
   absent) plus whatever the report holds;
@@ -44,6 +46,7 @@ Daemon-wide: ``vtdlud_build_info{version}`` (always 1), ``vtdlud_start_timestamp
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -89,6 +92,11 @@ _HELP = {
     "vtdlud_report_generated_timestamp_seconds": (
         "gauge",
         "When the source's report was generated (Unix time).",
+    ),
+    "vtdlud_report_age_seconds": (
+        "gauge",
+        "Age of the source's report when this file was written (exact: time() - "
+        "vtdlud_report_generated_timestamp_seconds).",
     ),
     "vtdlud_report_exit_status": ("gauge", "The exit status recorded in the source's report."),
     "vtdlud_dmar_units": ("gauge", "DMAR units in the source's report."),
@@ -168,13 +176,14 @@ def _timestamp(rfc3339: object) -> float | None:
         return None
 
 
-def _source(out: _Out, source: str, doc: JSON) -> None:
+def _source(out: _Out, source: str, doc: JSON, now: float) -> None:
     verdict = doc.get("verdict")
     for v in VERDICTS:
         out.add("vtdlud_verdict", 1 if v == verdict else 0, source=source, verdict=v)
     ts = _timestamp(doc.get("generated_at"))
     if ts is not None:
         out.add("vtdlud_report_generated_timestamp_seconds", ts, source=source)
+        out.add("vtdlud_report_age_seconds", round(now - ts, 3), source=source)
     exit_status = (doc.get("vtdlud") or {}).get("exit_status")
     if isinstance(exit_status, int):
         out.add("vtdlud_report_exit_status", exit_status, source=source)
@@ -226,8 +235,10 @@ def _source(out: _Out, source: str, doc: JSON) -> None:
                 out.add("vtdlud_dmar_preserved_references", pres["ref_count"], **labels)
 
 
-def render_metrics(stats: DaemonStats) -> str:
-    """The whole textfile, in the Prometheus text exposition format."""
+def render_metrics(stats: DaemonStats, now: float | None = None) -> str:
+    """The whole textfile, in the Prometheus text exposition format (``now``: the time the
+    report ages are counted to, default the current time)."""
+    when = time.time() if now is None else now
     out = _Out()
     out.add("vtdlud_build_info", 1, version=__version__)
     out.add("vtdlud_start_timestamp_seconds", round(stats.started_at, 3))
@@ -236,7 +247,7 @@ def render_metrics(stats: DaemonStats) -> str:
             continue  # no such report (yet)
         out.add("vtdlud_report_valid", 0 if st.error is not None else 1, source=source)
         if st.doc is not None:
-            _source(out, source, st.doc)
+            _source(out, source, st.doc, when)
     if stats.last_evaluation_at is not None:
         out.add("vtdlud_last_evaluation_timestamp_seconds", round(stats.last_evaluation_at, 3))
     if stats.last_evaluation_duration is not None:

@@ -30,6 +30,8 @@ from vtdlud.model.pci import (
     PCI_SECONDARY_BUS,
     PCI_STATUS,
     PCI_STATUS_CAP_LIST,
+    PCI_SUBSYSTEM_ID,
+    PCI_SUBSYSTEM_VENDOR_ID,
     PciConfig,
 )
 
@@ -115,4 +117,7 @@ def parse_pci_config(data: bytes) -> PciConfig:
         pri_enabled=pri,
         ats_enabled=ats,
         pasid_enabled=pasid,
+        subsystem=None
+        if is_bridge
+        else (_u16(data, PCI_SUBSYSTEM_VENDOR_ID), _u16(data, PCI_SUBSYSTEM_ID)),
     )

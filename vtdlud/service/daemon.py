@@ -22,16 +22,21 @@ journald events for what changed (:mod:`vtdlud.output.journal`).
 
 **What the daemon evaluates itself.**  It runs sandboxed (no capabilities, ProtectKernelTunables),
 so it never reads ``/proc/kcore`` (CAP_SYS_RAWIO) nor other users' file descriptors
-(CAP_SYS_PTRACE, needed for ``preserve.vmm_held``).  Its evaluation uses the operator's policy
-with two changes: the kcore tier is never required (it is reported ``unavailable``, "not read by
-the daemon"), and ``vmm_held`` is off — the devices named in ``preserve.devices``/``ids`` are
-still checked, and a non-blocking VTD050 note says the VMM-held devices are the gate's job.  So
-the daemon's verdict covers sysfs, iommu debugfs and KHO debugfs.  The privileged oneshots
+(CAP_SYS_PTRACE, needed for ``preserve.vmm_held``).  It must not say PASS for the checks whose
+inputs it does not see (DESIGN.md §3; issue #14 item 5: it used to drop kcore from the required
+tiers and so said PASS on a host whose gate FAILs).  Its evaluation uses the operator's policy
+as it is, except that ``vmm_held`` cannot be evaluated: the kcore tier is reported
+``unavailable`` ("not read by the daemon"), a VTD050 that blocks exactly as the policy says
+(UNKNOWN verdict when the policy requires kcore, the default), and a VTD050 says the VMM-held
+devices are not known (blocking when the policy has ``vmm_held``, the default); the devices named
+in ``preserve.devices``/``ids`` are still checked.  The privileged oneshots
 (``vtdlud-gate.service`` writing ``gate.json``, the post-kexec verification writing
 ``post-kexec.json``) see the rest; the daemon picks up their reports when they change and turns
-them into events and metrics (source ``gate`` / ``post_kexec``).  Note: the host layer's
-snapshot still lists ``/proc`` for VFIO holders (it has no switch to skip that); in the unit the
-sandbox confines it to the daemon's own processes, and the daemon discards the result.
+them into events and metrics (source ``gate`` / ``post_kexec``), and whatever serves the
+daemon's verdict (``status.json``, ``vtdlud status``) shows them beside it with their age
+(``reports``, :func:`vtdlud.service.reports.beside`).  Note: the host layer's snapshot still
+lists ``/proc`` for VFIO holders (it has no switch to skip that); in the unit the sandbox
+confines it to the daemon's own processes, and the daemon discards the result.
 
 Nothing the host does stops the loop: an unreadable input is an UNKNOWN finding, an evaluation
 that raises is logged and retried at the next trigger, journald being away queues the events
@@ -63,7 +68,6 @@ from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.policy import Policy
 from vtdlud.model.snapshot import Snapshot
-from vtdlud.model.tiers import Tier
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import (
@@ -75,7 +79,7 @@ from vtdlud.output.metrics import (
 )
 from vtdlud.service.debounce import DEFAULT_MAX_DELAY, DEFAULT_QUIET, Debouncer
 from vtdlud.service.notify import Notifier
-from vtdlud.service.reports import SOURCES, ReportFile, read_report
+from vtdlud.service.reports import SOURCES, ReportFile, beside, read_report
 from vtdlud.service.runtime import _signals, configure_logging, release_memory
 from vtdlud.service.state import (
     DAEMON_FORMAT,
@@ -90,13 +94,14 @@ from vtdlud.service.state import (
 
 DEFAULT_METRICS = "/var/lib/prometheus/node-exporter/vtdlud.prom"
 DEFAULT_BACKSTOP = 600.0
-DAEMON_TIERS = frozenset({Tier.SYSFS, Tier.IOMMU_DEBUGFS, Tier.KHO_DEBUGFS})
 KCORE_REASON = (
-    "not read by the daemon (sandboxed, no CAP_SYS_RAWIO); the gate reads it: see its report"
+    "not read by the daemon (sandboxed, no CAP_SYS_RAWIO): the IOMMU records, the exact tables "
+    "and the KHO-preserved pages are not checked here; the gate reads it: see its report"
 )
 VMM_HELD_NOTE = (
     "vmm_held: not evaluated by the daemon (which process holds which VFIO device needs "
-    "CAP_SYS_PTRACE); the gate's report covers the VMM-held devices"
+    "CAP_SYS_PTRACE): the VMM-held devices and their preconditions are not checked here; the "
+    "gate's report covers them"
 )
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -118,8 +123,10 @@ class DaemonOptions:
 
 
 def daemon_policy(policy: Policy) -> Policy:
-    """The operator's policy as the sandboxed daemon can apply it (see the module docstring)."""
-    return replace(policy, required_tiers=policy.required_tiers & DAEMON_TIERS, vmm_held=False)
+    """The operator's policy as the sandboxed daemon can apply it (see the module docstring):
+    its required tiers unchanged (the kcore tier the daemon does not read blocks its verdict as
+    it would block the gate's), ``vmm_held`` off (:func:`daemon_evaluate` says so)."""
+    return replace(policy, vmm_held=False)
 
 
 def daemon_snapshot(root: Path) -> Snapshot:
@@ -130,7 +137,7 @@ def daemon_snapshot(root: Path) -> Snapshot:
 def daemon_evaluate(root: Path, policy: Policy) -> Report:
     report = evaluate(daemon_snapshot(root), daemon_policy(policy))
     if policy.vmm_held:
-        note = finding("VTD050", VMM_HELD_NOTE, required=False)
+        note = finding("VTD050", VMM_HELD_NOTE, required=True)
         report = replace(report, findings=(*report.findings, note))
     return report
 
@@ -240,7 +247,9 @@ class Daemon:
         if self.doc is not None:
             try:
                 if status:
-                    write_state(self.opts.runtime_dir, self.doc, self.daemon_json())
+                    # The oneshots' reports beside the daemon's own verdict (see the module doc).
+                    doc = dict(self.doc, reports=beside(self.opts.runtime_dir))
+                    write_state(self.opts.runtime_dir, doc, self.daemon_json())
                 else:
                     write_daemon_json(self.opts.runtime_dir, self.daemon_json())
                 self._write_error = None
@@ -385,7 +394,7 @@ class Daemon:
             self.sink.send_all(events.report_events(old, rf.doc, source=source, path=str(rf.path)))
             self.report_docs[source] = rf.doc
         if changed and write:
-            self.write_outputs(status=False)
+            self.write_outputs()
             self.notifier.status(self.status_line())
         return changed
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,44 @@ def read_report(source: str, path: Path) -> ReportFile:
     if problem is not None:
         return ReportFile(source, path, (*base, ""), None, f"not a vtdlud report: {problem}")
     return ReportFile(source, path, (*base, str(doc["generated_at"])), doc, None)
+
+
+def _age(generated_at: object, now: float) -> float | None:
+    if not isinstance(generated_at, str):
+        return None
+    try:
+        ts = datetime.fromisoformat(generated_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return round(now - ts, 3)
+
+
+def summary(rf: ReportFile, now: float) -> JSON:
+    """One oneshot report as it is shown beside the daemon's own (the envelope's ``reports``):
+    where it is, whether it could be used, its verdict, age, exit status, boot and findings."""
+    doc = rf.doc or {}
+    state = "absent" if rf.ident is None else ("unreadable" if rf.error else "ok")
+    exit_status = (doc.get("vtdlud") or {}).get("exit_status")
+    boot_id = (doc.get("host") or {}).get("boot_id")
+    return {
+        "path": str(rf.path),
+        "state": state,
+        "error": rf.error,
+        "verdict": doc.get("verdict"),
+        "generated_at": doc.get("generated_at"),
+        "age_seconds": _age(doc.get("generated_at"), now),
+        "exit_status": exit_status if isinstance(exit_status, int) else None,
+        "boot_id": boot_id if isinstance(boot_id, str) else None,
+        "findings": list(doc.get("findings") or []),
+    }
+
+
+def beside(runtime_dir: Path, now: float | None = None) -> JSON:
+    """The latest gate and post-kexec reports in ``runtime_dir``, summarised (:func:`summary`)
+    by source, for whatever serves the daemon's verdict: the daemon never reads kcore nor
+    other processes' descriptors, these reports did (DESIGN.md §3)."""
+    when = time.time() if now is None else now
+    return {
+        source: summary(read_report(source, runtime_dir / name), when)
+        for source, name in SOURCES.items()
+    }

@@ -132,22 +132,74 @@ def fresh_status(runtime_dir: Path, root: str, *, now: float | None = None) -> J
     return doc
 
 
-def serve(doc: JSON, argv: list[str], exit_status: int) -> JSON:
-    """The cached envelope with ``argv`` and ``exit_status`` of the current invocation."""
+def serve(doc: JSON, argv: list[str], exit_status: int, reports: JSON | None = None) -> JSON:
+    """The cached envelope with ``argv`` and ``exit_status`` of the current invocation, and
+    ``reports``: the latest gate and post-kexec reports beside it
+    (:func:`vtdlud.service.reports.beside`, read now, so their ages are now's)."""
     out = dict(doc)
     out["vtdlud"] = dict(doc["vtdlud"], argv=argv, exit_status=exit_status)
     out["vtdlud"].setdefault("messages", [])  # a daemon older than json_format_version 1.1
+    if reports is not None:
+        out["reports"] = reports
     return out
 
 
-def serve_json(doc: JSON, argv: list[str], exit_status: int) -> str:
+def serve_json(doc: JSON, argv: list[str], exit_status: int, reports: JSON | None = None) -> str:
     """:func:`serve`, printed as ``output.envelope.dumps`` prints an envelope (without
     importing the model: this is the fast path of ``vtdlud status --json``)."""
-    return json.dumps(serve(doc, argv, exit_status), indent=2) + "\n"
+    return json.dumps(serve(doc, argv, exit_status, reports), indent=2) + "\n"
 
 
-def format_cached(doc: JSON, root_label: str, colour: bool, *, brief: bool = False) -> str:
-    """Human output of a cached envelope, in the same layout as a direct ``status``.
+def _ago(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "age unknown"
+    if seconds < 0:
+        return "in the future (clock skew)"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def format_reports(reports: JSON, colour: bool, *, brief: bool = False) -> list[str]:
+    """The privileged reports beside the daemon's verdict, for humans: one ``check : RESULT
+    (reason)`` line per source, then (unless ``brief``) its findings that are not PASS."""
+    from vtdlud.output.text import paint  # noqa: PLC0415 - human output only
+
+    out = [
+        "Beside it, the privileged reports (they read kcore and the VMMs' descriptors; "
+        "the daemon does not)"
+    ]
+    names = {"gate": "gate (vtdlud check)", "post_kexec": "post-kexec check"}
+    width = max(len(n) for n in names.values())
+    for source, rep in reports.items():
+        name = names.get(source, source).ljust(width)
+        if rep.get("state") == "absent":
+            out.append(f"  {name} : {paint('UNKNOWN', colour)} (no report: {rep.get('path')})")
+            continue
+        if rep.get("state") != "ok":
+            why = f"{rep.get('path')}: {rep.get('error')}"
+            out.append(f"  {name} : {paint('UNKNOWN', colour)} (unreadable report {why})")
+            continue
+        verdict = str(rep.get("verdict"))
+        boot = f", boot {rep['boot_id']}" if rep.get("boot_id") else ""
+        out.append(
+            f"  {name} : {paint(verdict, colour)} (generated {rep.get('generated_at')}, "
+            f"{_ago(rep.get('age_seconds'))}, exit {rep.get('exit_status')}{boot})"
+        )
+        for f in () if brief else rep.get("findings") or []:
+            if isinstance(f, dict) and f.get("severity") != "PASS":
+                where = f.get("bdf") or f.get("unit") or "host"
+                sev = paint(str(f.get("severity")), colour)
+                out.append(f"    {f.get('code')} {sev} {where}: {f.get('message')}")
+    return out
+
+
+def format_cached(
+    doc: JSON, root_label: str, colour: bool, reports: JSON | None = None, *, brief: bool = False
+) -> str:
+    """Human output of a cached envelope, in the same layout as a direct ``status``, with the
+    latest privileged reports beside it (``reports``, see :func:`serve`).
 
     The envelope has no drivers, groups or VFIO cdevs: those columns show ``-``; a last line
     says where the report came from."""
@@ -218,7 +270,10 @@ def format_cached(doc: JSON, root_label: str, colour: bool, *, brief: bool = Fal
         translation=None,
     )
     text = format_status(Report(snap, Policy(), units, findings), root_label, colour, brief=brief)
-    return text + (
+    text += (
         f"(from the vtdlud daemon's evaluation at {doc.get('generated_at')}; "
         "`vtdlud status --live` evaluates directly)\n"
     )
+    if reports:
+        text += "\n" + "\n".join(format_reports(reports, colour, brief=brief)) + "\n"
+    return text
