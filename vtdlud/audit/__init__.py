@@ -1,1 +1,1 @@
-"""evaluate(snapshot, policy) -> Report, and the findings catalog."""
+"""evaluate(snapshot, policy, ledger) -> Report (pure), the findings catalog, the gate."""

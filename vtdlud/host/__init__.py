@@ -1,1 +1,1 @@
-"""Filesystem access: every path under one injectable root (the only room that opens files)."""
+"""Reading the host: every path under one injectable root, into a Snapshot (and the ledger)."""

@@ -1,1 +1,1 @@
-"""The daemon and its state: ledger, event loop, udev, sd_notify."""
+"""The daemon and what it keeps: event loop, udev, sd_notify, the ledger's store."""
