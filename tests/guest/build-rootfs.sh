@@ -12,13 +12,8 @@ PKGS=python3,python3-pyudev,python3-psutil,python3-systemd,python3-structlog,pyt
 log() { echo "[guest-rootfs] $*" >&2; }
 STAMP=$(sha256sum "$HERE/build-rootfs.sh" | cut -d' ' -f1)
 if [ -s "$OUT" ] && [ "$(cat "$OUT.stamp" 2>/dev/null)" = "$STAMP" ]; then log "$OUT is current"; exit 0; fi
-pick_mirror() {
-  local m
-  m=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | grep debian | head -1 || true)
-  [ -n "$m" ] || m=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '{print $2}' | grep -v security | grep debian | head -1 || true)
-  [ -n "$m" ] || { echo "no Debian archive in apt's sources; set MIRROR" >&2; return 1; }
-  echo "$m"
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 MIRROR=${MIRROR:-$(pick_mirror)}
 t0=$(date +%s)
 rm -rf "$R.tmp"

@@ -10,13 +10,8 @@ log() { echo "[guest-fetch] $*" >&2; }
 if ls "$CACHE"/src/linux-source-*.tar.xz >/dev/null 2>&1; then
   log "source tarball present: $(ls "$CACHE"/src/linux-source-*.tar.xz)"; exit 0
 fi
-pick_mirror() {
-  local m
-  m=$(grep -h '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | grep debian | head -1 || true)
-  [ -n "$m" ] || m=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '{print $2}' | grep -v security | grep debian | head -1 || true)
-  [ -n "$m" ] || { echo "no Debian archive in apt's sources; set MIRROR" >&2; return 1; }
-  echo "$m"
-}
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
 MIRROR=${MIRROR:-$(pick_mirror)}
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR sid main" > "$CACHE/apt/sources.list"
 APT=(apt-get -o "Dir::Etc::SourceList=$CACHE/apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
