@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from vtdlud.frozen import frozen
 from vtdlud.host.files import check_regular, read_fd_capped
 from vtdlud.host.limits import InputTooLarge
 from vtdlud.parse.nesting import too_deep
-from vtdlud.service.state import GATE_JSON, POST_KEXEC_JSON
+from vtdlud.service.state import GATE_JSON, POST_KEXEC_JSON, report_age
 
 SOURCES = {"gate": GATE_JSON, "post_kexec": POST_KEXEC_JSON}
 MAX_REPORT_BYTES = 64 * 1024 * 1024
@@ -98,13 +97,8 @@ def read_report(source: str, path: Path) -> ReportFile:
 
 
 def _age(generated_at: object, now: float) -> float | None:
-    if not isinstance(generated_at, str):
-        return None
-    try:
-        ts = datetime.fromisoformat(generated_at.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-    return round(now - ts, 3)
+    age = report_age(generated_at, now)
+    return None if age is None else round(age, 3)
 
 
 def summary(rf: ReportFile, now: float) -> JSON:

@@ -88,7 +88,8 @@ def read_daemon_json(runtime_dir: Path) -> JSON | None:
     return doc
 
 
-def _age(generated_at: object, now: float) -> float | None:
+def report_age(generated_at: object, now: float) -> float | None:
+    """Seconds from a report's ``generated_at`` (RFC 3339 UTC) to ``now``; None if unreadable."""
     if not isinstance(generated_at, str):
         return None
     try:
@@ -126,7 +127,7 @@ def fresh_status(runtime_dir: Path, root: str, *, now: float | None = None) -> J
         doc = dict(doc, vtdlud=dict(doc["vtdlud"], messages=[]))
     if envelope_error(doc) is not None:
         return None
-    age = _age(doc.get("generated_at"), time.time() if now is None else now)
+    age = report_age(doc.get("generated_at"), time.time() if now is None else now)
     if age is None or not -5.0 <= age < 2 * backstop:  # a little clock skew is tolerated
         return None
     return doc
