@@ -292,7 +292,7 @@ def cmd_status(ns: argparse.Namespace, argv: list[str]) -> int:
 
     policy = load_policy(ns.config)
     with open_root(ns.root) as root:
-        report = evaluate(take_snapshot(root), policy)
+        report = evaluate(take_snapshot(root, policy=policy), policy)
     if ns.json:
         from vtdlud.output.envelope import dumps, envelope
 
@@ -324,7 +324,7 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
 
             found = read_ledger_input(state_dir)
         hints = found.ledger.record_addresses() if found and found.ledger else None
-        snap = take_snapshot(root, record_hints=hints, kernel_log=ns.post_kexec)
+        snap = take_snapshot(root, record_hints=hints, kernel_log=ns.post_kexec, policy=policy)
         report = evaluate(snap, policy, found, gate=True)
     if ns.post_kexec and live:
         from vtdlud.service.ledger import consume_ledger
@@ -397,7 +397,7 @@ def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
         state_dir = Path(ns.state_dir) if root.is_live else root.root / BUNDLE_STATE_DIR
         # After a kexec the records are where the gate's ledger says (model.relocate): read
         # them, so a --memory bundle carries their pages.
-        snap = take_snapshot(root, record_hints=ledger_record_hints(state_dir))
+        snap = take_snapshot(root, record_hints=ledger_record_hints(state_dir), collect=True)
         report = evaluate(snap)
         out = Path(ns.output) if ns.output else _default_bundle_name(snap.kernel_release)
         if out.is_dir():

@@ -14,12 +14,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vtdlud.frozen import frozen
-from vtdlud.host.files import check_regular
+from vtdlud.host.files import NotRegularFile, check_regular
 from vtdlud.host.limits import InputTooLarge, debugfs_cap, input_cap
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
@@ -134,6 +134,37 @@ class DirEntries:
     files: dict[str, bytes | OSError]
     links: dict[str, str | None]
     dirs: dict[str, list[str] | OSError]
+    preads: dict[str, object] = field(default_factory=dict)  # what each decoder returned
+
+
+class PreadFile:
+    """A file read where its decoder asks, with pread(2) at the offsets, never whole: a PCI
+    device's ``config``, where each dword is a configuration cycle to the device (a non-posted
+    ECAM read; a VM exit when the host is itself a guest), so 4 KiB read whole is 1,024 of them.
+
+    ``size`` is fstat's: the kernel sizes ``config`` at the device's config space (256 bytes, or
+    4,096 for PCIe; ``pci_dev_config_attr_bin_size()``), but an unprivileged reader gets only the
+    64-byte header (``pci_read_config()``), so on the live kernel :meth:`holds` also reads the
+    last byte it asks about.  Off the live root the file's size is its length."""
+
+    __slots__ = ("bytes_read", "fd", "live", "size")
+
+    def __init__(self, fd: int, size: int, live: bool) -> None:
+        self.fd, self.size, self.live = fd, size, live
+        self.bytes_read = 0
+
+    def read(self, offset: int, count: int) -> bytes:
+        data = os.pread(self.fd, count, offset)
+        self.bytes_read += len(data)
+        return data
+
+    def holds(self, size: int) -> bool:
+        if self.size < size:
+            return False
+        return not self.live or len(self.read(size - 1, 1)) == 1
+
+
+PreadDecoder = Callable[[PreadFile], object]
 
 
 class HostRoot:
@@ -157,6 +188,8 @@ class HostRoot:
         self.contents: dict[str, bytes] = {}
         self.listed: dict[str, list[str]] = {}
         self.unreadable: dict[str, str] = {}
+        # Bytes read with pread(2) by resolved path (PreadFile: PCI config space).
+        self.bytes_pread: dict[str, int] = {}
         # The cap of debugfs dumps and KHO blobs (vtdlud.host.limits), scaled to the host by
         # scale_to_host once the inventory is known.
         self.debugfs_cap = debugfs_cap(0, 0)
@@ -295,15 +328,18 @@ class HostRoot:
         files: Sequence[str] = (),
         links: Sequence[str] = (),
         dirs: Sequence[str] = (),
+        preads: Mapping[str, PreadDecoder] | None = None,
     ) -> DirEntries:
         """Many entries of one directory (a sysfs device: its attributes, links and
         subdirectories): the directory is resolved and opened once and each entry is reached
         relative to it.  Per entry, the same result (and record) as :meth:`read_bytes`,
         :meth:`readlink` and :meth:`listdir` give: the data or the OSError, a link's target
-        or None."""
+        or None.  ``preads``: files handed open to a decoder (:class:`PreadFile`); per entry, what
+        it returned or the OSError (as :meth:`pread_path`)."""
+        preads = preads or {}
         if self.faults.faults:  # injected faults go through the per-path methods
-            return self._entries_by_path(rel_dir, files, links, dirs)
-        out = DirEntries({}, {}, {})
+            return self._entries_by_path(rel_dir, files, links, dirs, preads)
+        out = DirEntries({}, {}, {}, {})
         try:
             real = self.resolve(rel_dir)
             dfd = os.open(self._abs(real), _O_DIR)
@@ -313,6 +349,8 @@ class HostRoot:
             out.links.update(dict.fromkeys(links))
             for name in dirs:
                 out.dirs[name] = exc
+            for name in preads:
+                out.preads[name] = exc
             return out
         prefix = f"{real}/" if real else ""
         try:
@@ -351,9 +389,60 @@ class HostRoot:
                 self.links[prefix + name] = target
             for name in dirs:
                 out.dirs[name] = self._list_at(dfd, prefix, rel_dir, name)
+            for name, decode in preads.items():
+                try:
+                    fd = os.open(name, _O_FILE | self._nonblock, dir_fd=dfd)
+                except OSError as exc:
+                    if exc.errno == errno.ELOOP:  # the entry is a link: resolve it
+                        out.preads[name] = self._pread_or_error(f"{rel_dir}/{name}", decode)
+                        continue
+                    self._failed(f"{rel_dir}/{name}", exc)
+                    out.preads[name] = exc
+                    continue
+                out.preads[name] = self._pread_fd(fd, prefix + name, f"{rel_dir}/{name}", decode)
         finally:
             os.close(dfd)
         return out
+
+    def _pread_fd(self, fd: int, real: str, rel: str, decode: PreadDecoder) -> object:
+        """Hand the open file ``fd`` to ``decode`` (closing it after); the OSError on failure.
+        The same checks as a whole read: off the live root a regular file only, and a file
+        past its cap refused where a whole read would refuse it (one read(2) of 64 KiB takes
+        a shorter attribute whole, see :func:`_read_attribute`)."""
+        try:
+            try:
+                st = os.fstat(fd)
+                if self._nonblock and not stat.S_ISREG(st.st_mode):
+                    raise NotRegularFile(st.st_mode, rel)
+                cap = self.cap(real)
+                if cap is not None and st.st_size > cap and st.st_size >= 65536:
+                    raise InputTooLarge(cap, rel)
+                f = PreadFile(fd, st.st_size, self._live)
+                result = decode(f)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._failed(rel, exc)
+            return exc
+        self.files_read.add(real)
+        self.bytes_pread[real] = self.bytes_pread.get(real, 0) + f.bytes_read
+        return result
+
+    def pread_path(self, rel: str, decode: PreadDecoder) -> object:
+        """Open ``rel`` (resolved as :meth:`read_bytes` does) and hand it to ``decode``: what it
+        returned, or the OSError."""
+        return self._pread_or_error(rel, decode)
+
+    def _pread_or_error(self, rel: str, decode: PreadDecoder) -> object:
+        try:
+            self.faults.check(rel, "read")
+            real = self.resolve(rel)
+            self.faults.check(real, "read")
+            fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC | self._nonblock)
+        except OSError as exc:
+            self._failed(rel, exc)
+            return exc
+        return self._pread_fd(fd, real, rel, decode)
 
     def _list_at(self, dfd: int, prefix: str, rel_dir: str, name: str) -> list[str] | OSError:
         try:
@@ -375,12 +464,18 @@ class HostRoot:
         return names
 
     def _entries_by_path(
-        self, rel_dir: str, files: Sequence[str], links: Sequence[str], dirs: Sequence[str]
+        self,
+        rel_dir: str,
+        files: Sequence[str],
+        links: Sequence[str],
+        dirs: Sequence[str],
+        preads: Mapping[str, PreadDecoder],
     ) -> DirEntries:
         return DirEntries(
             {name: self._read_or_error(f"{rel_dir}/{name}") for name in files},
             {name: self.link_target(f"{rel_dir}/{name}") for name in links},
             {name: self._list_or_error(f"{rel_dir}/{name}") for name in dirs},
+            {name: self._pread_or_error(f"{rel_dir}/{name}", d) for name, d in preads.items()},
         )
 
     def _read_or_error(self, rel: str) -> bytes | OSError:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from vtdlud.errors import ParseError, UnsupportedFormat
+from vtdlud.host.pci import SYS_PCI_DEVICES, PciReader
 from vtdlud.host.procs import process_facts
-from vtdlud.host.root import HostRoot, describe_oserror, link_basename
+from vtdlud.host.root import HostRoot, describe_oserror
 from vtdlud.model.debugfs import Regset, TranslationStruct
 from vtdlud.model.dmar import DmarTable
 from vtdlud.model.live import LiveTables, derive_live_tables
@@ -30,11 +31,9 @@ from vtdlud.model.snapshot import (
 from vtdlud.model.tables import Mode
 from vtdlud.model.tiers import InputProblem, Tier, TierState, TierStatus
 from vtdlud.parse.dmar import parse_dmar
-from vtdlud.parse.pciconfig import parse_pci_config
 from vtdlud.parse.regset import parse_iommu_regset
 from vtdlud.parse.sysfs import (
     cmdline_value,
-    parse_bdf,
     parse_bool01,
     parse_cmdline,
     parse_dec,
@@ -49,6 +48,7 @@ from vtdlud.parse.translation import parse_dmar_translation_struct
 
 if TYPE_CHECKING:  # the live-update readers are imported only when their tier is there
     from vtdlud.host.kcore import PhysMem
+    from vtdlud.model.policy import Policy
     from vtdlud.model.preserved import PreservedRecords
     from vtdlud.model.relocate import RecordAddresses
     from vtdlud.model.walk import WalkResult
@@ -56,11 +56,7 @@ if TYPE_CHECKING:  # the live-update readers are imported only when their tier i
 T = TypeVar("T")
 
 SYS_CLASS_IOMMU = "sys/class/iommu"
-SYS_PCI_DEVICES = "sys/bus/pci/devices"
 SYS_IOMMU_GROUPS = "sys/kernel/iommu_groups"
-# What is read of each /sys/bus/pci/devices/<bdf>: attributes, then links.
-PCI_DEVICE_FILES = ("vendor", "device", "class", "config")
-PCI_DEVICE_LINKS = ("driver", "iommu", "iommu_group")
 ACPI_DMAR = "sys/firmware/acpi/tables/DMAR"
 DEBUGFS = "sys/kernel/debug"
 IOMMU_DEBUGFS = "sys/kernel/debug/iommu/intel"
@@ -84,8 +80,12 @@ class SnapshotBuilder:
         processes: bool = True,
         record_hints: RecordAddresses | None = None,
         kernel_log: bool = False,
+        policy: Policy | None = None,
+        collect: bool = False,
     ) -> None:
         self.root = root
+        self.policy = policy  # the devices a check reads extended config space of (host.pci)
+        self.collect = collect  # read every device's config space whole, for the bundle
         self.read_log = kernel_log  # read /dev/kmsg (the post-kexec check's DMAR fault lines)
         self.problems: list[InputProblem] = []
         self.skip_kcore = kcore  # why /proc/kcore is not to be opened (None: open it)
@@ -298,51 +298,6 @@ class SnapshotBuilder:
             devices=tuple(self._listdir(f"{SYS_CLASS_IOMMU}/{name}/devices", t)),
         )
 
-    def pci_device(self, bdf: str) -> PciDevice:
-        base = f"{SYS_PCI_DEVICES}/{bdf}"
-        t = Tier.SYSFS
-        got = self.root.read_entries(
-            base, files=PCI_DEVICE_FILES, links=PCI_DEVICE_LINKS, dirs=("vfio-dev",)
-        )
-
-        def attr(name: str, what: str) -> int | None:
-            return self._parse_read(
-                f"{base}/{name}", got.files[name], lambda b: parse_hex(b.decode(), what), t
-            )
-
-        group = got.links["iommu_group"]
-        vfio = got.dirs["vfio-dev"]
-        if isinstance(vfio, OSError):
-            if not isinstance(vfio, FileNotFoundError):  # optional: most devices have none
-                self._problem(f"{base}/vfio-dev", describe_oserror(vfio), t)
-            vfio = []
-        driver, iommu = got.links["driver"], got.links["iommu"]
-        return PciDevice(
-            parent=self._parent_bridge(base),
-            config=self._parse_read(f"{base}/config", got.files["config"], parse_pci_config, t),
-            bdf=bdf,
-            vendor=attr("vendor", "a PCI vendor ID"),
-            device=attr("device", "a PCI device ID"),
-            pci_class=attr("class", "a PCI class code"),
-            driver=None if driver is None else link_basename(driver),
-            iommu=None if iommu is None else link_basename(iommu),
-            iommu_group=int(g) if group and (g := link_basename(group)).isdigit() else None,
-            vfio_devs=tuple(v for v in vfio if v.startswith("vfio")),
-        )
-
-    def _parent_bridge(self, rel: str) -> str | None:
-        """The upstream bridge: the parent directory of the device in /sys/devices."""
-        try:
-            real = self.root.resolve(rel)
-        except OSError:
-            return None
-        parent = real.rsplit("/", 2)[-2] if real.count("/") >= 2 else ""
-        try:
-            parse_bdf(parent)
-        except ParseError:
-            return None  # pci0000:00: a root bus
-        return parent
-
     def group(self, number: int) -> IommuGroup:
         """One IOMMU group: read only for the groups of devices bound to vfio-pci, the only
         ones VFIO can hand to a VMM (a 2,048-VF host has ~2,000 groups nobody opens)."""
@@ -393,8 +348,8 @@ class SnapshotBuilder:
         if tiers[Tier.SYSFS].available:
             names = self._listdir(SYS_CLASS_IOMMU, t, optional=True)
             units = [self.unit(n) for n in names if n.startswith("dmar")]
-            for bdf in self._listdir(SYS_PCI_DEVICES, t, optional=True):
-                pci[bdf] = self.pci_device(bdf)
+            bdfs = self._listdir(SYS_PCI_DEVICES, t, optional=True)
+            pci = PciReader(self, self.policy, self.collect).read(bdfs)
             vfio_groups = {
                 d.iommu_group
                 for d in pci.values()
@@ -515,17 +470,24 @@ def take_snapshot(
     processes: bool = True,
     record_hints: RecordAddresses | None = None,
     kernel_log: bool = False,
+    policy: Policy | None = None,
+    collect: bool = False,
 ) -> Snapshot:
     """Read the host.  ``skip_kcore``: never open /proc/kcore, and say why in the kcore tier
     (the sandboxed daemon); ``processes=False``: do not scan other processes' descriptors;
     ``record_hints``: where the gate's ledger says the IOMMU records were (after a live update,
     :mod:`vtdlud.model.relocate`); ``kernel_log``: read this boot's kernel log (the post-kexec
-    check's DMAR fault lines; needs CAP_SYSLOG under ``kernel.dmesg_restrict``)."""
+    check's DMAR fault lines; needs CAP_SYSLOG under ``kernel.dmesg_restrict``); ``policy``: the
+    policy the snapshot will be evaluated against (config space beyond the capability list is
+    read only of the devices a check needs, :mod:`vtdlud.host.pci`; None: of every device);
+    ``collect``: read every device's config space whole (the bundle records it)."""
     builder = SnapshotBuilder(
         root,
         kcore=skip_kcore,
         processes=processes,
         record_hints=record_hints,
         kernel_log=kernel_log,
+        policy=policy,
+        collect=collect,
     )
     return builder.build()

@@ -10,6 +10,9 @@ from vtdlud.frozen import frozen
 
 PCI_CFG_SPACE_SIZE = 256
 PCI_CFG_SPACE_EXP_SIZE = 4096
+PCI_VENDOR_ID = 0x00
+PCI_DEVICE_ID = 0x02
+PCI_CLASS_REVISION = 0x08  # revision in the low byte, the 24-bit class above it
 PCI_HEADER_TYPE = 0x0E
 PCI_HEADER_TYPE_MASK = 0x7F
 PCI_HEADER_TYPE_BRIDGE = 1
@@ -49,7 +52,9 @@ class PciConfig:
     is_bridge: bool
     secondary_bus: int | None
     pcie_type: int | None  # None: not a PCIe device (no PCI Express capability)
-    pri_enabled: bool | None  # None: extended config space not readable
+    # None: extended config space not readable, or not read (only for the devices a check
+    # reads them of: vtdlud.host.snapshot)
+    pri_enabled: bool | None
     ats_enabled: bool | None
     pasid_enabled: bool | None
     # (subsystem vendor, subsystem device) of a type-0 header (the fixed-DMA-alias quirk

@@ -7,6 +7,8 @@ extended capabilities (PRI, ATS, PASID) are then unknown (None), never "absent".
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from vtdlud.errors import ParseError
 from vtdlud.model.pci import (
     PCI_ATS_CTRL,
@@ -15,6 +17,8 @@ from vtdlud.model.pci import (
     PCI_CAPABILITY_LIST,
     PCI_CFG_SPACE_EXP_SIZE,
     PCI_CFG_SPACE_SIZE,
+    PCI_CLASS_REVISION,
+    PCI_DEVICE_ID,
     PCI_EXP_FLAGS,
     PCI_EXP_FLAGS_TYPE_SHIFT,
     PCI_EXT_CAP_ID_ATS,
@@ -32,50 +36,84 @@ from vtdlud.model.pci import (
     PCI_STATUS_CAP_LIST,
     PCI_SUBSYSTEM_ID,
     PCI_SUBSYSTEM_VENDOR_ID,
+    PCI_VENDOR_ID,
     PciConfig,
 )
 
 MAX_CAPS = 48  # bounds the capability-list walks (a looping list is a parse error)
+PCI_HEADER_SIZE = 64  # the type 0/1 header: what an unprivileged reader of ``config`` gets
 
 
-def _u16(data: bytes, off: int) -> int:
+class ConfigSpace(Protocol):
+    """A device's configuration space, read where the decoder asks: the sysfs ``config`` file
+    read with pread(2) at the offsets (:mod:`vtdlud.host.pcicfg`), or the bytes of a bundle."""
+
+    def read(self, offset: int, count: int) -> bytes:
+        """Up to ``count`` bytes at ``offset``; fewer past the readable end (as slicing)."""
+        ...
+
+    def holds(self, size: int) -> bool:
+        """Whether at least ``size`` bytes are readable."""
+        ...
+
+
+class BytesConfig:
+    """Configuration space held whole (a bundle's ``config``, a test's bytes)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self, offset: int, count: int) -> bytes:
+        return self.data[offset : offset + count]
+
+    def holds(self, size: int) -> bool:
+        return len(self.data) >= size
+
+
+def _u16(data: bytes, off: int = 0) -> int:
     return int.from_bytes(data[off : off + 2], "little")
 
 
-def _u32(data: bytes, off: int) -> int:
+def _u32(data: bytes, off: int = 0) -> int:
     return int.from_bytes(data[off : off + 4], "little")
 
 
-def _standard_caps(data: bytes) -> dict[int, int]:
+def _standard_caps(space: ConfigSpace, header: bytes) -> dict[int, int]:
+    """The capability list, walked capability by capability (two bytes each: ID and next)."""
     caps: dict[int, int] = {}
-    if not _u16(data, PCI_STATUS) & PCI_STATUS_CAP_LIST:
+    if not _u16(header, PCI_STATUS) & PCI_STATUS_CAP_LIST:
         return caps
-    ptr = data[PCI_CAPABILITY_LIST] & ~3
+    ptr = header[PCI_CAPABILITY_LIST] & ~3
     seen: set[int] = set()
     while ptr:
         if ptr in seen or len(seen) >= MAX_CAPS:
             raise ParseError(f"capability list loops at {ptr:#x}", offset=ptr)
-        if ptr < 0x40 or ptr + 2 > min(len(data), PCI_CFG_SPACE_SIZE):
+        if ptr < 0x40 or ptr + 2 > PCI_CFG_SPACE_SIZE:
             raise ParseError(f"capability pointer {ptr:#x} outside the header space", offset=ptr)
         seen.add(ptr)
-        caps.setdefault(data[ptr], ptr)
-        ptr = data[ptr + 1] & ~3
+        cap = space.read(ptr, 2)
+        caps.setdefault(cap[0], ptr)
+        ptr = cap[1] & ~3
     return caps
 
 
-def _extended_caps(data: bytes) -> dict[int, int]:
+def _extended_caps(space: ConfigSpace) -> dict[int, int]:
+    """The extended capability list from 0x100 (four bytes a header); the caller has checked
+    that all 4 KiB are readable, so every pointer the walk accepts is."""
     caps: dict[int, int] = {}
     ptr = PCI_CFG_SPACE_SIZE
     seen: set[int] = set()
     while ptr:
         if ptr in seen or len(seen) >= MAX_CAPS:
             raise ParseError(f"extended capability list loops at {ptr:#x}", offset=ptr)
-        if ptr < PCI_CFG_SPACE_SIZE or ptr + 4 > len(data):
+        if ptr < PCI_CFG_SPACE_SIZE:
             raise ParseError(
                 f"extended capability pointer {ptr:#x} outside config space", offset=ptr
             )
         seen.add(ptr)
-        header = _u32(data, ptr)
+        header = _u32(space.read(ptr, 4))
         if header in (0, 0xFFFFFFFF):
             break
         caps.setdefault(header & 0xFFFF, ptr)
@@ -83,41 +121,67 @@ def _extended_caps(data: bytes) -> dict[int, int]:
     return caps
 
 
-def parse_pci_config(data: bytes) -> PciConfig:
-    """Decode a device's ``config`` file (64, 256 or 4096 bytes)."""
-    if len(data) < 64:
-        raise ParseError(f"config space is {len(data)} bytes, expected at least 64", offset=0)
-    if _u16(data, 0) == 0xFFFF:
+def _enabled(space: ConfigSpace, caps: dict[int, int], cap_id: int, ctrl: int, bit: int) -> bool:
+    return cap_id in caps and bool(_u16(space.read(caps[cap_id] + ctrl, 2)) & bit)
+
+
+def pci_ids(header: bytes) -> tuple[int, int, int] | None:
+    """(vendor, device, class) from a header as the kernel's ``pci_setup_device()`` takes
+    them (``class`` is PCI_CLASS_REVISION >> 8), or None where the header does not give them:
+    shorter than 64 bytes, or vendor ID 0xffff (no response, or an SR-IOV VF, whose Vendor and
+    Device ID fields read 0xffff: the kernel takes a VF's from its PF's SR-IOV capability)."""
+    if len(header) < PCI_HEADER_SIZE or _u16(header, PCI_VENDOR_ID) == 0xFFFF:
+        return None
+    return (
+        _u16(header, PCI_VENDOR_ID),
+        _u16(header, PCI_DEVICE_ID),
+        _u32(header, PCI_CLASS_REVISION) >> 8,
+    )
+
+
+def decode_pci_config(
+    space: ConfigSpace, header: bytes | None = None, *, extended: bool = True
+) -> PciConfig:
+    """Decode configuration space: the 64-byte header (``header``: already read), the
+    capability list (the PCI Express capability's port type) and, with ``extended``, the
+    extended capabilities PRI, ATS and PASID (None when not read).  Reads only those bytes.
+
+    What a whole ``config`` file of L bytes would give: L < 64 is an error; the capability list
+    needs L >= 256 (a non-root reader gets 64 bytes); the extended list needs all 4 KiB."""
+    if header is None:
+        header = space.read(0, PCI_HEADER_SIZE)
+    if len(header) < PCI_HEADER_SIZE:
+        raise ParseError(f"config space is {len(header)} bytes, expected at least 64", offset=0)
+    if _u16(header, PCI_VENDOR_ID) == 0xFFFF:
         raise ParseError("vendor ID 0xffff: the device does not respond", offset=0)
-    is_bridge = data[PCI_HEADER_TYPE] & PCI_HEADER_TYPE_MASK == PCI_HEADER_TYPE_BRIDGE
-    caps = _standard_caps(data) if len(data) >= PCI_CFG_SPACE_SIZE else {}
+    is_bridge = header[PCI_HEADER_TYPE] & PCI_HEADER_TYPE_MASK == PCI_HEADER_TYPE_BRIDGE
+    standard = space.holds(PCI_CFG_SPACE_SIZE)
+    caps = _standard_caps(space, header) if standard else {}
     pcie_type = None
     if PCI_CAP_ID_EXP in caps:
-        pcie_type = (
-            _u16(data, caps[PCI_CAP_ID_EXP] + PCI_EXP_FLAGS) >> PCI_EXP_FLAGS_TYPE_SHIFT
-        ) & 0xF
+        flags = _u16(space.read(caps[PCI_CAP_ID_EXP] + PCI_EXP_FLAGS, 2))
+        pcie_type = (flags >> PCI_EXP_FLAGS_TYPE_SHIFT) & 0xF
     pri = ats = pasid = None
-    if pcie_type is None and len(data) >= PCI_CFG_SPACE_SIZE:
+    if pcie_type is None and standard:
         pri = ats = pasid = False  # conventional PCI: no extended capabilities at all
-    elif len(data) >= PCI_CFG_SPACE_EXP_SIZE and pcie_type is not None:
-        ext = _extended_caps(data)
-        pri = PCI_EXT_CAP_ID_PRI in ext and bool(
-            _u16(data, ext[PCI_EXT_CAP_ID_PRI] + PCI_PRI_CTRL) & PCI_PRI_CTRL_ENABLE
-        )
-        ats = PCI_EXT_CAP_ID_ATS in ext and bool(
-            _u16(data, ext[PCI_EXT_CAP_ID_ATS] + PCI_ATS_CTRL) & PCI_ATS_CTRL_ENABLE
-        )
-        pasid = PCI_EXT_CAP_ID_PASID in ext and bool(
-            _u16(data, ext[PCI_EXT_CAP_ID_PASID] + PCI_PASID_CTRL) & PCI_PASID_CTRL_ENABLE
-        )
+    elif extended and pcie_type is not None and space.holds(PCI_CFG_SPACE_EXP_SIZE):
+        ext = _extended_caps(space)
+        pri = _enabled(space, ext, PCI_EXT_CAP_ID_PRI, PCI_PRI_CTRL, PCI_PRI_CTRL_ENABLE)
+        ats = _enabled(space, ext, PCI_EXT_CAP_ID_ATS, PCI_ATS_CTRL, PCI_ATS_CTRL_ENABLE)
+        pasid = _enabled(space, ext, PCI_EXT_CAP_ID_PASID, PCI_PASID_CTRL, PCI_PASID_CTRL_ENABLE)
     return PciConfig(
         is_bridge=is_bridge,
-        secondary_bus=data[PCI_SECONDARY_BUS] if is_bridge else None,
+        secondary_bus=header[PCI_SECONDARY_BUS] if is_bridge else None,
         pcie_type=pcie_type,
         pri_enabled=pri,
         ats_enabled=ats,
         pasid_enabled=pasid,
         subsystem=None
         if is_bridge
-        else (_u16(data, PCI_SUBSYSTEM_VENDOR_ID), _u16(data, PCI_SUBSYSTEM_ID)),
+        else (_u16(header, PCI_SUBSYSTEM_VENDOR_ID), _u16(header, PCI_SUBSYSTEM_ID)),
     )
+
+
+def parse_pci_config(data: bytes, *, extended: bool = True) -> PciConfig:
+    """Decode a whole ``config`` file (64, 256 or 4096 bytes)."""
+    return decode_pci_config(BytesConfig(data), extended=extended)

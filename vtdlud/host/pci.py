@@ -1,0 +1,248 @@
+"""Reading ``/sys/bus/pci/devices``: each device's links, its VFIO cdevs and as little of its
+configuration space as the checks decode.
+
+Every dword of ``config`` a root reader asks for is a configuration cycle to the device (a
+non-posted ECAM read, a VM exit when the host is itself a guest): reading 4 KiB whole for each
+of 2,048 SR-IOV functions is ~2 million of them for one ``vtdlud status``.  So ``config`` is read
+with pread(2) where the decoder asks (:class:`~vtdlud.host.root.PreadFile`):
+
+- every device: the 64-byte header (IDs, header type, secondary bus, subsystem IDs; a non-root
+  reader gets exactly this) and the capability list, two bytes a capability, for the PCI Express
+  port type (the DMA-alias rules of the bridges above a device; any device may share an alias
+  with one to preserve, so every device's aliases are computed);
+- the extended capabilities (PRI, ATS, PASID: only PRI is checked, of the devices to preserve)
+  only for the devices a check reads them of: those bound to a VFIO driver or holding a VFIO
+  cdev, the other devices of their IOMMU groups, and the devices the policy names.  Without a
+  policy (``collect``, the tests' default) every device's are read.
+
+The vendor, device and class IDs come from the header, as ``pci_setup_device()`` takes them;
+``vendor``, ``device`` and ``class`` are read only where the header does not give them (not
+readable, cut short, or vendor ID 0xffff: no response, or an SR-IOV VF, whose ID fields read
+0xffff and whose IDs the kernel takes from its PF).  ``collect`` still reads and records every
+file whole, so a bundle holds all of config space.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from vtdlud.errors import ParseError
+from vtdlud.host.root import PreadFile, describe_oserror, link_basename
+from vtdlud.model.pci import PciConfig
+from vtdlud.model.policy import Policy, policy_wants
+from vtdlud.model.snapshot import PciDevice
+from vtdlud.model.tiers import Tier
+from vtdlud.parse.pciconfig import (
+    PCI_HEADER_SIZE,
+    decode_pci_config,
+    parse_pci_config,
+    pci_ids,
+)
+from vtdlud.parse.sysfs import parse_bdf, parse_hex
+
+if TYPE_CHECKING:
+    from vtdlud.host.snapshot import SnapshotBuilder
+
+SYS_PCI_DEVICES = "sys/bus/pci/devices"
+PCI_ID_FILES = ("vendor", "device", "class")
+PCI_DEVICE_LINKS = ("driver", "iommu", "iommu_group")
+_ID_WHAT = {"vendor": "a PCI vendor ID", "device": "a PCI device ID", "class": "a PCI class code"}
+
+Decoded = tuple[bytes, PciConfig | ParseError]
+
+
+def _decoder(extended: bool) -> Callable[[PreadFile], Decoded]:
+    def decode(space: PreadFile) -> Decoded:
+        header = space.read(0, PCI_HEADER_SIZE)
+        try:
+            return header, decode_pci_config(space, header, extended=extended)
+        except ParseError as exc:
+            return header, exc
+
+    return decode
+
+
+def _parse_whole(data: bytes, extended: bool) -> PciConfig | ParseError:
+    try:
+        return parse_pci_config(data, extended=extended)
+    except ParseError as exc:
+        return exc
+
+
+@dataclass
+class _Read:
+    """What was read of one device, before it becomes a :class:`PciDevice`."""
+
+    base: str
+    config: PciConfig | ParseError | OSError
+    links: dict[str, str | None]
+    vfio: list[str] | OSError
+    ids: tuple[int, int, int] | None  # from the header
+    id_files: dict[str, bytes | OSError]  # read where the header does not give the IDs
+    whole: bytes | None  # collect: the whole file, decoded again for the extended list
+
+    @property
+    def vfio_bound(self) -> bool:
+        driver = self.links["driver"]
+        return (driver is not None and "vfio" in link_basename(driver)) or bool(
+            not isinstance(self.vfio, OSError) and any(v.startswith("vfio") for v in self.vfio)
+        )
+
+    @property
+    def group(self) -> int | None:
+        g = self.links["iommu_group"]
+        return int(n) if g and (n := link_basename(g)).isdigit() else None
+
+    def id_of(self, i: int, name: str) -> int | None:
+        if self.ids is not None:
+            return self.ids[i]
+        data = self.id_files.get(name)
+        if not isinstance(data, bytes):
+            return None
+        try:
+            return parse_hex(data.decode(), _ID_WHAT[name])
+        except (ParseError, UnicodeDecodeError):
+            return None
+
+
+class PciReader:
+    """Reads every device of ``/sys/bus/pci/devices`` for a :class:`SnapshotBuilder`.
+
+    ``policy``: read the extended capabilities only of the devices a check reads them of (see
+    the module); None: of every device.  ``collect``: read and record every file whole."""
+
+    def __init__(self, builder: SnapshotBuilder, policy: Policy | None, collect: bool) -> None:
+        self.b, self.root = builder, builder.root
+        self.policy, self.collect = policy, collect
+
+    def read(self, bdfs: list[str]) -> dict[str, PciDevice]:
+        every = self.policy is None
+        raw = {bdf: self._read(bdf, extended=every) for bdf in bdfs}
+        if not every:
+            for bdf in sorted(self._extended_for(raw)):
+                self._reread_extended(raw[bdf])
+        return {bdf: self._device(bdf, r) for bdf, r in raw.items()}
+
+    def _read(self, bdf: str, *, extended: bool) -> _Read:
+        base = f"{SYS_PCI_DEVICES}/{bdf}"
+        header: bytes | None = None
+        whole: bytes | None = None
+        config: PciConfig | ParseError | OSError
+        if self.collect:
+            got = self.root.read_entries(
+                base,
+                files=(*PCI_ID_FILES, "config"),
+                links=PCI_DEVICE_LINKS,
+                dirs=("vfio-dev",),
+            )
+            data = got.files["config"]
+            if isinstance(data, OSError):
+                config = data
+            else:
+                whole, header = data, data[:PCI_HEADER_SIZE]
+                config = _parse_whole(data, extended)
+        else:
+            got = self.root.read_entries(
+                base,
+                links=PCI_DEVICE_LINKS,
+                dirs=("vfio-dev",),
+                preads={"config": _decoder(extended)},
+            )
+            result = got.preads["config"]
+            if isinstance(result, OSError):
+                config = result
+            else:
+                header, config = result  # type: ignore[misc]
+        ids = pci_ids(header) if header is not None else None
+        id_files = {n: got.files[n] for n in PCI_ID_FILES if n in got.files}
+        if ids is None and not self.collect:
+            id_files = self.root.read_entries(base, files=PCI_ID_FILES).files
+        return _Read(base, config, got.links, got.dirs["vfio-dev"], ids, id_files, whole)
+
+    def _extended_for(self, raw: dict[str, _Read]) -> set[str]:
+        """The devices whose extended capabilities a check reads (see the module)."""
+        assert self.policy is not None
+        named = bool(self.policy.devices or self.policy.ids)
+        out = {
+            bdf
+            for bdf, r in raw.items()
+            if r.vfio_bound
+            or (
+                named and policy_wants(self.policy, bdf, r.id_of(0, "vendor"), r.id_of(1, "device"))
+            )
+        }
+        groups = {g for bdf in out if (g := raw[bdf].group) is not None}
+        out |= {bdf for bdf, r in raw.items() if r.group is not None and r.group in groups}
+        return out
+
+    def _reread_extended(self, r: _Read) -> None:
+        if not isinstance(r.config, PciConfig):
+            return  # the header or the capability list failed: the extended walk would too
+        if r.whole is not None:
+            r.config = _parse_whole(r.whole, True)
+            return
+        result = self.root.pread_path(f"{r.base}/config", _decoder(True))
+        r.config = result if isinstance(result, OSError) else result[1]  # type: ignore[index]
+
+    def _device(self, bdf: str, r: _Read) -> PciDevice:
+        """The device, its problems recorded in the order a whole read gave them: the VFIO cdev
+        directory, config space, then the ID attributes."""
+        t = Tier.SYSFS
+        base = r.base
+        vfio = r.vfio
+        if isinstance(vfio, OSError):
+            if not isinstance(vfio, FileNotFoundError):  # optional: most devices have none
+                self.b._problem(f"{base}/vfio-dev", describe_oserror(vfio), t)
+            vfio = []
+        config: PciConfig | None = None
+        if isinstance(r.config, PciConfig):
+            config = r.config
+        elif isinstance(r.config, ParseError):
+            self.b._problem(f"{base}/config", str(r.config), t)
+        elif isinstance(r.config, FileNotFoundError):
+            self.b._problem(f"{base}/config", "no such file", t)
+        else:
+            self.b._problem(f"{base}/config", describe_oserror(r.config), t)
+        ids: list[int | None] = []
+        for i, name in enumerate(PCI_ID_FILES):
+            if r.ids is not None:
+                ids.append(r.ids[i])
+                continue
+            what = _ID_WHAT[name]
+
+            def parse(data: bytes, what: str = what) -> int:
+                return parse_hex(data.decode(), what)
+
+            ids.append(
+                self.b._parse_read(
+                    f"{base}/{name}", r.id_files.get(name, FileNotFoundError()), parse, t
+                )
+            )
+        driver, iommu = r.links["driver"], r.links["iommu"]
+        return PciDevice(
+            parent=self._parent_bridge(base),
+            config=config,
+            bdf=bdf,
+            vendor=ids[0],
+            device=ids[1],
+            pci_class=ids[2],
+            driver=None if driver is None else link_basename(driver),
+            iommu=None if iommu is None else link_basename(iommu),
+            iommu_group=r.group,
+            vfio_devs=tuple(v for v in vfio if v.startswith("vfio")),
+        )
+
+    def _parent_bridge(self, rel: str) -> str | None:
+        """The upstream bridge: the parent directory of the device in /sys/devices."""
+        try:
+            real = self.root.resolve(rel)
+        except OSError:
+            return None
+        parent = real.rsplit("/", 2)[-2] if real.count("/") >= 2 else ""
+        try:
+            parse_bdf(parent)
+        except ParseError:
+            return None  # pci0000:00: a root bus
+        return parent
