@@ -42,7 +42,7 @@ def _whole(data: bytes) -> tuple[object, ...] | str:
     bridge = data[0x0E] & 0x7F == 1
     caps: dict[int, int] = {}
     if len(data) >= 256 and _u16(data, 0x06) & 0x10:
-        ptr, seen = data[0x34] & ~3, set()
+        ptr, seen = data[0x34] & ~3, set[int]()
         while ptr:
             if ptr in seen or len(seen) >= 48 or ptr < 0x40 or ptr + 2 > 256:
                 return "bad list"
@@ -55,7 +55,7 @@ def _whole(data: bytes) -> tuple[object, ...] | str:
     if pcie is None and len(data) >= 256:
         flags = (False, False, False)
     elif pcie is not None and len(data) >= 4096:
-        ptr, seen = 0x100, set()
+        ptr, seen = 0x100, set[int]()
         while ptr:
             if ptr in seen or len(seen) >= 48 or ptr < 0x100:
                 return "bad ext list"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import pickle
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import KW_ONLY, FrozenInstanceError, dataclass, field
 from typing import Any, Generic, TypeVar
@@ -190,3 +192,21 @@ def test_own_setattr_refused() -> None:
 
             def __setattr__(self, name: str, value: object) -> None:
                 pass
+
+
+def test_dataclasses_imported_without_inspect() -> None:
+    """vtdlud.frozen imports dataclasses with its one use of inspect deferred (cold start):
+    inspect is not imported, yet a dataclass without a docstring still gets dataclasses' own
+    (the deferred module loads on first use), and a later ``import inspect`` is the real one."""
+    code = (
+        "import sys, vtdlud.frozen, dataclasses\n"
+        "assert 'inspect' not in sys.modules, 'inspect imported'\n"
+        "@dataclasses.dataclass\n"
+        "class A:\n"
+        "    x: int\n"
+        "assert A.__doc__ == 'A(x: int)', A.__doc__\n"
+        "import inspect\n"
+        "assert type(inspect).__name__ == 'module' and inspect.signature(A)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

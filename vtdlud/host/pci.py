@@ -24,6 +24,7 @@ file whole, so a bundle holds all of config space.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -145,11 +146,17 @@ class PciReader:
                 config = _parse_whole(data, extended)
         else:
             got = self.root.read_entries(
-                base,
-                links=PCI_DEVICE_LINKS,
-                dirs=("vfio-dev",),
-                preads={"config": _decoder(extended)},
+                base, links=PCI_DEVICE_LINKS, preads={"config": _decoder(extended)}
             )
+            # vfio-dev/vfioN exists only under a VFIO driver (vfio_device_add()): listed where
+            # the driver is one, or is not known
+            driver = got.links["driver"]
+            if driver is None or "vfio" in link_basename(driver):
+                got.dirs["vfio-dev"] = self.root.read_entries(base, dirs=("vfio-dev",)).dirs[
+                    "vfio-dev"
+                ]
+            else:
+                got.dirs["vfio-dev"] = FileNotFoundError(errno.ENOENT, "not a VFIO driver")
             result = got.preads["config"]
             if isinstance(result, OSError):
                 config = result

@@ -289,6 +289,51 @@ class HostRoot:
             raise
         return real, fd
 
+    def _open_dir_fast(self, rel: str) -> tuple[str, int] | None:
+        """Fast path for a directory reached through one relative symbolic link in a resolved
+        directory, whose target's parent is resolved too (a sysfs device:
+        ``sys/bus/pci/devices/<bdf>`` -> ``../../../devices/pci0000:00/.../<bdf>``): read the
+        link, apply its target to the resolved directory, and open the last component
+        O_NOFOLLOW|O_DIRECTORY (a link there fails and takes the walk), with no lstat of each
+        component.  The same confinement as the walk: every component but the last is one the
+        walk resolved.  None: take the walk."""
+        if self.faults.faults or rel in self._dir_cache:
+            return None
+        parent, _, name = rel.rpartition("/")
+        real_parent = self._dir_cache.get(parent)
+        if real_parent is None or name in ("", ".", ".."):
+            return None
+        link = f"{real_parent}/{name}" if real_parent else name
+        try:
+            target = os.readlink(self._abs(link))
+        except OSError:
+            return None  # not a link (EINVAL), or gone: the walk says what it is
+        if target.startswith("/"):
+            return None
+        stack = real_parent.split("/") if real_parent else []
+        for part in target.split("/"):
+            if part == "..":
+                if not stack:
+                    return None  # leaves the root: the walk refuses it (or clamps, live)
+                stack.pop()
+            elif part not in ("", "."):
+                stack.append(part)
+        if not stack:
+            return None
+        last = stack.pop()
+        real_up = self._dir_cache.get("/".join(stack))
+        if real_up is None:
+            return None
+        real = f"{real_up}/{last}" if real_up else last
+        try:
+            dfd = os.open(self._abs(real), _O_DIR)
+        except OSError:
+            return None
+        self.links[link] = target
+        self._dir_cache[link] = real
+        self._dir_cache.setdefault(real, real)
+        return real, dfd
+
     def _check_regular(self, fd: int, rel: str) -> None:
         """Off the live root, refuse a FIFO, a device or a socket (NotRegularFile)."""
         if self._nonblock:
@@ -341,8 +386,12 @@ class HostRoot:
             return self._entries_by_path(rel_dir, files, links, dirs, preads)
         out = DirEntries({}, {}, {}, {})
         try:
-            real = self.resolve(rel_dir)
-            dfd = os.open(self._abs(real), _O_DIR)
+            fast = self._open_dir_fast(rel_dir)
+            if fast is not None:
+                real, dfd = fast
+            else:
+                real = self.resolve(rel_dir)
+                dfd = os.open(self._abs(real), _O_DIR)
         except OSError as exc:
             for name in files:
                 out.files[name] = exc
