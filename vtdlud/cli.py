@@ -12,13 +12,14 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from vtdlud import __version__
 from vtdlud.errors import ExitCode, UsageError, VtdludError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pathlib is imported where a path is made: `status` needs none
+    from pathlib import Path
+
     from vtdlud.host.root import HostRoot
 
 PROG = "vtdlud"
@@ -257,6 +258,8 @@ def _cached_status(ns: argparse.Namespace, argv: list[str]) -> str | None:
     """The daemon's fresh status.json, rendered; None when it must be evaluated directly."""
     if ns.live or ns.config is not None:
         return None
+    from pathlib import Path
+
     from vtdlud.service.state import fresh_status
 
     doc = fresh_status(Path(ns.runtime_dir), ns.root)
@@ -333,6 +336,8 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
     code = gate_exit(report)
     doc = envelope(report, argv=argv, exit_status=code, root_label=ns.root)
     if ns.report:
+        from pathlib import Path
+
         from vtdlud.host.atomic import write_atomic
 
         try:
@@ -367,6 +372,7 @@ def cmd_check(ns: argparse.Namespace, argv: list[str]) -> int:
 
 def _default_bundle_name(kernel_release: str | None) -> Path:
     import time
+    from pathlib import Path
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return Path(f"vtdlud-{kernel_release or 'unknown'}-{stamp}.tar.gz")
@@ -378,6 +384,8 @@ BUNDLE_STATE_DIR = "vtdlud"  # a bundle carries the ledger as vtdlud/ledger.json
 
 def _state_dir(given: str | None, root: HostRoot) -> Path:
     """--state-dir, else the ledger a bundle carries (collect puts it there), else the host's."""
+    from pathlib import Path
+
     if given is not None:
         return Path(given)
     if not root.is_live:
@@ -386,6 +394,8 @@ def _state_dir(given: str | None, root: HostRoot) -> Path:
 
 
 def cmd_collect(ns: argparse.Namespace, argv: list[str]) -> int:
+    from pathlib import Path
+
     from vtdlud.audit.evaluate import evaluate
     from vtdlud.host.bundle import make_manifest, open_root, write_bundle
     from vtdlud.host.ledger import LEDGER_NAME, ledger_bytes, ledger_record_hints

@@ -24,49 +24,10 @@ Type checkers see a frozen dataclass through :func:`typing.dataclass_transform`.
 
 from __future__ import annotations
 
-import sys
-import types
+import dataclasses  # with inspect deferred: vtdlud/__init__.py
 from collections.abc import Callable
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, dataclass_transform
-
-
-class _Deferred(types.ModuleType):
-    """Stands for a module until an attribute of it is first used, then imports it."""
-
-    def __getattr__(self, name: str) -> Any:
-        import importlib  # noqa: PLC0415
-
-        module = importlib.import_module(self.__name__)
-        self.__dict__.update(module.__dict__)
-        return getattr(module, name)
-
-
-def _import_dataclasses() -> types.ModuleType:
-    """``import dataclasses``, with its ``inspect`` deferred.  On Python 3.11 dataclasses
-    imports inspect (with ast, dis, tokenize and linecache: ~6 ms of every cold start) for one
-    use, the generated docstring of a dataclass that has none (``inspect.signature``); every
-    class here is documented or gets its docstring from :func:`frozen`.  The stand-in is seen
-    by dataclasses alone: it leaves ``sys.modules`` once dataclasses is imported, so every
-    other ``import inspect`` is the real one."""
-    if "dataclasses" in sys.modules or "inspect" in sys.modules:
-        import dataclasses  # noqa: PLC0415
-
-        return dataclasses
-    stand_in = _Deferred("inspect")
-    sys.modules["inspect"] = stand_in
-    try:
-        import dataclasses  # noqa: PLC0415
-    finally:
-        if sys.modules.get("inspect") is stand_in:
-            del sys.modules["inspect"]
-    return dataclasses
-
-
-if TYPE_CHECKING:
-    import dataclasses
-else:
-    dataclasses = _import_dataclasses()
+from typing import Any, NoReturn, TypeVar, dataclass_transform
 
 T = TypeVar("T", bound=type)
 
@@ -134,7 +95,9 @@ def frozen(cls: T) -> T:
     """Make ``cls`` a frozen dataclass (see the module docstring)."""
     documented = cls.__doc__ is not None
     if not documented:
-        cls.__doc__ = ""  # dataclasses would build it with inspect.signature
+        # dataclasses would build one with inspect.signature (for any false __doc__, "" too);
+        # a placeholder, replaced below by the same text
+        cls.__doc__ = "-"
     dataclasses.dataclass(cls, init=False, repr=False, eq=False)
     fields = dataclasses.fields(cls)
     for name in ("__setattr__", "__delattr__"):

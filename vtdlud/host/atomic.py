@@ -15,8 +15,10 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # pathlib is imported by the callers that make paths
+    from pathlib import Path
 
 STALE_SECONDS = 600  # no write of one of these files takes that long: its temp is a leftover
 

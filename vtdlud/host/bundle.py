@@ -15,7 +15,6 @@ import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vtdlud import __version__
@@ -25,8 +24,9 @@ from vtdlud.host.atomic import atomic_file
 from vtdlud.host.root import HostRoot
 from vtdlud.host.unbundle import extract_bundle
 
-if TYPE_CHECKING:  # tarfile, tempfile and shutil are imported when a bundle is really used:
-    import tarfile  # `status --root DIR` and `status` on the live host need none of them
+if TYPE_CHECKING:  # tarfile, tempfile, shutil and pathlib are imported when a bundle is really
+    import tarfile  # used: `status --root DIR` and `status` on the live host need none of them
+    from pathlib import Path
 
 MANIFEST = "vtdlud-manifest.json"
 MANIFEST_FORMAT = 1
@@ -129,14 +129,16 @@ def make_manifest(
 @contextmanager
 def open_root(arg: str) -> Iterator[HostRoot]:
     """``--root DIR|BUNDLE``: a directory is used in place, a bundle is extracted privately."""
-    path = Path(arg)
-    if path.is_dir():
-        yield HostRoot(path)
+    if os.path.isdir(arg):
+        yield HostRoot(arg)
         return
-    if not path.exists():
+    if not os.path.exists(arg):
         raise UsageError(f"--root {arg}: no such file or directory")
     import shutil  # noqa: PLC0415 - see the note at the imports
     import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    path = Path(arg)
 
     with _exit_on_signals():
         tmp: Path | None = None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from vtdlud.host.files import read_regular
 from vtdlud.host.limits import CONFIG_CAP
-from vtdlud.host.root import describe_oserror
+from vtdlud.host.root import describe_oserror, pure_path
 from vtdlud.model.policy import Policy
 from vtdlud.parse.policy import PolicyError, parse_policy
 
@@ -14,7 +14,7 @@ DEFAULT_CONFIG = "/etc/vtdlud/vtdlud.toml"
 DEFAULT_CONFIG_DIR = "/etc/vtdlud/vtdlud.conf.d"
 
 
-def _read(path: Path) -> tuple[str, str]:
+def _read(path: str) -> tuple[str, str]:
     try:
         return str(path), read_regular(path, CONFIG_CAP, allow_null=True).decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -26,12 +26,11 @@ def _read(path: Path) -> tuple[str, str]:
 def load_policy(config: str | None = None) -> Policy:
     """``--config FILE`` alone, or the default file (if present) plus ``vtdlud.conf.d/*.toml``."""
     if config is not None:
-        return parse_policy([_read(Path(config))])
+        return parse_policy([_read(pure_path(config))])
     files = []
-    main = Path(DEFAULT_CONFIG)
-    if main.exists():
-        files.append(_read(main))
-    drop_ins = Path(DEFAULT_CONFIG_DIR)
-    if drop_ins.is_dir():
-        files += [_read(p) for p in sorted(drop_ins.glob("*.toml"))]
+    if os.path.exists(DEFAULT_CONFIG):
+        files.append(_read(DEFAULT_CONFIG))
+    if os.path.isdir(DEFAULT_CONFIG_DIR):  # *.toml, as Path.glob matches it (dotfiles too)
+        names = sorted(n for n in os.listdir(DEFAULT_CONFIG_DIR) if n.endswith(".toml"))
+        files += [_read(f"{DEFAULT_CONFIG_DIR}/{n}") for n in names]
     return parse_policy(files)

@@ -12,9 +12,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vtdlud.host.limits import InputTooLarge
+
+if TYPE_CHECKING:  # pathlib is imported by the callers that make paths
+    from pathlib import Path
 
 _KINDS = (
     (stat.S_ISFIFO, "a FIFO"),

@@ -24,8 +24,8 @@ import errno
 import os
 import stat
 from collections.abc import Mapping
-from pathlib import Path
 from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING
 
 from vtdlud.errors import ParseError, PhysReadError
 from vtdlud.frozen import frozen
@@ -42,6 +42,9 @@ from vtdlud.parse.kcore import (
     header_span,
     parse_kcore_layout,
 )
+
+if TYPE_CHECKING:  # pathlib is imported by the callers that make paths
+    from pathlib import Path
 
 __all__ = [
     "PROC_KCORE",
@@ -148,7 +151,9 @@ class PhysMem:
             real = root.resolve(PROC_KCORE)
             root.faults.check(real, "read")
             # O_NONBLOCK: under a directory root proc/kcore may be a FIFO (_from_fd refuses it)
-            fd = os.open(root.root / real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            fd = os.open(
+                os.path.join(root.root_name, real), os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+            )
         except OSError as exc:
             raise kcore_open_reason(exc, lockdown, is_live=root.is_live) from exc
         return cls._from_fd(fd, limits, root.faults, f"/{PROC_KCORE}")

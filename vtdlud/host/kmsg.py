@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-from pathlib import Path
 
 from vtdlud.host.files import check_regular
 from vtdlud.host.root import HostRoot, describe_oserror
@@ -27,7 +26,7 @@ def read_kernel_log(root: HostRoot) -> KernelLog:
     overwritten while reading, is skipped), bounded by :data:`MAX_LOG_BYTES`."""
     source = f"/{KMSG}"
     try:
-        path = Path(root.root) / root.resolve(KMSG)
+        path = os.path.join(root.root_name, root.resolve(KMSG))
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         return KernelLog(source, None, describe_oserror(exc))

@@ -4,7 +4,7 @@ the post-kexec check's second input, beside the snapshot.  Written by
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vtdlud.errors import ParseError
 from vtdlud.host.files import read_regular
@@ -13,6 +13,9 @@ from vtdlud.host.root import describe_oserror
 from vtdlud.model.ledger import Ledger, LedgerInput
 from vtdlud.model.relocate import RecordAddresses
 from vtdlud.parse.ledger import ledger_from_json
+
+if TYPE_CHECKING:  # pathlib is imported by the callers that make paths
+    from pathlib import Path
 
 LEDGER_NAME = "ledger.json"
 

@@ -16,11 +16,14 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vtdlud.frozen import frozen
 from vtdlud.host.files import NotRegularFile, check_regular
 from vtdlud.host.limits import InputTooLarge, debugfs_cap, input_cap
+
+if TYPE_CHECKING:  # pathlib is imported when a Path is asked for (HostRoot.root)
+    from pathlib import Path
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
 
@@ -36,6 +39,8 @@ class Fault:
 
 @dataclass
 class FaultPlan:
+    """The faults to inject, in order (the first whose pattern matches is raised)."""
+
     faults: list[Fault] = field(default_factory=list)
 
     def check(self, rel: str, op: str) -> None:
@@ -122,6 +127,18 @@ _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_LIST = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def pure_path(path: str) -> str:
+    """``path`` as ``str(PurePosixPath(path))`` spells it (no pathlib import): empty and "."
+    components and a trailing slash dropped, ".." kept, two leading slashes kept."""
+    if not path:
+        return "."
+    lead = "/" if path.startswith("/") else ""
+    if path.startswith("//") and not path.startswith("///"):
+        lead = "//"
+    body = "/".join(p for p in path.split("/") if p and p != ".")
+    return lead + body if lead or body else "."
+
+
 def link_basename(target: str) -> str:
     """The last component of a link target ("vfio-pci" for ../../bus/pci/drivers/vfio-pci)."""
     return target.rstrip("/").rpartition("/")[2]
@@ -171,9 +188,9 @@ class HostRoot:
     """Filesystem access under ``root``; paths are root-relative POSIX strings ("sys/class/iommu")."""
 
     def __init__(self, root: str | Path = "/", *, faults: FaultPlan | None = None) -> None:
-        self.root = Path(root)
-        self._prefix = str(self.root).rstrip("/") + "/"
-        self._live = self.root.resolve() == Path("/")
+        self.root_name = pure_path(os.fspath(root))  # as str(Path(root)) spells it
+        self._prefix = self.root_name.rstrip("/") + "/"
+        self._live = os.path.realpath(self.root_name) == "/"
         # Off the live kernel's trees a file can be a FIFO (open would block) or a device (read
         # would never end): open without blocking and refuse anything but a regular file.
         self._nonblock = 0 if self._live else os.O_NONBLOCK
@@ -193,6 +210,12 @@ class HostRoot:
         # The cap of debugfs dumps and KHO blobs (vtdlud.host.limits), scaled to the host by
         # scale_to_host once the inventory is known.
         self.debugfs_cap = debugfs_cap(0, 0)
+
+    @property
+    def root(self) -> Path:
+        from pathlib import Path  # noqa: PLC0415 - not on the status path
+
+        return Path(self.root_name)
 
     @property
     def is_live(self) -> bool:

@@ -430,7 +430,7 @@ class SnapshotBuilder:
             absent = self.vtd_absent(names, cmdline)
 
         return Snapshot(
-            root=str(self.root.root),
+            root=self.root.root_name,
             kernel_release=self._parse(
                 OSRELEASE, lambda s: parse_word(s, "a kernel release"), t, optional=True
             ),

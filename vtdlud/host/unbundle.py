@@ -19,7 +19,6 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from vtdlud.errors import UsageError
@@ -28,6 +27,7 @@ from vtdlud.host.limits import MAX_BUNDLE_BYTES, MAX_HEADER_BYTES, MAX_MEMBERS, 
 
 if TYPE_CHECKING:  # imported when a bundle is really opened
     import tarfile
+    from pathlib import Path
 
 _O_PARENT = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_MEMBER = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
