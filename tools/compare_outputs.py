@@ -8,13 +8,14 @@ kernel-model trees (tests.kernelmodel): a clean host and one per fault of the fa
 in the recipes tests/sim/test_faults.py builds them; with ``--large``, the 2,048-device host of
 the benchmarks.  Each root is read with ``status --json``, ``status`` (text), ``status
 --devices`` and ``check --json --no-ledger`` under three policies (none, devices named by
-address and ID, vmm_held).  ``generated_at`` is the one field that may differ.  Prints each
+address and ID, vmm_held), and the help texts.  ``generated_at`` is the one field that may differ.  Prints each
 difference and a count; exits 1 on any difference.  Performance work keeps this at zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import tarfile
@@ -99,7 +100,21 @@ def main(argv: list[str] | None = None) -> int:
                     if old != new:
                         differ += 1
                         print(f"DIFFERS: {root.name} {' '.join(cmd)} (policy {policy})")
-        print(f"{compared} outputs over {len(roots)} roots compared: {differ} differ")
+        for cmd in (("--help",), ("status", "--help"), ("check", "--help"), ("collect", "--help")):
+            for columns in (None, "100"):
+                env = dict(os.environ)
+                env.pop("COLUMNS", None)
+                if columns:
+                    env["COLUMNS"] = columns
+                out = [
+                    subprocess.run([v, *cmd], capture_output=True, check=False, env=env).stdout
+                    for v in (args.baseline, args.new)
+                ]
+                compared += 1
+                if out[0] != out[1]:
+                    differ += 1
+                    print(f"DIFFERS: {' '.join(cmd)} (COLUMNS={columns})")
+        print(f"{compared} outputs over {len(roots)} roots and the help texts: {differ} differ")
     return 1 if differ else 0
 
 

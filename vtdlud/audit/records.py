@@ -111,6 +111,19 @@ class _Unit:
     complete: bool  # the device chain was read to its end
     name: str
 
+    def pasid_dirs(self) -> set[int]:
+        """The PASID directories the unit's device records name (computed once: a unit may
+        hold hundreds of records, and every one's alias entries are checked against them)."""
+        got: set[int] | None = self.__dict__.get("_pasid_dirs")
+        if got is None:
+            got = {
+                m.slot.record.intel.pasid_table
+                for m in self.members
+                if isinstance(m.slot.record, IommuDeviceSerV1) and m.slot.record.intel.pasid_table
+            }
+            object.__setattr__(self, "_pasid_dirs", got)
+        return got
+
 
 # --- the audit --------------------------------------------------------------------------------
 
@@ -502,11 +515,7 @@ class _Audit(Sink):
         if dev.rids is None:
             return  # not visible: VTD011 says so
         rec = dev.slot.record
-        dirs = {
-            m.slot.record.intel.pasid_table
-            for m in u.members
-            if isinstance(m.slot.record, IommuDeviceSerV1) and m.slot.record.intel.pasid_table
-        }
+        dirs = u.pasid_dirs()
         pasid = rec.intel.pasid_table if isinstance(rec, IommuDeviceSerV1) else None
         own = self.aliases.own(dev.bdf) or dev.rids[:1]
         code = "VTD024" if u.mode is Mode.SCALABLE else "VTD023"

@@ -27,10 +27,10 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from vtdlud.errors import ParseError
-from vtdlud.host.root import PreadFile, describe_oserror, link_basename
+from vtdlud.host.root import HostRoot, PreadFile, describe_oserror, link_basename
 from vtdlud.model.pci import PciConfig
 from vtdlud.model.policy import Policy, policy_wants
 from vtdlud.model.snapshot import PciDevice
@@ -43,8 +43,20 @@ from vtdlud.parse.pciconfig import (
 )
 from vtdlud.parse.sysfs import parse_bdf, parse_hex
 
-if TYPE_CHECKING:
-    from vtdlud.host.snapshot import SnapshotBuilder
+T = TypeVar("T")
+
+
+class Builder(Protocol):
+    """What :class:`PciReader` needs of the snapshot builder (vtdlud.host.snapshot)."""
+
+    root: HostRoot
+
+    def _problem(self, rel: str, reason: str, tier: Tier) -> None: ...
+
+    def _parse_read(
+        self, rel: str, data: bytes | OSError, parser: Callable[[bytes], T], tier: Tier
+    ) -> T | None: ...
+
 
 SYS_PCI_DEVICES = "sys/bus/pci/devices"
 PCI_ID_FILES = ("vendor", "device", "class")
@@ -109,12 +121,12 @@ class _Read:
 
 
 class PciReader:
-    """Reads every device of ``/sys/bus/pci/devices`` for a :class:`SnapshotBuilder`.
+    """Reads every device of ``/sys/bus/pci/devices`` for the snapshot builder.
 
     ``policy``: read the extended capabilities only of the devices a check reads them of (see
     the module); None: of every device.  ``collect``: read and record every file whole."""
 
-    def __init__(self, builder: SnapshotBuilder, policy: Policy | None, collect: bool) -> None:
+    def __init__(self, builder: Builder, policy: Policy | None, collect: bool) -> None:
         self.b, self.root = builder, builder.root
         self.policy, self.collect = policy, collect
 
