@@ -17,8 +17,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.kernelmodel.kernel import SimHost
+from tests.kernelmodel.pci import PCI_EXP_TYPE_ROOT_PORT
 from tests.kernelmodel.scenarios import q35_host
 from tests.kernelmodel.tree import write_tree
+from vtdlud.audit.evaluate import evaluate
 from vtdlud.errors import ParseError
 from vtdlud.host.root import HostRoot, PreadFile
 from vtdlud.host.snapshot import take_snapshot
@@ -214,3 +217,45 @@ def test_ids_from_attributes_where_the_header_has_none(host: Path, tmp_path: Pat
     assert (d.vendor, d.device) == (0x8086, 0x10D3) and d.config is None
     assert any(p.path.endswith(f"{VFIO}/config") and "0xffff" in p.reason for p in snap.problems)
     assert f"{hr.resolve(f'sys/bus/pci/devices/{VFIO}')}/vendor" in hr.files_read
+
+
+def _sriov_host() -> SimHost:
+    """The q35 host plus an SR-IOV PF behind root port 00:04.0 (bus 1 holds the NVMe at 01:00.0,
+    so the PF sits on bus 3's port, beside its 03:00.0 e1000e) with three VFs 03:00.1-3; the
+    first VF goes to a VMM and is preserved."""
+    host = SimHost(seed=9)
+    host.add_unit(reg_base=0xFED9_0000, scalable=True)
+    host.add_device(
+        0, 0, 0x04, 0, device=0x000C, vendor=0x1B36, driver="pcieport",
+        pcie_type=PCI_EXP_TYPE_ROOT_PORT, secondary_bus=3,
+    )  # fmt: skip
+    host.add_device(0, 3, 0, 0, device=0x10FB, driver="ixgbe")
+    for fn in (1, 2, 3):
+        host.add_device(0, 3, 0, fn, device=0x10ED, driver="ixgbevf", physfn="0000:03:00.0")
+    host.boot()
+    host.vfio_attach(VF)
+    host.preserve(VF)
+    return host
+
+
+VF = "0000:03:00.1"
+
+
+def test_sriov_vf_config_space_is_its_own(tmp_path: Path) -> None:
+    """A VF's Vendor and Device ID fields read 0xffff (SR-IOV 1.1 §3.4.1.1-2): vtdlud takes its
+    IDs from sysfs (the kernel's, from the PF) and decodes the rest of its config space, so its
+    DMA aliases are visible and the gate can pass; read as a non-responding device, every VF of
+    an SR-IOV host was an unreadable input and an UNKNOWN alias check."""
+    root = write_tree(_sriov_host(), tmp_path / "host")
+    assert (root / "sys/bus/pci/devices" / VF / "config").read_bytes()[:4] == b"\xff" * 4
+    snap = take_snapshot(HostRoot(root), policy=Policy())
+    vf = snap.pci_devices[VF]
+    assert (vf.vendor, vf.device, vf.pci_class) == (0x8086, 0x10ED, 0x020000)
+    assert vf.config is not None and vf.config.pcie_type == 0  # PCI_EXP_TYPE_ENDPOINT
+    assert vf.config.pri_enabled is False  # extended capabilities read: bound to vfio-pci
+    assert not [p for p in snap.problems if "/config" in p.path]
+    report = evaluate(snap, Policy())
+    assert not [f for f in report.findings if f.code in ("VTD025", "VTD051")]
+    hr = HostRoot(root)
+    take_snapshot(hr, collect=True)  # a bundle keeps the link that says it is a VF
+    assert f"{hr.resolve(f'sys/bus/pci/devices/{VF}')}/physfn" in hr.links

@@ -11,8 +11,10 @@ function joins the group of every bridge its alias walk passes as ``pdev`` (a co
 PCIe-to-PCI bridge owning the alias) and of every function sharing one of its requester IDs
 (own RID or alias, quirks included); every other function gets its own, numbered in BDF order.
 Real kernels also merge functions without ACS isolation (e.g. 00:1f.x in the captures); give
-those an explicit group.  SR-IOV VFs are ordinary functions here (any devfn, e.g. >= 0x80);
-their ``physfn``/``virtfn`` links are not written.
+those an explicit group.  SR-IOV VFs are ordinary functions here (any devfn, e.g. >= 0x80); one
+given ``physfn`` (its PF's BDF) is a VF as the SR-IOV spec has it: its config space Vendor and
+Device ID fields read 0xffff (the kernel takes the IDs from the PF, so sysfs ``vendor`` and
+``device`` hold the real ones), and sysfs links it to the PF with ``physfn``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class SimDevice:
     pasid_enabled: bool = False
     in_sysfs: bool = True
     subsystem: tuple[int, int] | None = None  # (subsystem vendor, device); type-0 headers
+    physfn: str | None = None  # an SR-IOV VF: its PF's BDF
 
     @property
     def bdf(self) -> str:
@@ -228,7 +231,9 @@ def config_space(dev: SimDevice, topology: Topology) -> bytes:
     """The device's ``config`` file: 4 KiB for PCIe functions, 256 bytes for conventional PCI."""
     size = PCI_CFG_SPACE_EXP_SIZE if dev.pcie_type is not None else PCI_CFG_SPACE_SIZE
     cfg = bytearray(size)
-    struct.pack_into("<HH", cfg, 0, dev.vendor, dev.device)
+    # SR-IOV 1.1 §3.4.1.1-2: a VF's Vendor ID and Device ID read 0xffff
+    ids = (0xFFFF, 0xFFFF) if dev.physfn is not None else (dev.vendor, dev.device)
+    struct.pack_into("<HH", cfg, 0, *ids)
     cfg[0x09:0x0C] = dev.pci_class.to_bytes(3, "little")
     if dev.subsystem is not None and not dev.is_bridge:
         struct.pack_into("<HH", cfg, PCI_SUBSYSTEM_VENDOR_ID, *dev.subsystem)

@@ -107,6 +107,8 @@ def _sysfs(host: SimHost, w: _Writer) -> None:
         w.file(f"{path}/class", f"0x{dev.pci_class:06x}\n")
         w.file(f"{path}/config", config_space(dev, topo))
         w.link(f"sys/bus/pci/devices/{dev.bdf}", path)
+        if dev.physfn is not None:
+            w.link(f"{path}/physfn", f"sys/devices/{topo.sysfs_path(dev.physfn)}")
         if dev.driver:
             w.mkdir(f"sys/bus/pci/drivers/{dev.driver}")
             w.link(f"{path}/driver", f"sys/bus/pci/drivers/{dev.driver}")

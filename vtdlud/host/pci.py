@@ -18,8 +18,11 @@ with pread(2) where the decoder asks (:class:`~vtdlud.host.root.PreadFile`):
 The vendor, device and class IDs come from the header, as ``pci_setup_device()`` takes them;
 ``vendor``, ``device`` and ``class`` are read only where the header does not give them (not
 readable, cut short, or vendor ID 0xffff: no response, or an SR-IOV VF, whose ID fields read
-0xffff and whose IDs the kernel takes from its PF).  ``collect`` still reads and records every
-file whole, so a bundle holds all of config space.
+0xffff and whose IDs the kernel takes from its PF).  A VF (it has a ``physfn`` link) is decoded
+despite its 0xffff ID fields: its header type, capabilities and port type are its own.  Not
+modelled: a VF's PRI is its PF's (``pci_enable_pri()`` on a VF needs the PF's enabled), which
+vtdlud does not read; the VF's own config space has no PRI capability, so it reads "not enabled".
+``collect`` still reads and records every file whole, so a bundle holds all of config space.
 """
 
 from __future__ import annotations
@@ -66,20 +69,20 @@ _ID_WHAT = {"vendor": "a PCI vendor ID", "device": "a PCI device ID", "class": "
 Decoded = tuple[bytes, PciConfig | ParseError]
 
 
-def _decoder(extended: bool) -> Callable[[PreadFile], Decoded]:
+def _decoder(extended: bool, virtfn: bool = False) -> Callable[[PreadFile], Decoded]:
     def decode(space: PreadFile) -> Decoded:
         header = space.read(0, PCI_HEADER_SIZE)
         try:
-            return header, decode_pci_config(space, header, extended=extended)
+            return header, decode_pci_config(space, header, extended=extended, virtfn=virtfn)
         except ParseError as exc:
             return header, exc
 
     return decode
 
 
-def _parse_whole(data: bytes, extended: bool) -> PciConfig | ParseError:
+def _parse_whole(data: bytes, extended: bool, virtfn: bool = False) -> PciConfig | ParseError:
     try:
-        return parse_pci_config(data, extended=extended)
+        return parse_pci_config(data, extended=extended, virtfn=virtfn)
     except ParseError as exc:
         return exc
 
@@ -95,6 +98,7 @@ class _Read:
     ids: tuple[int, int, int] | None  # from the header
     id_files: dict[str, bytes | OSError]  # read where the header does not give the IDs
     whole: bytes | None  # collect: the whole file, decoded again for the extended list
+    virtfn: bool = False  # an SR-IOV VF (its ``physfn`` link)
 
     @property
     def vfio_bound(self) -> bool:
@@ -174,11 +178,21 @@ class PciReader:
                 config = result
             else:
                 header, config = result  # type: ignore[misc]
+        virtfn = False
+        if header is not None and header[:2] == b"\xff\xff":
+            # vendor ID 0xffff: no response, or an SR-IOV VF (its ID fields read so; its IDs
+            # are the kernel's, from the PF: pci_iov_scan_device()); the rest is its own
+            virtfn = self.root.link_target(f"{base}/physfn") is not None
+            if virtfn and whole is not None:
+                config = _parse_whole(whole, extended, virtfn=True)
+            elif virtfn:
+                again = self.root.pread_path(f"{base}/config", _decoder(extended, virtfn=True))
+                config = again if isinstance(again, OSError) else again[1]  # type: ignore[index]
         ids = pci_ids(header) if header is not None else None
         id_files = {n: got.files[n] for n in PCI_ID_FILES if n in got.files}
         if ids is None and not self.collect:
             id_files = self.root.read_entries(base, files=PCI_ID_FILES).files
-        return _Read(base, config, got.links, got.dirs["vfio-dev"], ids, id_files, whole)
+        return _Read(base, config, got.links, got.dirs["vfio-dev"], ids, id_files, whole, virtfn)
 
     def _extended_for(self, raw: dict[str, _Read]) -> set[str]:
         """The devices whose extended capabilities a check reads (see the module)."""
@@ -200,9 +214,9 @@ class PciReader:
         if not isinstance(r.config, PciConfig):
             return  # the header or the capability list failed: the extended walk would too
         if r.whole is not None:
-            r.config = _parse_whole(r.whole, True)
+            r.config = _parse_whole(r.whole, True, r.virtfn)
             return
-        result = self.root.pread_path(f"{r.base}/config", _decoder(True))
+        result = self.root.pread_path(f"{r.base}/config", _decoder(True, r.virtfn))
         r.config = result if isinstance(result, OSError) else result[1]  # type: ignore[index]
 
     def _device(self, bdf: str, r: _Read) -> PciDevice:

@@ -140,19 +140,25 @@ def pci_ids(header: bytes) -> tuple[int, int, int] | None:
 
 
 def decode_pci_config(
-    space: ConfigSpace, header: bytes | None = None, *, extended: bool = True
+    space: ConfigSpace,
+    header: bytes | None = None,
+    *,
+    extended: bool = True,
+    virtfn: bool = False,
 ) -> PciConfig:
     """Decode configuration space: the 64-byte header (``header``: already read), the
     capability list (the PCI Express capability's port type) and, with ``extended``, the
     extended capabilities PRI, ATS and PASID (None when not read).  Reads only those bytes.
 
     What a whole ``config`` file of L bytes would give: L < 64 is an error; the capability list
-    needs L >= 256 (a non-root reader gets 64 bytes); the extended list needs all 4 KiB."""
+    needs L >= 256 (a non-root reader gets 64 bytes); the extended list needs all 4 KiB.
+    ``virtfn``: an SR-IOV VF (sysfs ``physfn``), whose Vendor and Device ID fields read 0xffff
+    (SR-IOV 1.1 §3.4.1.1-2) while the rest of its header and capabilities are its own."""
     if header is None:
         header = space.read(0, PCI_HEADER_SIZE)
     if len(header) < PCI_HEADER_SIZE:
         raise ParseError(f"config space is {len(header)} bytes, expected at least 64", offset=0)
-    if _u16(header, PCI_VENDOR_ID) == 0xFFFF:
+    if _u16(header, PCI_VENDOR_ID) == 0xFFFF and not virtfn:
         raise ParseError("vendor ID 0xffff: the device does not respond", offset=0)
     is_bridge = header[PCI_HEADER_TYPE] & PCI_HEADER_TYPE_MASK == PCI_HEADER_TYPE_BRIDGE
     standard = space.holds(PCI_CFG_SPACE_SIZE)
@@ -182,6 +188,6 @@ def decode_pci_config(
     )
 
 
-def parse_pci_config(data: bytes, *, extended: bool = True) -> PciConfig:
+def parse_pci_config(data: bytes, *, extended: bool = True, virtfn: bool = False) -> PciConfig:
     """Decode a whole ``config`` file (64, 256 or 4096 bytes)."""
-    return decode_pci_config(BytesConfig(data), extended=extended)
+    return decode_pci_config(BytesConfig(data), extended=extended, virtfn=virtfn)
