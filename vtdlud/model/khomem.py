@@ -43,11 +43,14 @@ the simulator's tree writer): no real capture of a preserved-memory map exists.
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cache
+from itertools import compress
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -84,7 +87,6 @@ PRESERVE_BITS = PAGE_SIZE * 8  # 32768
 MAX_ORDER = 18  # [I] 1 GiB folios; x86's MAX_PAGE_ORDER is 10, hugetlb folios reach 18
 
 _TABLE = struct.Struct(f"<{KHO_TABLE_ENTRIES}Q")
-_FULL_WORD = U64_MASK
 
 
 class MapState(Enum):
@@ -178,6 +180,61 @@ class PreservedMemory:
         return found is not None and addr + size <= found.end
 
 
+# --- bitmaps, decoded in bulk ----------------------------------------------------------------
+# A leaf (kho_radix_leaf) and a kho-v1 bitmap alike are PRESERVE_BITS bits in little-endian
+# 64-bit words (bit i = bit i % 64 of word i // 64).  The set bits come out as 8-byte
+# little-endian lanes of one int, built from table lookups per byte of the non-zero words,
+# so the Python work is per leaf and per non-zero word, none per bit.
+
+_WORD_INDEX = tuple(range(KHO_TABLE_ENTRIES))
+_LITTLE = sys.byteorder == "little"
+
+
+@cache
+def _bit_lanes() -> tuple[list[bytes], list[bytes], bytes]:
+    """Lookup tables (built on first use): ``byte[k * 256 + v]`` is the lanes ``8 k + b`` of
+    each bit ``b`` set in ``v``, byte ``k`` of a word; ``word[w]`` is the lane ``64 w``;
+    then byte ``k`` of each of 512 words (0..7 repeated)."""
+    lane = struct.Struct("<Q").pack
+    byte = [
+        b"".join(lane(8 * k + b) for b in range(8) if v >> b & 1)
+        for k in range(8)
+        for v in range(256)
+    ]
+    word = [lane(64 * w) for w in range(KHO_TABLE_ENTRIES)]
+    return byte, word, bytes(range(8)) * KHO_TABLE_ENTRIES
+
+
+def bitmap_pages(data: bytes, base: int, order: int) -> array[int]:
+    """The pages of a PRESERVE_BITS-bit bitmap, ascending: bit ``i`` set is the page at
+    ``base + (i << (12 + order))``; ``base`` is a multiple of ``PRESERVE_BITS << (12 +
+    order)`` (a leaf's first key, a kho-v1 ``phys_start``), so adding is OR-ing the lanes."""
+    words = _TABLE.unpack(data)
+    nonzero = list(compress(_WORD_INDEX, words))
+    out = array("Q")
+    if not nonzero:
+        return out
+    values = [words[w] for w in nonzero]
+    packed = struct.pack(f"<{len(values)}Q", *values)
+    byte_lanes, word_lanes, byte_index = _bit_lanes()
+    keys = bytearray(2 * len(packed))  # little-endian u16: the byte's value, then its k
+    keys[0 if _LITTLE else 1 :: 2] = packed
+    keys[1 if _LITTLE else 0 :: 2] = byte_index[: len(packed)]
+    bits = b"".join(map(byte_lanes.__getitem__, array("H", keys)))
+    words_of_bits = b"".join(
+        map(bytes.__mul__, map(word_lanes.__getitem__, nonzero), map(int.bit_count, values))
+    )
+    count = len(bits) >> 3
+    lanes = (int.from_bytes(bits, "little") | int.from_bytes(words_of_bits, "little")) << (
+        PAGE_SHIFT + order
+    )
+    lanes |= int.from_bytes(base.to_bytes(8, "little") * count, "little")
+    out.frombytes(lanes.to_bytes(8 * count, "little"))
+    if not _LITTLE:
+        out.byteswap()
+    return out
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
@@ -231,22 +288,9 @@ class _Walk:
 
     def bitmap(self, data: bytes, base: int, order: int, where: int) -> None:
         """Add every set bit of a 32768-bit bitmap: page ``i`` at ``base + (i << (12 + order))``."""
-        shift = PAGE_SHIFT + order
-        dest = self.out.setdefault(order, array("Q"))
-        before = len(dest)
-        for w, word in enumerate(_TABLE.unpack(data)):
-            if not word:
-                continue
-            first = base + ((w * 64) << shift)
-            if word == _FULL_WORD:
-                dest.extend(range(first, first + (64 << shift), 1 << shift))
-                continue
-            rest = word
-            while rest:
-                low = rest & -rest
-                dest.append(first + ((low.bit_length() - 1) << shift))
-                rest ^= low
-        added = len(dest) - before
+        found = bitmap_pages(data, base, order)
+        self.out.setdefault(order, array("Q")).extend(found)
+        added = len(found)
         self.ranges += added
         self.pages += added << order
         if self.ranges > self.limits.max_ranges or self.pages > self.limits.max_preserved_pages:
