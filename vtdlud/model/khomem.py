@@ -181,53 +181,59 @@ class PreservedMemory:
 
 
 # --- bitmaps, decoded in bulk ----------------------------------------------------------------
-# A leaf (kho_radix_leaf) and a kho-v1 bitmap alike are PRESERVE_BITS bits in little-endian
-# 64-bit words (bit i = bit i % 64 of word i // 64).  The set bits come out as 8-byte
-# little-endian lanes of one int, built from table lookups per byte of the non-zero words,
-# so the Python work is per leaf and per non-zero word, none per bit.
+# A kho-v2..v4 leaf and a kho-v1 bitmap are the same page: 1 << KHO_BITMAP_SIZE_LOG2 (=
+# PRESERVE_BITS) bits in BITS_TO_LONGS(...) = 512 little-endian unsigned longs, bit i = bit
+# i % 64 of word i / 64 [C: include/linux/kho/abi/kexec_handover.h @3f2ad90060f6 ``struct
+# kho_radix_leaf { DECLARE_BITMAP(bitmap, 1 << KHO_BITMAP_SIZE_LOG2); }``, unchanged in Linux
+# 7.2.13; kernel/kexec_handover.c @00c010e130e5 ``struct kho_mem_phys_bits {
+# DECLARE_BITMAP(preserve, PRESERVE_BITS); }``, PRESERVE_BITS = PAGE_SIZE * 8; x86-64].
+# The set bits come out as 8-byte little-endian lanes of one int, built from lookups per byte
+# of the non-zero words: the Python work is per leaf and per non-zero word, none per bit.
 
-_WORD_INDEX = tuple(range(KHO_TABLE_ENTRIES))
+_BITMAP_LONGS = (1 << KHO_BITMAP_SIZE_LOG2) // 64
+_BITMAP = struct.Struct(f"<{_BITMAP_LONGS}Q")
+_LONG_INDEX = tuple(range(_BITMAP_LONGS))
 _LITTLE = sys.byteorder == "little"
 
 
 @cache
 def _bit_lanes() -> tuple[list[bytes], list[bytes], bytes]:
-    """Lookup tables (built on first use): ``byte[k * 256 + v]`` is the lanes ``8 k + b`` of
-    each bit ``b`` set in ``v``, byte ``k`` of a word; ``word[w]`` is the lane ``64 w``;
-    then byte ``k`` of each of 512 words (0..7 repeated)."""
+    """Lookup tables, built on first use: ``byte[k * 256 + v]`` is the lanes ``8 k + b`` of
+    the bits ``b`` set in ``v`` as byte ``k`` of a long; ``long[w]`` is the lane ``64 w``; and
+    the byte index ``k`` of every byte of a bitmap (0..7 repeated)."""
     lane = struct.Struct("<Q").pack
     byte = [
         b"".join(lane(8 * k + b) for b in range(8) if v >> b & 1)
         for k in range(8)
         for v in range(256)
     ]
-    word = [lane(64 * w) for w in range(KHO_TABLE_ENTRIES)]
-    return byte, word, bytes(range(8)) * KHO_TABLE_ENTRIES
+    long = [lane(64 * w) for w in range(_BITMAP_LONGS)]
+    return byte, long, bytes(range(8)) * _BITMAP_LONGS
 
 
 def bitmap_pages(data: bytes, base: int, order: int) -> array[int]:
-    """The pages of a PRESERVE_BITS-bit bitmap, ascending: bit ``i`` set is the page at
-    ``base + (i << (12 + order))``; ``base`` is a multiple of ``PRESERVE_BITS << (12 +
-    order)`` (a leaf's first key, a kho-v1 ``phys_start``), so adding is OR-ing the lanes."""
-    words = _TABLE.unpack(data)
-    nonzero = list(compress(_WORD_INDEX, words))
+    """The pages of a leaf's (or kho-v1) bitmap, ascending: bit ``i`` set is the page at
+    ``base + (i << (12 + order))``.  ``base`` is a multiple of the bitmap's span, ``(1 <<
+    KHO_BITMAP_SIZE_LOG2) << (12 + order)`` (a leaf's first key shifted, a kho-v1
+    ``phys_start``), so the lanes take it by OR."""
+    longs = _BITMAP.unpack(data)
+    nonzero = list(compress(_LONG_INDEX, longs))
     out = array("Q")
     if not nonzero:
         return out
-    values = [words[w] for w in nonzero]
+    values = [longs[w] for w in nonzero]
     packed = struct.pack(f"<{len(values)}Q", *values)
-    byte_lanes, word_lanes, byte_index = _bit_lanes()
-    keys = bytearray(2 * len(packed))  # little-endian u16: the byte's value, then its k
+    byte_lanes, long_lanes, byte_index = _bit_lanes()
+    keys = bytearray(2 * len(packed))  # u16 k * 256 + v for each byte v (k its index in a long)
     keys[0 if _LITTLE else 1 :: 2] = packed
     keys[1 if _LITTLE else 0 :: 2] = byte_index[: len(packed)]
-    bits = b"".join(map(byte_lanes.__getitem__, array("H", keys)))
-    words_of_bits = b"".join(
-        map(bytes.__mul__, map(word_lanes.__getitem__, nonzero), map(int.bit_count, values))
+    bits = b"".join(map(byte_lanes.__getitem__, array("H", keys)))  # 8 k + b, per set bit
+    longs_of_bits = b"".join(  # 64 w, once per set bit of long w
+        map(bytes.__mul__, map(long_lanes.__getitem__, nonzero), map(int.bit_count, values))
     )
     count = len(bits) >> 3
-    lanes = (int.from_bytes(bits, "little") | int.from_bytes(words_of_bits, "little")) << (
-        PAGE_SHIFT + order
-    )
+    lanes = int.from_bytes(bits, "little") | int.from_bytes(longs_of_bits, "little")
+    lanes <<= PAGE_SHIFT + order  # lane-wise: every lane is below 1 << KHO_BITMAP_SIZE_LOG2
     lanes |= int.from_bytes(base.to_bytes(8, "little") * count, "little")
     out.frombytes(lanes.to_bytes(8 * count, "little"))
     if not _LITTLE:

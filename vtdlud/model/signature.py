@@ -16,6 +16,10 @@ first :data:`PROBE_SIZE` bytes and keeps the page when they look like
 * an ``iommu_flb_ser``: three distinct non-zero page-aligned words (v1), or ``1`` and then three
   (v2).
 
+The probes are made a page at a time and tested :data:`PROBE_BATCH` at a time: byte columns of
+the batch, translated to 0/1 flags, pick the probes whose first word is 1 or page aligned and
+whose second is not zero (true of every page kept above), and only those are decoded.
+
 Then it reads the candidate pages whole: hw pages whose records carry the signature; the FLB
 whose hw array pointer is one of them (its 3- or 4-word shape gives the FLB layout, and the
 chains are walked from it, :func:`~vtdlud.model.records.walk_records`); without a single such
@@ -129,7 +133,11 @@ class _Candidates:
 
 PROBE_BATCH = 4096  # pages probed before their headers are tested together
 # Per byte value: 1 where a probe's byte can belong to a header _classify may keep, else 0.
-# w0 is 1 (a v2 FLB's version) or page aligned: byte 0 is 0 or 1, byte 1's low nibble is 0.
+# w0 (@0) is iommu_array_hdr_ser.next_array_phys, 0 or page aligned, or iommu_flb_ser's first
+# word, a page-aligned array pointer (v1) or the version 1 (v2): byte 0 is 0 or 1 and byte 1's
+# low nibble 0.  w1 (@8) is nr_objects (1..72) or the FLB's next pointer: not zero.  Layouts as
+# the module doc: include/linux/kho/abi/iommu.h v1 (samikhawaja/linux @ef754267767f), and the
+# v2 FLB (@07a493131c2b), as vtdlud/model/abi/iommu.py mirrors them.
 _W0_BYTE0 = bytes(int(v <= 1) for v in range(256))
 _W0_BYTE1 = bytes(int(not v & 0x0F) for v in range(256))
 _NONZERO = bytes(int(v != 0) for v in range(256))
