@@ -226,12 +226,17 @@ def _fields(c: _Candidates) -> tuple[object, ...]:
     st.lists(headers(), min_size=20, max_size=150),
     st.sampled_from([0, 1, 2, 3, 7, 16384]),
     st.sampled_from([1, 2, 7, 64, 4096]),
+    st.sampled_from([0, 7]),
 )
 def test_batched_probe_matches_page_at_a_time(
-    outcomes: list[bytes | Exception], cap: int, batch: int
+    outcomes: list[bytes | Exception], cap: int, batch: int, padding: int
 ) -> None:
-    pages = [0x10_0000 + i * PAGE_SIZE for i in range(len(outcomes))]
-    table = dict(zip(pages, outcomes, strict=True))
+    """``padding`` zero pages after each header: with 7, under an eighth of a batch passes
+    the bulk test and only those are decoded; with none, most do and the batch is decoded
+    whole."""
+    padded = [o for out in outcomes for o in [out] + [bytes(PROBE_SIZE)] * padding]
+    pages = [0x10_0000 + i * PAGE_SIZE for i in range(len(padded))]
+    table = dict(zip(pages, padded, strict=True))
     old, new = Probe(table), Probe(table)
     expected = _reference_probe_all(old, pages, UNITS, cap)
     with patch.object(signature, "PROBE_BATCH", batch):

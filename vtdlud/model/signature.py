@@ -41,7 +41,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from itertools import islice
+from itertools import compress, islice, repeat
 
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
@@ -143,35 +143,42 @@ _W0_BYTE1 = bytes(int(not v & 0x0F) for v in range(256))
 _NONZERO = bytes(int(v != 0) for v in range(256))
 
 
-def _classify(c: _Candidates, page: int, words: tuple[int, ...], units: frozenset[int]) -> int:
-    """Keep ``page`` as the candidate its first seven words say it may be; returns how many
-    lists it joined (0, 1, or 2: an hw page whose first record also looks like a device's).
+def _classify(
+    c: _Candidates,
+    pages: Iterable[int],
+    headers: Iterable[tuple[int, ...]],
+    units: frozenset[int],
+) -> int:
+    """Keep each page as the candidate its first seven words say it may be; returns how many
+    list entries that made (a page makes at most two: an hw page whose first record also looks
+    like a device's).
 
-    Every page kept has w0 == 1 or a page-aligned w0, and a non-zero w1: :func:`_maybe_kept`
-    passes exactly the probes that could, so this runs only for those."""
+    Every page kept has w0 == 1 or a page-aligned w0, and a non-zero w1 (:func:`_maybe_kept`
+    passes just the probes that do)."""
     low = PAGE_SIZE - 1
-    w0, w1, w2, w3, w4, _restored, w6 = words
+    hw_span = HW_SIZE * HW_CAPACITY
     kept = 0
-    if w0 & low:  # not an array header: maybe a v2 FLB (version 1)
-        if w0 == 1 and _aligned_distinct(w1, w2, w3):
-            c.flb.append((page, V2.name, w1, w2, w3))
-            kept += 1
-    elif w1 & low == 0:  # nr_objects 0 or a multiple of 4096: maybe a v1 FLB
-        if _aligned_distinct(w0, w1, w2):
-            c.flb.append((page, V1.name, w0, w1, w2))
-            kept += 1
-    else:
-        if w1 <= HW_CAPACITY:
-            if w3 in units and w4 == INTEL and w6 == w3:
-                c.hw.append(page)
+    for page, (w0, w1, w2, w3, w4, _restored, w6) in zip(pages, headers, strict=True):
+        if w0 & low:  # not an array header: maybe a v2 FLB (version 1)
+            if w0 == 1 and _aligned_distinct(w1, w2, w3):
+                c.flb.append((page, V2.name, w1, w2, w3))
                 kept += 1
-            elif w2 & DELETED_IN_HDR_WORD and w1 > 1:
-                c.maybe_hw.append(page)
+        elif w1 & low == 0:  # nr_objects 0 or a multiple of 4096: maybe a v1 FLB
+            if _aligned_distinct(w0, w1, w2):
+                c.flb.append((page, V1.name, w0, w1, w2))
                 kept += 1
-        off = (w6 & low) - IOMMU_ARRAY_HDR_SER_SIZE
-        if w1 <= DEVICE_CAPACITY and w6 and 0 <= off < HW_SIZE * HW_CAPACITY and off % HW_SIZE == 0:
-            c.device.append((page, w6))
-            kept += 1
+        else:
+            if w1 <= HW_CAPACITY:
+                if w3 in units and w4 == INTEL and w6 == w3:
+                    c.hw.append(page)
+                    kept += 1
+                elif w2 & DELETED_IN_HDR_WORD and w1 > 1:
+                    c.maybe_hw.append(page)
+                    kept += 1
+            off = (w6 & low) - IOMMU_ARRAY_HDR_SER_SIZE
+            if w1 <= DEVICE_CAPACITY and w6 and 0 <= off < hw_span and off % HW_SIZE == 0:
+                c.device.append((page, w6))
+                kept += 1
     return kept
 
 
@@ -233,11 +240,16 @@ def _probe_all(
             batch = [batch[i] for i in whole]
             joined = b"".join([raws[i] for i in whole])
         flags = _maybe_kept(joined, len(batch))
-        i = flags.find(1)
-        while i >= 0:
-            words = _PROBE.unpack_from(joined, i * PROBE_SIZE)
-            kept += _classify(c, batch[i], words, units)
-            i = flags.find(1, i + 1)
+        passed = flags.count(1)
+        if not passed:  # the common batch: no header worth decoding
+            continue
+        if passed > len(batch) // 2:  # mostly headers of that shape: decode them all
+            kept += _classify(c, batch, _PROBE.iter_unpack(joined), units)
+        else:
+            hits = list(compress(range(len(batch)), flags))
+            offsets = map(PROBE_SIZE.__mul__, hits)
+            headers = map(_PROBE.unpack_from, repeat(joined), offsets)
+            kept += _classify(c, map(batch.__getitem__, hits), headers, units)
         c.overflow = kept > cap
     return c
 
