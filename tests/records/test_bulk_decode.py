@@ -54,8 +54,13 @@ _WORDS = st.one_of(
 
 @st.composite
 def bitmaps(draw: st.DrawFn) -> tuple[bytes, int, int]:
-    """A leaf's bitmap (a few words set, or random bytes), an order and an aligned base."""
-    if draw(st.booleans()):
+    """A leaf's bitmap (a few words set, random bytes of some density, or every bit set), an
+    order and an aligned base: the decoder's three ways (a step per bit where the longs have a
+    bit or two, lanes from tables, a range for a full leaf) are all taken."""
+    shape = draw(st.sampled_from(["words", "words", "random", "random", "full"]))
+    if shape == "full":
+        data = bytearray(b"\xff" * (PRESERVE_BITS // 8))
+    elif shape == "words":
         data = bytearray(PRESERVE_BITS // 8)
         for index, word in draw(st.lists(st.tuples(st.integers(0, 511), _WORDS), max_size=40)):
             struct.pack_into("<Q", data, index * 8, word)

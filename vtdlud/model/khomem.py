@@ -216,12 +216,15 @@ def bitmap_pages(data: bytes, base: int, order: int) -> array[int]:
     ``base + (i << (12 + order))``.  ``base`` is a multiple of the bitmap's span, ``(1 <<
     KHO_BITMAP_SIZE_LOG2) << (12 + order)`` (a leaf's first key shifted, a kho-v1
     ``phys_start``), so the lanes take it by OR."""
+    shift = PAGE_SHIFT + order
     longs = _BITMAP.unpack(data)
     nonzero = list(compress(_LONG_INDEX, longs))
-    out = array("Q")
-    if not nonzero:
-        return out
     values = [longs[w] for w in nonzero]
+    count = sum(map(int.bit_count, values))
+    if count == 1 << KHO_BITMAP_SIZE_LOG2:  # every page of the span
+        return array("Q", range(base, base + (count << shift), 1 << shift))
+    if count < 3 * len(values):  # a bit or two per long: a step per bit costs less than the
+        return _few_bits(nonzero, values, base, shift)  # lookups of a long's eight bytes
     packed = struct.pack(f"<{len(values)}Q", *values)
     byte_lanes, long_lanes, byte_index = _bit_lanes()
     keys = bytearray(2 * len(packed))  # u16 k * 256 + v for each byte v (k its index in a long)
@@ -231,13 +234,26 @@ def bitmap_pages(data: bytes, base: int, order: int) -> array[int]:
     longs_of_bits = b"".join(  # 64 w, once per set bit of long w
         map(bytes.__mul__, map(long_lanes.__getitem__, nonzero), map(int.bit_count, values))
     )
-    count = len(bits) >> 3
     lanes = int.from_bytes(bits, "little") | int.from_bytes(longs_of_bits, "little")
-    lanes <<= PAGE_SHIFT + order  # lane-wise: every lane is below 1 << KHO_BITMAP_SIZE_LOG2
+    lanes <<= shift  # lane-wise: every lane is below 1 << KHO_BITMAP_SIZE_LOG2
     lanes |= int.from_bytes(base.to_bytes(8, "little") * count, "little")
+    out = array("Q")
     out.frombytes(lanes.to_bytes(8 * count, "little"))
     if not _LITTLE:
         out.byteswap()
+    return out
+
+
+def _few_bits(nonzero: list[int], values: list[int], base: int, shift: int) -> array[int]:
+    out = array("Q")
+    append = out.append
+    for w, value in zip(nonzero, values, strict=True):
+        first = base + (w << (6 + shift))
+        rest = value
+        while rest:
+            low = rest & -rest
+            append(first + ((low.bit_length() - 1) << shift))
+            rest ^= low
     return out
 
 
