@@ -188,7 +188,9 @@ class PreservedMemory:
 # 7.2.13; kernel/kexec_handover.c @00c010e130e5 ``struct kho_mem_phys_bits {
 # DECLARE_BITMAP(preserve, PRESERVE_BITS); }``, PRESERVE_BITS = PAGE_SIZE * 8; x86-64].
 # The set bits come out as 8-byte little-endian lanes of one int, built from lookups per byte
-# of the non-zero words: the Python work is per leaf and per non-zero word, none per bit.
+# of the non-zero longs: the Python work is per leaf and per non-zero long, none per bit.  Two
+# shapes go another way: a full bitmap is a range, and where the non-zero longs hold under
+# three bits each on average, a step per bit over those longs costs less than the lookups.
 
 _BITMAP_LONGS = (1 << KHO_BITMAP_SIZE_LOG2) // 64
 _BITMAP = struct.Struct(f"<{_BITMAP_LONGS}Q")
