@@ -43,11 +43,14 @@ the simulator's tree writer): no real capture of a preserved-memory map exists.
 from __future__ import annotations
 
 import struct
+import sys
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cache
+from itertools import compress
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -84,7 +87,6 @@ PRESERVE_BITS = PAGE_SIZE * 8  # 32768
 MAX_ORDER = 18  # [I] 1 GiB folios; x86's MAX_PAGE_ORDER is 10, hugetlb folios reach 18
 
 _TABLE = struct.Struct(f"<{KHO_TABLE_ENTRIES}Q")
-_FULL_WORD = U64_MASK
 
 
 class MapState(Enum):
@@ -178,6 +180,85 @@ class PreservedMemory:
         return found is not None and addr + size <= found.end
 
 
+# --- bitmaps, decoded in bulk ----------------------------------------------------------------
+# A kho-v2..v4 leaf and a kho-v1 bitmap are the same page: 1 << KHO_BITMAP_SIZE_LOG2 (=
+# PRESERVE_BITS) bits in BITS_TO_LONGS(...) = 512 little-endian unsigned longs, bit i = bit
+# i % 64 of word i / 64 [C: include/linux/kho/abi/kexec_handover.h @3f2ad90060f6 ``struct
+# kho_radix_leaf { DECLARE_BITMAP(bitmap, 1 << KHO_BITMAP_SIZE_LOG2); }``, unchanged in Linux
+# 7.2.13; kernel/kexec_handover.c @00c010e130e5 ``struct kho_mem_phys_bits {
+# DECLARE_BITMAP(preserve, PRESERVE_BITS); }``, PRESERVE_BITS = PAGE_SIZE * 8; x86-64].
+# The set bits come out as 8-byte little-endian lanes of one int, built from lookups per byte
+# of the non-zero longs: the Python work is per leaf and per non-zero long, none per bit.  Two
+# shapes go another way: a full bitmap is a range, and where the non-zero longs hold under
+# three bits each on average, a step per bit over those longs costs less than the lookups.
+
+_BITMAP_LONGS = (1 << KHO_BITMAP_SIZE_LOG2) // 64
+_BITMAP = struct.Struct(f"<{_BITMAP_LONGS}Q")
+_LONG_INDEX = tuple(range(_BITMAP_LONGS))
+_LITTLE = sys.byteorder == "little"
+
+
+@cache
+def _bit_lanes() -> tuple[list[bytes], list[bytes], bytes]:
+    """Lookup tables, built on first use: ``byte[k * 256 + v]`` is the lanes ``8 k + b`` of
+    the bits ``b`` set in ``v`` as byte ``k`` of a long; ``long[w]`` is the lane ``64 w``; and
+    the byte index ``k`` of every byte of a bitmap (0..7 repeated)."""
+    lane = struct.Struct("<Q").pack
+    byte = [
+        b"".join(lane(8 * k + b) for b in range(8) if v >> b & 1)
+        for k in range(8)
+        for v in range(256)
+    ]
+    long = [lane(64 * w) for w in range(_BITMAP_LONGS)]
+    return byte, long, bytes(range(8)) * _BITMAP_LONGS
+
+
+def bitmap_pages(data: bytes, base: int, order: int) -> array[int]:
+    """The pages of a leaf's (or kho-v1) bitmap, ascending: bit ``i`` set is the page at
+    ``base + (i << (12 + order))``.  ``base`` is a multiple of the bitmap's span, ``(1 <<
+    KHO_BITMAP_SIZE_LOG2) << (12 + order)`` (a leaf's first key shifted, a kho-v1
+    ``phys_start``), so the lanes take it by OR."""
+    shift = PAGE_SHIFT + order
+    longs = _BITMAP.unpack(data)
+    nonzero = list(compress(_LONG_INDEX, longs))
+    values = [longs[w] for w in nonzero]
+    count = sum(map(int.bit_count, values))
+    if count == 1 << KHO_BITMAP_SIZE_LOG2:  # every page of the span
+        return array("Q", range(base, base + (count << shift), 1 << shift))
+    if count < 3 * len(values):  # a bit or two per long: a step per bit costs less than the
+        return _few_bits(nonzero, values, base, shift)  # lookups of a long's eight bytes
+    packed = struct.pack(f"<{len(values)}Q", *values)
+    byte_lanes, long_lanes, byte_index = _bit_lanes()
+    keys = bytearray(2 * len(packed))  # u16 k * 256 + v for each byte v (k its index in a long)
+    keys[0 if _LITTLE else 1 :: 2] = packed
+    keys[1 if _LITTLE else 0 :: 2] = byte_index[: len(packed)]
+    bits = b"".join(map(byte_lanes.__getitem__, array("H", keys)))  # 8 k + b, per set bit
+    longs_of_bits = b"".join(  # 64 w, once per set bit of long w
+        map(bytes.__mul__, map(long_lanes.__getitem__, nonzero), map(int.bit_count, values))
+    )
+    lanes = int.from_bytes(bits, "little") | int.from_bytes(longs_of_bits, "little")
+    lanes <<= shift  # lane-wise: every lane is below 1 << KHO_BITMAP_SIZE_LOG2
+    lanes |= int.from_bytes(base.to_bytes(8, "little") * count, "little")
+    out = array("Q")
+    out.frombytes(lanes.to_bytes(8 * count, "little"))
+    if not _LITTLE:
+        out.byteswap()
+    return out
+
+
+def _few_bits(nonzero: list[int], values: list[int], base: int, shift: int) -> array[int]:
+    out = array("Q")
+    append = out.append
+    for w, value in zip(nonzero, values, strict=True):
+        first = base + (w << (6 + shift))
+        rest = value
+        while rest:
+            low = rest & -rest
+            append(first + ((low.bit_length() - 1) << shift))
+            rest ^= low
+    return out
+
+
 # --- reading -------------------------------------------------------------------------------
 
 
@@ -231,22 +312,9 @@ class _Walk:
 
     def bitmap(self, data: bytes, base: int, order: int, where: int) -> None:
         """Add every set bit of a 32768-bit bitmap: page ``i`` at ``base + (i << (12 + order))``."""
-        shift = PAGE_SHIFT + order
-        dest = self.out.setdefault(order, array("Q"))
-        before = len(dest)
-        for w, word in enumerate(_TABLE.unpack(data)):
-            if not word:
-                continue
-            first = base + ((w * 64) << shift)
-            if word == _FULL_WORD:
-                dest.extend(range(first, first + (64 << shift), 1 << shift))
-                continue
-            rest = word
-            while rest:
-                low = rest & -rest
-                dest.append(first + ((low.bit_length() - 1) << shift))
-                rest ^= low
-        added = len(dest) - before
+        found = bitmap_pages(data, base, order)
+        self.out.setdefault(order, array("Q")).extend(found)
+        added = len(found)
         self.ranges += added
         self.pages += added << order
         if self.ranges > self.limits.max_ranges or self.pages > self.limits.max_preserved_pages:

@@ -16,6 +16,10 @@ first :data:`PROBE_SIZE` bytes and keeps the page when they look like
 * an ``iommu_flb_ser``: three distinct non-zero page-aligned words (v1), or ``1`` and then three
   (v2).
 
+The probes are made a page at a time and tested :data:`PROBE_BATCH` at a time: byte columns of
+the batch, translated to 0/1 flags, pick the probes whose first word is 1 or page aligned and
+whose second is not zero (true of every page kept above), and only those are decoded.
+
 Then it reads the candidate pages whole: hw pages whose records carry the signature; the FLB
 whose hw array pointer is one of them (its 3- or 4-word shape gives the FLB layout, and the
 chains are walked from it, :func:`~vtdlud.model.records.walk_records`); without a single such
@@ -37,6 +41,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import compress, islice, repeat
 
 from vtdlud.errors import ParseError
 from vtdlud.frozen import frozen
@@ -126,25 +131,34 @@ class _Candidates:
     overflow: bool = False
 
 
-def _probe_all(
-    probe: ReadPhys, pages: Iterable[int], units: frozenset[int], limits: ScanLimits
-) -> _Candidates:
-    """Stage 1: PROBE_SIZE bytes of every page; keep what might be a record page or the FLB."""
-    c = _Candidates([], [], [], [])
-    unpack, low = _PROBE.unpack, PAGE_SIZE - 1
+PROBE_BATCH = 4096  # pages probed before their headers are tested together
+# Per byte value: 1 where a probe's byte can belong to a header _classify may keep, else 0.
+# w0 (@0) is iommu_array_hdr_ser.next_array_phys, 0 or page aligned, or iommu_flb_ser's first
+# word, a page-aligned array pointer (v1) or the version 1 (v2): byte 0 is 0 or 1 and byte 1's
+# low nibble 0.  w1 (@8) is nr_objects (1..72) or the FLB's next pointer: not zero.  Layouts as
+# the module doc: include/linux/kho/abi/iommu.h v1 (samikhawaja/linux @ef754267767f), and the
+# v2 FLB (@07a493131c2b), as vtdlud/model/abi/iommu.py mirrors them.
+_W0_BYTE0 = bytes(int(v <= 1) for v in range(256))
+_W0_BYTE1 = bytes(int(not v & 0x0F) for v in range(256))
+_NONZERO = bytes(int(v != 0) for v in range(256))
+
+
+def _classify(
+    c: _Candidates,
+    pages: Iterable[int],
+    headers: Iterable[tuple[int, ...]],
+    units: frozenset[int],
+) -> int:
+    """Keep each page as the candidate its first seven words say it may be; returns how many
+    list entries that made (a page makes at most two: an hw page whose first record also looks
+    like a device's).
+
+    Every page kept has w0 == 1 or a page-aligned w0, and a non-zero w1 (:func:`_maybe_kept`
+    passes just the probes that do)."""
+    low = PAGE_SIZE - 1
     hw_span = HW_SIZE * HW_CAPACITY
-    kept, cap = 0, limits.max_candidates
-    for page in pages:
-        c.scanned += 1
-        try:
-            raw = probe(page, PROBE_SIZE)
-        except (ParseError, OSError):
-            c.unreadable += 1
-            continue
-        if len(raw) != PROBE_SIZE:
-            c.unreadable += 1
-            continue
-        w0, w1, w2, w3, w4, _restored, w6 = unpack(raw)
+    kept = 0
+    for page, (w0, w1, w2, w3, w4, _restored, w6) in zip(pages, headers, strict=True):
         if w0 & low:  # not an array header: maybe a v2 FLB (version 1)
             if w0 == 1 and _aligned_distinct(w1, w2, w3):
                 c.flb.append((page, V2.name, w1, w2, w3))
@@ -165,9 +179,78 @@ def _probe_all(
             if w1 <= DEVICE_CAPACITY and w6 and 0 <= off < hw_span and off % HW_SIZE == 0:
                 c.device.append((page, w6))
                 kept += 1
-        if kept > cap:
-            c.overflow = True
+    return kept
+
+
+def _maybe_kept(joined: bytes, n: int) -> bytes:
+    """For ``n`` probes of PROBE_SIZE bytes back to back, one byte each: 1 where w0 is 1 or
+    page aligned and w1 is not zero (the pages :func:`_classify` may keep), else 0.  Each test
+    is a strided slice translated to 0/1 per probe; the ints are byte-wise ANDs and ORs (no
+    carries), so a million probes cost a few dozen C passes, not a million Python steps."""
+    size = PROBE_SIZE
+    flags = int.from_bytes(joined[0::size].translate(_W0_BYTE0), "little")
+    flags &= int.from_bytes(joined[1::size].translate(_W0_BYTE1), "little")
+    if flags:
+        w1 = 0
+        for k in range(8, 16):  # nr_objects (or the FLB's second word): any byte non-zero
+            w1 |= int.from_bytes(joined[k::size], "little")
+        flags &= int.from_bytes(w1.to_bytes(n, "little").translate(_NONZERO), "little")
+    return flags.to_bytes(n, "little")
+
+
+def _probe_batch(probe: ReadPhys, pages: list[int]) -> list[bytes]:
+    """Each page's probe, in order, one call a page; a probe that failed is ``b""`` (then
+    counted unreadable, as a short one is)."""
+    raws: list[bytes] = []
+    append = raws.append
+    pending = iter(pages)
+    while True:
+        try:
+            for page in pending:
+                append(probe(page, PROBE_SIZE))
+        except (ParseError, OSError):
+            append(b"")
+            continue
+        return raws
+
+
+def _probe_all(
+    probe: ReadPhys, pages: Iterable[int], units: frozenset[int], limits: ScanLimits
+) -> _Candidates:
+    """Stage 1: PROBE_SIZE bytes of every page; keep what might be a record page or the FLB.
+
+    Pages are probed in batches and each batch's headers tested together (:func:`_maybe_kept`);
+    only the few that pass are decoded.  A page joins at most two candidate lists, so a batch
+    of at most half the room left under ``max_candidates`` cannot pass it before its last
+    page: the pages probed, and the candidates kept, are those of a page-at-a-time scan that
+    stops at the page which passes the bound."""
+    c = _Candidates([], [], [], [])
+    pending = iter(pages)
+    kept, cap = 0, limits.max_candidates
+    while not c.overflow:
+        batch = list(islice(pending, max(1, min(PROBE_BATCH, (cap - kept) // 2))))
+        if not batch:
             break
+        raws = _probe_batch(probe, batch)
+        c.scanned += len(batch)
+        joined = b"".join(raws)
+        if len(joined) != PROBE_SIZE * len(raws) or min(map(len, raws)) != PROBE_SIZE:
+            whole = [i for i, raw in enumerate(raws) if len(raw) == PROBE_SIZE]
+            c.unreadable += len(batch) - len(whole)
+            batch = [batch[i] for i in whole]
+            joined = b"".join([raws[i] for i in whole])
+        flags = _maybe_kept(joined, len(batch))
+        passed = flags.count(1)
+        if not passed:  # the common batch: no header worth decoding
+            continue
+        if passed > len(batch) // 2:  # mostly headers of that shape: decode them all
+            kept += _classify(c, batch, _PROBE.iter_unpack(joined), units)
+        else:
+            hits = list(compress(range(len(batch)), flags))
+            offsets = map(PROBE_SIZE.__mul__, hits)
+            headers = map(_PROBE.unpack_from, repeat(joined), offsets)
+            kept += _classify(c, map(batch.__getitem__, hits), headers, units)
+        c.overflow = kept > cap
     return c
 
 
