@@ -268,6 +268,8 @@ class _Budget(Exception):
 
 @dataclass
 class _Walk:
+    """One decode of the preserved-memory map: what it found and the problems on the way."""
+
     read_phys: ReadPhys
     limits: MemMapLimits
     problems: list[MemMapProblem] = field(default_factory=list)

@@ -292,6 +292,8 @@ def read_array_page(
 
 @dataclass
 class _Walker:
+    """Walks the record chains of one FLB, claiming each page for the chain that owns it."""
+
     read_phys: ReadPhys
     limits: RecordLimits
     linked_from: int | None  # the FLB (None when walking from signature-found heads)

@@ -122,6 +122,8 @@ def _has_signature(rec: IommuHwSerV1, units: frozenset[int]) -> bool:
 
 @dataclass
 class _Candidates:
+    """The pages whose headers look like each kind of record, as the scan finds them."""
+
     hw: list[int]
     maybe_hw: list[int]  # sane header, first record DELETED without the signature
     device: list[tuple[int, int]]  # (page, first record's iommu_phys)

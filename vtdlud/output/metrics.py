@@ -73,6 +73,8 @@ class SourceState:
 
 @dataclass
 class DaemonStats:
+    """The daemon's own counters and times, exported with the findings."""
+
     started_at: float = 0.0
     evaluations: int = 0
     evaluation_errors: int = 0
