@@ -24,6 +24,7 @@ from tests.cli.helpers import (
     codes,
     copy_tree,
     finding_messages,
+    run_cli,
     status_json,
     status_with_faults,
     validate,
@@ -91,6 +92,23 @@ def test_truncated_regset_names_the_line(host: Path) -> None:
     u = _unit(doc)
     # Without the regset the translation struct still proves the mode and the root table.
     assert u["root_table"] == "0x1a49000" and u["mode"] == "legacy"
+
+
+def test_regset_naming_another_unit_than_sysfs(host: Path) -> None:
+    """iommu_regset and sysfs name the unit at 0xfed90000 differently (files of two boots): a
+    VTD051 naming the block, which is not used, and the gate UNKNOWN (exit 3); it was an
+    internal error (exit 4) when the block was paired with the translation struct by name."""
+    text = (host / REGSET).read_text()
+    _write(host / REGSET, text.replace("IOMMU: dmar0 ", "IOMMU: dmar7 ", 1).encode())
+    doc = status_json("--root", str(host))
+    [msg] = finding_messages(doc, "VTD051")
+    assert msg == (
+        f"/{REGSET}: the block at register base 0xfed90000 names dmar7, but sysfs names the "
+        "unit there dmar0 (files of different boots?); not used"
+    )
+    assert _unit(doc)["root_table"] == "0x1a49000"  # the translation struct still says
+    rc, _, err = run_cli("check", "--root", str(host), "--no-ledger", "--config", "/dev/null")
+    assert rc == 3, err
 
 
 def test_binary_garbage_in_a_text_file(host: Path) -> None:

@@ -333,6 +333,28 @@ class SnapshotBuilder:
             why = "VT-d is off in this kernel (intel_iommu=off, or CONFIG_INTEL_IOMMU not built)"
         return f"{where}, although the firmware has an ACPI DMAR table: {why}"
 
+    def _regset_of_these_units(self, regset: Regset, units: list[SysfsUnit]) -> Regset:
+        """The blocks of ``iommu_regset`` that agree with sysfs: a block at a unit's register
+        base naming another unit (the kernel prints ``iommu->name`` in both, so the files are
+        of different boots or edited) is a problem (VTD051) and is not used."""
+        named = {u.address: u.name for u in units if u.address is not None}
+        keep = []
+        for r in regset.units:
+            want = named.get(r.reg_base_addr)
+            if want is not None and r.name != want:
+                self._problem(
+                    IOMMU_REGSET,
+                    f"the block at register base {r.reg_base_addr:#x} names {r.name}, but sysfs "
+                    f"names the unit there {want} (files of different boots?); not used",
+                    Tier.IOMMU_DEBUGFS,
+                    unit=r.reg_base_addr,
+                )
+                continue
+            keep.append(r)
+        if len(keep) == len(regset.units):
+            return regset
+        return Regset(tuple(keep), regset.invalid_base_address)
+
     def dmar_table(self) -> DmarTable | None:
         return self._parse_bytes(ACPI_DMAR, parse_dmar, Tier.SYSFS)
 
@@ -386,6 +408,8 @@ class SnapshotBuilder:
             if units and translation is not None and not translation.units:
                 self._problem(DMAR_TRANSLATION_STRUCT, _no_unit(len(units)), Tier.IOMMU_DEBUGFS)
                 translation = None
+            if units and regset is not None:
+                regset = self._regset_of_these_units(regset, units)
         tiers[Tier.KHO_DEBUGFS] = self.debugfs_tier(
             Tier.KHO_DEBUGFS,
             KHO_DEBUGFS,
