@@ -130,8 +130,10 @@ def daemon_policy(policy: Policy) -> Policy:
 
 
 def daemon_snapshot(root: Path) -> Snapshot:
-    """A snapshot without kcore and without process facts: never opens /proc/kcore."""
-    return take_snapshot(HostRoot(root), skip_kcore=KCORE_REASON, processes=False)
+    """A snapshot without kcore and without process facts: never opens /proc/kcore.  Nothing
+    of what it reads is recorded (the daemon never collects a bundle): a storm's host would
+    otherwise hold every config space read until the snapshot is built."""
+    return take_snapshot(HostRoot(root, record=False), skip_kcore=KCORE_REASON, processes=False)
 
 
 def daemon_evaluate(root: Path, policy: Policy) -> Report:
