@@ -234,6 +234,9 @@ class Daemon:
                 root_label=self.opts.root,
                 source="daemon",
             )
+            # The document is all the daemon keeps: the report holds the snapshot, and the
+            # diff, the outputs and release_memory below need neither.
+            del report
         except Exception as exc:  # a bug must not stop the daemon; the next trigger retries
             self.stats.evaluation_errors += 1
             self.last_eval_mono = self.clock()
@@ -265,7 +268,6 @@ class Daemon:
         if v is not None:
             out.append(v)
         self.doc = doc
-        del report
         self.sink.send_all(out)
         self.pick_up_reports(write=False)
         self.write_outputs()
