@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/bench_daemon.py [--idle SECONDS] [--latency N] [--vfs N]
 
-Needs root (it starts systemd-journald when none runs, and raises net.unix.max_dgram_qlen while
-the daemon creates its uevent socket: umockdev's sender aborts on a full socket) and umockdev
-(it re-executes itself under ``umockdev-wrapper``).  Prints, against the issue's goals:
+Needs root (it starts a systemd-journald of its own in a private mount namespace, as the daemon
+tests do, and raises net.unix.max_dgram_qlen while the daemon creates its uevent socket:
+umockdev's sender aborts on a full socket) and umockdev (it re-executes itself under
+``umockdev-wrapper``).  Prints, against the issue's goals:
 
 1. idle: wake-ups over the window (voluntary context switches of the daemon, and the watchdog
    pings received; WATCHDOG_USEC=30 s as with the unit's WatchdogSec=30s), threads, RSS and
@@ -35,12 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.daemon.conftest import (  # noqa: E402 - after the path
-    JOURNALD_DROPIN,
     VFIO_DEVICE,
     DaemonProc,
     HostBed,
     Journald,
-    journald_alive,
+    private_journal_mounts,
 )
 from tests.kernelmodel.scenarios import q35_host  # noqa: E402
 
@@ -189,9 +189,11 @@ def main() -> int:
     gi.require_version("UMockdev", "1.0")
     from gi.repository import UMockdev
 
+    # A journald of its own in a private mount namespace, as the daemon tests do: neither the
+    # host's journald nor a concurrent test run sees (or disturbs) these entries.
+    private_journal_mounts()
     journald = Journald()
-    if not journald_alive():
-        journald.start()
+    journald.start()
     work = Path(tempfile.mkdtemp(prefix="vtdlud-bench-"))
     tb = UMockdev.Testbed.new()
     d: DaemonProc | None = None
@@ -216,10 +218,8 @@ def main() -> int:
             d.close()
         tb.clear()
         shutil.rmtree(work, ignore_errors=True)
-        if journald.owned:
-            if journald.proc is not None:
-                journald.stop()
-            JOURNALD_DROPIN.unlink(missing_ok=True)
+        if journald.proc is not None:
+            journald.stop()
     return 0
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import gc
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +19,20 @@ from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.policy import Policy
 from vtdlud.model.severity import Severity
+from vtdlud.model.snapshot import Snapshot
 from vtdlud.model.tiers import Tier, TierStatus
 from vtdlud.output.journal import JournalSink
-from vtdlud.service.daemon import (
+from vtdlud.service import sandbox
+from vtdlud.service.daemon import Daemon
+from vtdlud.service.notify import Notifier
+from vtdlud.service.options import DaemonOptions
+from vtdlud.service.sandbox import (
     KCORE_REASON,
     VMM_HELD_NOTE,
-    Daemon,
-    DaemonOptions,
     daemon_evaluate,
     daemon_policy,
     daemon_snapshot,
 )
-from vtdlud.service.notify import Notifier
 from vtdlud.service.udev import UeventSource
 
 
@@ -109,3 +114,48 @@ def test_an_overflow_schedules_a_rescan(tmp_path: Path) -> None:
     d.debounce.take(100.0)
     d._on_uevents()
     assert not d.debounce.pending and d.stats.uevents_ignored == 1
+
+
+@pytest.fixture
+def no_automatic_collection() -> Iterator[None]:
+    """Only the daemon's own collections run: one the allocator happened to trigger would hide
+    a snapshot held in a reference cycle."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.usefixtures("no_automatic_collection")
+def test_an_evaluation_keeps_no_snapshot(
+    full_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon keeps an evaluation's JSON document, never its snapshot (nor its reader, nor
+    its report, which holds the snapshot): each is gone once the evaluation is over, so the
+    next is never built beside it (issue #15: a storm's evaluations left several hosts' reads
+    alive at once)."""
+    taken: list[tuple[weakref.ref[Snapshot], weakref.ref[HostRoot]]] = []
+
+    def spy(root: HostRoot, **kw: Any) -> Snapshot:
+        assert [(s(), r()) for s, r in taken] == [(None, None)] * len(taken)  # before building
+        snap = take_snapshot(root, **kw)
+        taken.append((weakref.ref(snap), weakref.ref(root)))
+        return snap
+
+    monkeypatch.setattr(sandbox, "take_snapshot", spy)  # where daemon_snapshot looks it up
+    d = Daemon(
+        DaemonOptions(
+            argv=["vtdlud", "run"], root=str(full_tree), runtime_dir=tmp_path, metrics=None
+        ),
+        Silent(),
+        notifier=Notifier({}),
+        sink=JournalSink(lambda ev, exc: None, sender=lambda fields: None),
+    )
+    for trigger in ("start", "uevent", "backstop"):
+        d.evaluate(trigger)
+        assert d.doc is not None and d.stats.evaluation_errors == 0
+        assert [(s(), r()) for s, r in taken] == [(None, None)] * len(taken)
+    assert len(taken) == d.stats.evaluations == 3
+    assert (tmp_path / "status.json").exists()

@@ -21,7 +21,8 @@ from vtdlud.audit.report import finding
 from vtdlud.model.severity import Severity
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import finding_json
-from vtdlud.service.daemon import Daemon, DaemonOptions
+from vtdlud.service.daemon import Daemon
+from vtdlud.service.options import DaemonOptions
 from vtdlud.service.runtime import configure_logging
 
 SHIPPED_CATALOG = Path(__file__).parents[2] / "systemd" / "vtdlud.catalog"

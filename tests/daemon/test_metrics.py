@@ -16,7 +16,7 @@ from vtdlud.audit.catalog import CATALOG
 from vtdlud.model.policy import Policy
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import DaemonStats, SourceState, render_metrics, write_metrics
-from vtdlud.service.daemon import daemon_evaluate
+from vtdlud.service.sandbox import daemon_evaluate
 
 SAMPLE = re.compile(r'([a-z_]+)(\{(?:[a-z_]+="(?:[^"\\\n]|\\.)*",?)*\})? (-?[0-9.e+]+)')
 

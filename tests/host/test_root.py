@@ -147,3 +147,38 @@ def test_read_entries_takes_injected_faults(tmp_path: Path) -> None:
     assert got.files["config"] == bytes(range(64))
     assert got.links["driver"] == "../../../bus/pci/drivers/vfio-pci"
     assert hr.unreadable == {"sys/bus/pci/devices/x/vendor": "I/O error (EIO)"}
+
+
+def test_a_reader_that_records_nothing_reads_the_same(tmp_path: Path) -> None:
+    """record=False (the daemon, which never packs a bundle): the same data and errors, and
+    nothing of it kept; failures are still named (they are few)."""
+    root = _device_tree(tmp_path)
+    base = "sys/bus/pci/devices/x"
+    args = (["vendor", "config", "vendor_link", "absent"], ["driver", "iommu"], ["vfio-dev", "no"])
+    kept, bare = HostRoot(root), HostRoot(root, record=False)
+    a, b = kept.read_entries(base, *args), bare.read_entries(base, *args)
+    assert a.links == b.links and a.dirs.keys() == b.dirs.keys()
+    assert {k: v for k, v in a.files.items() if k != "absent"} == {
+        k: v for k, v in b.files.items() if k != "absent"
+    }
+    assert isinstance(b.files["absent"], FileNotFoundError)
+    assert bare.read_bytes(f"{base}/vendor") == kept.read_bytes(f"{base}/vendor")
+    assert bare.listdir(f"{base}/vfio-dev") == ["vfio3"]
+    assert bare.readlink(f"{base}/driver") == "../../../bus/pci/drivers/vfio-pci"
+    assert kept.contents and kept.files_read and kept.links and kept.dirs_listed and kept.listed
+    assert not (bare.contents or bare.files_read or bare.links or bare.dirs_listed or bare.listed)
+
+
+def test_errors_kept_as_values_carry_no_traceback(tmp_path: Path) -> None:
+    """An OSError in DirEntries (or returned) has no traceback: its frames would reach the
+    frame holding it through f_back, a cycle that keeps the reader and everything the caller
+    built alive until a full collection (the daemon held several hosts' reads at once)."""
+    hr = HostRoot(_device_tree(tmp_path))
+    got = hr.read_entries("sys/bus/pci/devices/x", ["absent"], [], ["no"])
+    missing = hr.read_entries("sys/bus/pci/devices/y", ["vendor"], [], ["vfio-dev"])
+    faulty = HostRoot(
+        _device_tree(tmp_path / "f"), faults=FaultPlan([Fault("*/vendor", errno.EIO)])
+    ).read_entries("sys/bus/pci/devices/x", ["vendor"], [], ["no"])
+    errors = [*got.files.values(), *got.dirs.values(), *missing.files.values()]
+    errors += [*missing.dirs.values(), *faulty.files.values(), *faulty.dirs.values()]
+    assert all(isinstance(e, OSError) and e.__traceback__ is None for e in errors)

@@ -19,7 +19,7 @@ from tests.tools import require_tool
 from vtdlud.model.policy import Policy
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import DaemonStats, SourceState, render_metrics
-from vtdlud.service.daemon import daemon_evaluate
+from vtdlud.service.sandbox import daemon_evaluate
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 

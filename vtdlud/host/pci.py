@@ -75,7 +75,7 @@ def _decoder(extended: bool, virtfn: bool = False) -> Callable[[PreadFile], Deco
         try:
             return header, decode_pci_config(space, header, extended=extended, virtfn=virtfn)
         except ParseError as exc:
-            return header, exc
+            return header, exc.with_traceback(None)  # kept as a value: no frames (root.py)
 
     return decode
 
@@ -84,7 +84,7 @@ def _parse_whole(data: bytes, extended: bool, virtfn: bool = False) -> PciConfig
     try:
         return parse_pci_config(data, extended=extended, virtfn=virtfn)
     except ParseError as exc:
-        return exc
+        return exc.with_traceback(None)
 
 
 @dataclass

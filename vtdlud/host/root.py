@@ -3,7 +3,8 @@
 :class:`HostRoot` resolves paths itself, one component at a time, confined to the root (like
 ``openat2(RESOLVE_IN_ROOT)``): a symbolic link is followed relative to the root, and one that
 would leave it is refused.  While resolving it records every link and file it touches, which is
-what ``vtdlud collect`` packs, so a bundle holds exactly what the snapshot read.
+what ``vtdlud collect`` packs, so a bundle holds exactly what the snapshot read; a reader that
+packs nothing (the daemon) records nothing (``record=False``).
 
 Tests inject errors (EACCES, EIO, ...) per path through :class:`FaultPlan`, since chmod does not
 stop root.
@@ -16,7 +17,7 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from vtdlud.frozen import frozen
 from vtdlud.host.files import NotRegularFile, check_regular
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # pathlib is imported when a Path is asked for (HostRoot.root
     from pathlib import Path
 
 MAX_SYMLINKS = 40  # the kernel's MAXSYMLINKS
+
+E = TypeVar("E", bound=BaseException)
 
 
 @frozen
@@ -93,6 +96,16 @@ def _read_fd(fd: int, limit: int | None) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+def _error_value(exc: E) -> E:
+    """An OSError kept as a value (in :class:`DirEntries`, or returned), without its traceback.
+    The traceback's frames reach their callers through ``f_back``, and one of those holds the
+    error (``out.files[name] = exc``): a reference cycle through every frame up to the snapshot
+    builder, so the reader, its caches and the half-built snapshot stayed alive until the cyclic
+    collector's next full pass (the daemon had several hosts' reads alive at once).  Nothing
+    looks at these tracebacks: only the error's type and errno are used."""
+    return exc.with_traceback(None)
 
 
 def _read_capped(fd: int, cap: int | None, limit: int | None, path: str) -> bytes:
@@ -187,7 +200,9 @@ PreadDecoder = Callable[[PreadFile], object]
 class HostRoot:
     """Filesystem access under ``root``; paths are root-relative POSIX strings ("sys/class/iommu")."""
 
-    def __init__(self, root: str | Path = "/", *, faults: FaultPlan | None = None) -> None:
+    def __init__(
+        self, root: str | Path = "/", *, faults: FaultPlan | None = None, record: bool = True
+    ) -> None:
         self.root_name = pure_path(os.fspath(root))  # as str(Path(root)) spells it
         self._prefix = self.root_name.rstrip("/") + "/"
         self._live = os.path.realpath(self.root_name) == "/"
@@ -199,6 +214,9 @@ class HostRoot:
         # once per snapshot).
         self._dir_cache: dict[str, str] = {"": ""}
         # What was touched, for `collect`: resolved files read, dirs listed, links with targets.
+        # A reader that packs nothing keeps none of it (record=False: the daemon, where a
+        # 4,000-function host's config spaces alone are 17 MB held until the snapshot is built).
+        self.record = record
         self.files_read: set[str] = set()
         self.dirs_listed: set[str] = set()
         self.links: dict[str, str] = {}
@@ -267,7 +285,8 @@ class HostRoot:
                 if depth >= MAX_SYMLINKS:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), nxt)
                 target = os.readlink(self._abs(nxt))
-                self.links[nxt] = target
+                if self.record:
+                    self.links[nxt] = target
                 base = [] if target.startswith("/") else cur.split("/") if cur else []
                 tparts = [p for p in target.split("/") if p not in ("", ".")]
                 stack = list(base)
@@ -352,7 +371,8 @@ class HostRoot:
             dfd = os.open(self._abs(real), _O_DIR)
         except OSError:
             return None
-        self.links[link] = target
+        if self.record:
+            self.links[link] = target
         self._dir_cache[link] = real
         self._dir_cache.setdefault(real, real)
         return real, dfd
@@ -385,9 +405,10 @@ class HostRoot:
         except OSError as exc:
             self._failed(rel, exc)
             raise
-        self.files_read.add(real)
-        if limit is None:
-            self.contents[real] = data
+        if self.record:
+            self.files_read.add(real)
+            if limit is None:
+                self.contents[real] = data
         return data
 
     def read_entries(
@@ -416,13 +437,14 @@ class HostRoot:
                 real = self.resolve(rel_dir)
                 dfd = os.open(self._abs(real), _O_DIR)
         except OSError as exc:
+            err = _error_value(exc)
             for name in files:
-                out.files[name] = exc
+                out.files[name] = err
             out.links.update(dict.fromkeys(links))
             for name in dirs:
-                out.dirs[name] = exc
+                out.dirs[name] = err
             for name in preads:
-                out.preads[name] = exc
+                out.preads[name] = err
             return out
         prefix = f"{real}/" if real else ""
         try:
@@ -434,31 +456,34 @@ class HostRoot:
                         out.files[name] = self._read_or_error(f"{rel_dir}/{name}")
                         continue
                     self._failed(f"{rel_dir}/{name}", exc)
-                    out.files[name] = exc
+                    out.files[name] = _error_value(exc)
                     continue
                 try:
                     self._check_regular(fd, f"{rel_dir}/{name}")
                 except OSError as exc:
                     self._failed(f"{rel_dir}/{name}", exc)
-                    out.files[name] = exc
+                    out.files[name] = _error_value(exc)
                     continue
                 try:
                     data = _read_attribute(fd, self.cap(prefix + name), f"{rel_dir}/{name}")
                 except OSError as exc:
                     self._failed(f"{rel_dir}/{name}", exc)
-                    out.files[name] = exc
+                    out.files[name] = _error_value(exc)
                     continue
                 finally:
                     os.close(fd)
-                self.files_read.add(prefix + name)
-                self.contents[prefix + name] = out.files[name] = data
+                out.files[name] = data
+                if self.record:
+                    self.files_read.add(prefix + name)
+                    self.contents[prefix + name] = data
             for name in links:
                 try:
                     out.links[name] = target = os.readlink(name, dir_fd=dfd)
                 except OSError:
                     out.links[name] = None
                     continue
-                self.links[prefix + name] = target
+                if self.record:
+                    self.links[prefix + name] = target
             for name in dirs:
                 out.dirs[name] = self._list_at(dfd, prefix, rel_dir, name)
             for name, decode in preads.items():
@@ -469,7 +494,7 @@ class HostRoot:
                         out.preads[name] = self._pread_or_error(f"{rel_dir}/{name}", decode)
                         continue
                     self._failed(f"{rel_dir}/{name}", exc)
-                    out.preads[name] = exc
+                    out.preads[name] = _error_value(exc)
                     continue
                 out.preads[name] = self._pread_fd(fd, prefix + name, f"{rel_dir}/{name}", decode)
         finally:
@@ -495,9 +520,10 @@ class HostRoot:
                 os.close(fd)
         except OSError as exc:
             self._failed(rel, exc)
-            return exc
-        self.files_read.add(real)
-        self.bytes_pread[real] = self.bytes_pread.get(real, 0) + f.bytes_read
+            return _error_value(exc)
+        if self.record:
+            self.files_read.add(real)
+            self.bytes_pread[real] = self.bytes_pread.get(real, 0) + f.bytes_read
         return result
 
     def pread_path(self, rel: str, decode: PreadDecoder) -> object:
@@ -513,7 +539,7 @@ class HostRoot:
             fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC | self._nonblock)
         except OSError as exc:
             self._failed(rel, exc)
-            return exc
+            return _error_value(exc)
         return self._pread_fd(fd, real, rel, decode)
 
     def _list_at(self, dfd: int, prefix: str, rel_dir: str, name: str) -> list[str] | OSError:
@@ -523,16 +549,17 @@ class HostRoot:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a link (or not a directory)
                 return self._list_or_error(f"{rel_dir}/{name}")
             self._failed(f"{rel_dir}/{name}", exc)
-            return exc
+            return _error_value(exc)
         try:
             names = sorted(os.listdir(fd))
         except OSError as exc:
             self._failed(f"{rel_dir}/{name}", exc)
-            return exc
+            return _error_value(exc)
         finally:
             os.close(fd)
-        self.dirs_listed.add(prefix + name)
-        self.listed[prefix + name] = names
+        if self.record:
+            self.dirs_listed.add(prefix + name)
+            self.listed[prefix + name] = names
         return names
 
     def _entries_by_path(
@@ -554,13 +581,13 @@ class HostRoot:
         try:
             return self.read_bytes(rel)
         except OSError as exc:
-            return exc
+            return _error_value(exc)
 
     def _list_or_error(self, rel: str) -> list[str] | OSError:
         try:
             return self.listdir(rel)
         except OSError as exc:
-            return exc
+            return _error_value(exc)
 
     def read_text(self, rel: str) -> str:
         """Read a text file; bytes that are not UTF-8 raise UnicodeDecodeError (a parse error)."""
@@ -576,8 +603,9 @@ class HostRoot:
         except OSError as exc:
             self._failed(rel, exc)
             raise
-        self.dirs_listed.add(real)
-        self.listed[real] = names
+        if self.record:
+            self.dirs_listed.add(real)
+            self.listed[real] = names
         return names
 
     def readlink(self, rel: str) -> str:
@@ -587,7 +615,8 @@ class HostRoot:
         real_parent = self.resolve(parent) if parent else ""
         link = f"{real_parent}/{name}" if real_parent else name
         target = os.readlink(self._abs(link))
-        self.links[link] = target
+        if self.record:
+            self.links[link] = target
         return target
 
     def link_target(self, rel: str) -> str | None:

@@ -117,7 +117,7 @@ class SnapshotBuilder:
         try:
             data: bytes | OSError = self.root.read_bytes(rel)
         except OSError as exc:
-            data = exc
+            data = exc.with_traceback(None)  # no cycle through this frame (host/root.py)
         return self._parse_read(rel, data, parser, tier, optional=optional, unit=unit)
 
     def _parse_read(

@@ -20,23 +20,11 @@ and the metrics textfile (:mod:`vtdlud.output.metrics`; removed when the daemon 
 STATUS= (verdict, unit count, findings, the gate report's verdict and the evaluation number) and
 journald events for what changed (:mod:`vtdlud.output.journal`).
 
-**What the daemon evaluates itself.**  It runs sandboxed (no capabilities, ProtectKernelTunables),
-so it never reads ``/proc/kcore`` (CAP_SYS_RAWIO) nor other users' file descriptors
-(CAP_SYS_PTRACE, needed for ``preserve.vmm_held``).  It must not say PASS for the checks whose
-inputs it does not see (DESIGN.md §3; issue #14 item 5: it used to drop kcore from the required
-tiers and so said PASS on a host whose gate FAILs).  Its evaluation uses the operator's policy
-as it is, except that ``vmm_held`` cannot be evaluated: the kcore tier is reported
-``unavailable`` ("not read by the daemon"), a VTD050 that blocks exactly as the policy says
-(UNKNOWN verdict when the policy requires kcore, the default), and a VTD050 says the VMM-held
-devices are not known (blocking when the policy has ``vmm_held``, the default); the devices named
-in ``preserve.devices``/``ids`` are still checked.  The privileged oneshots
-(``vtdlud-gate.service`` writing ``gate.json``, the post-kexec verification writing
-``post-kexec.json``) see the rest; the daemon picks up their reports when they change and turns
-them into events and metrics (source ``gate`` / ``post_kexec``), and whatever serves the
-daemon's verdict (``status.json``, ``vtdlud status``) shows them beside it with their age
-(``reports``, :func:`vtdlud.service.reports.beside`).  Note: the host layer's snapshot still
-lists ``/proc`` for VFIO holders (it has no switch to skip that); in the unit the sandbox
-confines it to the daemon's own processes, and the daemon discards the result.
+What it evaluates itself, sandboxed (no kcore, no VMM-held devices), and how it says what it
+does not see: :mod:`vtdlud.service.sandbox`; its options: :mod:`vtdlud.service.options`.  An
+evaluation's host reads and report are dropped once its JSON document is built: the daemon keeps
+that document (the previous findings, what ``status.json`` is rewritten from), never a snapshot,
+and hands the freed heap back (:func:`vtdlud.service.runtime.release_memory`).
 
 Nothing the host does stops the loop: an unreadable input is an UNKNOWN finding, an evaluation
 that raises is logged and retried at the next trigger, journald being away queues the events
@@ -45,29 +33,21 @@ that raises is logged and retried at the next trigger, journald being away queue
 
 from __future__ import annotations
 
-import math
 import os
 import selectors
 import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from vtdlud import __version__
-from vtdlud.audit.evaluate import evaluate
-from vtdlud.audit.report import Report, finding
 from vtdlud.errors import ExitCode, UsageError, VtdludError
-from vtdlud.frozen import frozen
 from vtdlud.host.atomic import sweep_temps
 from vtdlud.host.bundle import open_root
 from vtdlud.host.config import load_policy
-from vtdlud.host.root import HostRoot
-from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.policy import Policy
-from vtdlud.model.snapshot import Snapshot
 from vtdlud.output import journal as events
 from vtdlud.output.envelope import envelope
 from vtdlud.output.metrics import (
@@ -77,14 +57,15 @@ from vtdlud.output.metrics import (
     render_metrics,
     write_metrics,
 )
-from vtdlud.service.debounce import DEFAULT_MAX_DELAY, DEFAULT_QUIET, Debouncer
+from vtdlud.service.debounce import Debouncer
 from vtdlud.service.notify import Notifier
+from vtdlud.service.options import DaemonOptions, options_from_args
 from vtdlud.service.reports import SOURCES, ReportFile, beside, read_report
 from vtdlud.service.runtime import _signals, configure_logging, release_memory
+from vtdlud.service.sandbox import daemon_evaluate
 from vtdlud.service.state import (
     DAEMON_FORMAT,
     DAEMON_JSON,
-    DEFAULT_RUNTIME_DIR,
     STATUS_JSON,
     proc_start_ticks,
     read_daemon_json,
@@ -92,54 +73,8 @@ from vtdlud.service.state import (
     write_state,
 )
 
-DEFAULT_METRICS = "/var/lib/prometheus/node-exporter/vtdlud.prom"
-DEFAULT_BACKSTOP = 600.0
-KCORE_REASON = (
-    "not read by the daemon (sandboxed, no CAP_SYS_RAWIO): the IOMMU records, the exact tables "
-    "and the KHO-preserved pages are not checked here; the gate reads it: see its report"
-)
-VMM_HELD_NOTE = (
-    "vmm_held: not evaluated by the daemon (which process holds which VFIO device needs "
-    "CAP_SYS_PTRACE): the VMM-held devices and their preconditions are not checked here; the "
-    "gate's report covers them"
-)
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
 JSON = dict[str, Any]
 Log = Any  # a structlog BoundLogger
-
-
-@frozen
-class DaemonOptions:
-    argv: list[str]
-    root: str = "/"
-    config: str | None = None
-    runtime_dir: Path = Path(DEFAULT_RUNTIME_DIR)
-    metrics: Path | None = Path(DEFAULT_METRICS)
-    backstop: float = DEFAULT_BACKSTOP
-    debounce: float = DEFAULT_QUIET
-    debounce_max: float = DEFAULT_MAX_DELAY
-    log_level: str = "info"
-
-
-def daemon_policy(policy: Policy) -> Policy:
-    """The operator's policy as the sandboxed daemon can apply it (see the module docstring):
-    its required tiers unchanged (the kcore tier the daemon does not read blocks its verdict as
-    it would block the gate's), ``vmm_held`` off (:func:`daemon_evaluate` says so)."""
-    return replace(policy, vmm_held=False)
-
-
-def daemon_snapshot(root: Path) -> Snapshot:
-    """A snapshot without kcore and without process facts: never opens /proc/kcore."""
-    return take_snapshot(HostRoot(root), skip_kcore=KCORE_REASON, processes=False)
-
-
-def daemon_evaluate(root: Path, policy: Policy) -> Report:
-    report = evaluate(daemon_snapshot(root), daemon_policy(policy))
-    if policy.vmm_held:
-        note = finding("VTD050", VMM_HELD_NOTE, required=True)
-        report = replace(report, findings=(*report.findings, note))
-    return report
 
 
 # -- the daemon --------------------------------------------------------------------------------
@@ -299,6 +234,9 @@ class Daemon:
                 root_label=self.opts.root,
                 source="daemon",
             )
+            # The document is all the daemon keeps: the report holds the snapshot, and the
+            # diff, the outputs and release_memory below need neither.
+            del report
         except Exception as exc:  # a bug must not stop the daemon; the next trigger retries
             self.stats.evaluation_errors += 1
             self.last_eval_mono = self.clock()
@@ -330,7 +268,6 @@ class Daemon:
         if v is not None:
             out.append(v)
         self.doc = doc
-        del report
         self.sink.send_all(out)
         self.pick_up_reports(write=False)
         self.write_outputs()
@@ -577,46 +514,6 @@ class Daemon:
                 next_ping = self.clock() + (interval or 0)
                 if self.sink.backlog and self.sink.flush():
                     self.log.info("journald is back; queued entries re-sent")
-
-
-# The loop's longest wait: epoll_wait takes whole milliseconds in an int (2**31 - 1 ms).
-MAX_WAIT_SECONDS = 2_147_483
-
-
-def _seconds(option: str, value: float, *, positive: bool) -> float:
-    """A time option within what the loop can wait for; inf and nan are refused (inf overflowed
-    epoll's timeout, nan made every wait zero: a core spinning)."""
-    low = "above 0" if positive else "0 or more"
-    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)) or (
-        value > MAX_WAIT_SECONDS
-    ):
-        raise UsageError(
-            f"{option} {value}: expected seconds, {low} and at most {MAX_WAIT_SECONDS} "
-            "(about 24.8 days)"
-        )
-    return value
-
-
-def options_from_args(ns: Any, argv: list[str]) -> DaemonOptions:
-    _seconds("--backstop", ns.backstop, positive=True)
-    _seconds("--debounce", ns.debounce, positive=False)
-    _seconds("--debounce-max", ns.debounce_max, positive=False)
-    if not ns.debounce <= ns.debounce_max:
-        raise UsageError("--debounce and --debounce-max: need 0 <= debounce <= debounce-max")
-    level = ns.log_level or os.environ.get("SYSTEMD_LOG_LEVEL", "info").lower()
-    if level not in LOG_LEVELS:
-        level = "info"
-    return DaemonOptions(
-        argv=argv,
-        root=ns.root,
-        config=ns.config,
-        runtime_dir=Path(ns.runtime_dir),
-        metrics=Path(ns.metrics) if ns.metrics else None,
-        backstop=ns.backstop,
-        debounce=ns.debounce,
-        debounce_max=ns.debounce_max,
-        log_level=level,
-    )
 
 
 def run_daemon(ns: Any, argv: list[str]) -> int:
