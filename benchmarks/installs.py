@@ -43,6 +43,15 @@ def normal_install(src: Path, venv: Path) -> Path:
     # site-packages: a path line, so the editable vtdlud hook there is never imported.
     (site / "vtdlud-bench-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     with tempfile.TemporaryDirectory() as build:
+        # A copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+        tree = Path(build) / "src"
+        shutil.copytree(
+            src,
+            tree,
+            ignore=shutil.ignore_patterns(
+                ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+            ),
+        )
         subprocess.run(
             [
                 sys.executable,
@@ -55,7 +64,7 @@ def normal_install(src: Path, venv: Path) -> Path:
                 "--no-compile",
                 "--target",
                 str(site),
-                str(src),
+                str(tree),
             ],
             check=True,
             cwd=build,

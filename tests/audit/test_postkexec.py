@@ -24,7 +24,7 @@ from tests.kernelmodel.tree import TreeOptions, write_tree
 from vtdlud.audit.catalog import CATALOG
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.postkexec import post_kexec_findings
-from vtdlud.cli import build_parser
+from vtdlud.cli.args import build_parser
 from vtdlud.host import snapshot as host_snapshot
 from vtdlud.host.kmsg import read_kernel_log
 from vtdlud.host.ledger import LEDGER_NAME, read_ledger

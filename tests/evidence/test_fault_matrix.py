@@ -27,7 +27,8 @@ from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.gate import gate_exit
 from vtdlud.audit.report import Report
 from vtdlud.errors import ExitCode
-from vtdlud.host.root import DirEntries, Fault, FaultPlan, HostRoot, PreadDecoder
+from vtdlud.host.files import PreadDecoder
+from vtdlud.host.root import DirEntries, Fault, FaultPlan, HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.severity import Severity
 from vtdlud.output.envelope import envelope

@@ -23,7 +23,8 @@ from tests.kernelmodel.scenarios import q35_host
 from tests.kernelmodel.tree import write_tree
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.errors import ParseError
-from vtdlud.host.root import HostRoot, PreadFile
+from vtdlud.host.files import PreadFile
+from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.pci import PciConfig
 from vtdlud.model.policy import Policy

@@ -19,7 +19,7 @@ from tests.needs import needs
 from tests.packaging import REPO
 from vtdlud._build.argspec import describe
 from vtdlud._build.completion import render_bash
-from vtdlud.cli import build_parser
+from vtdlud.cli.args import build_parser
 
 pytestmark = needs(shutil.which("bash") is not None, "needs bash")
 

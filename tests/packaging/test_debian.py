@@ -35,7 +35,7 @@ from vtdlud._build.argspec import describe
 from vtdlud._build.completion import render_bash
 from vtdlud._build.manpage import read_units, render_vtdlud_8, render_vtdlud_toml_5
 from vtdlud.audit.catalog import CATALOG
-from vtdlud.cli import build_parser
+from vtdlud.cli.args import build_parser
 
 CAPTURE = REPO / "tests" / "data" / "captures" / "a_legacy.tar.gz"
 DIST_PACKAGES = "usr/lib/python3/dist-packages"

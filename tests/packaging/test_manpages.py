@@ -28,7 +28,7 @@ from vtdlud._build.manpage import (
     render_vtdlud_toml_5,
 )
 from vtdlud.audit.catalog import CATALOG
-from vtdlud.cli import build_parser
+from vtdlud.cli.args import build_parser
 from vtdlud.errors import ExitCode
 from vtdlud.model.policy import Policy
 from vtdlud.parse.policy import _SCHEMA, PolicyError, parse_policy

@@ -1,4 +1,4 @@
-"""Bash completion for ``vtdlud``, generated from :func:`vtdlud.cli.build_parser`.
+"""Bash completion for ``vtdlud``, generated from :func:`vtdlud.cli.args.build_parser`.
 
     python3 -m vtdlud._build.completion > /usr/share/bash-completion/completions/vtdlud
 
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from vtdlud._build.argspec import Cli, Command, Option, describe
-from vtdlud.cli import build_parser
+from vtdlud.cli.args import build_parser
 
 
 def _value_kind(o: Option) -> str:
@@ -94,7 +94,7 @@ def render_bash(cli: Cli) -> str:
     top_valued = "|".join(f for o in cli.options if o.takes_value for f in o.flags)
     lines = [
         f"# bash completion for {prog}",
-        "# Generated from vtdlud.cli.build_parser() by `python3 -m vtdlud._build.completion`;",
+        "# Generated from vtdlud.cli.args.build_parser() by `python3 -m vtdlud._build.completion`;",
         "# do not edit.",
         "",
         "_vtdlud_files() {",

@@ -30,7 +30,7 @@ from vtdlud.parse.policy import _SCHEMA
 from vtdlud.host.config import DEFAULT_CONFIG, DEFAULT_CONFIG_DIR
 from vtdlud.parse.policy import FAIL_SEVERITIES, parse_policy
 from vtdlud.model.policy import Policy
-from vtdlud.cli import build_parser
+from vtdlud.cli.args import build_parser
 from vtdlud.errors import ExitCode
 from vtdlud.model.tiers import Tier
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from vtdlud.host.files import read_regular
+from vtdlud.host.files import pure_path, read_regular
 from vtdlud.host.limits import CONFIG_CAP
-from vtdlud.host.root import describe_oserror, pure_path
+from vtdlud.host.root import describe_oserror
 from vtdlud.model.policy import Policy
 from vtdlud.parse.policy import PolicyError, parse_policy
 

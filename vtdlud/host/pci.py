@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from vtdlud.errors import ParseError
-from vtdlud.host.root import HostRoot, PreadFile, describe_oserror, link_basename
+from vtdlud.host.files import PreadFile
+from vtdlud.host.root import HostRoot, describe_oserror, link_basename
 from vtdlud.model.pci import PciConfig
 from vtdlud.model.policy import Policy, policy_wants
 from vtdlud.model.snapshot import PciDevice

@@ -15,12 +15,20 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from vtdlud.frozen import frozen
-from vtdlud.host.files import NotRegularFile, check_regular
+from vtdlud.host.files import (
+    NotRegularFile,
+    PreadDecoder,
+    PreadFile,
+    check_regular,
+    pure_path,
+    read_attribute,
+    read_capped,
+)
 from vtdlud.host.limits import InputTooLarge, debugfs_cap, input_cap
 
 if TYPE_CHECKING:  # pathlib is imported when a Path is asked for (HostRoot.root)
@@ -81,23 +89,6 @@ def describe_oserror(exc: OSError) -> str:
             return exc.strerror or f"errno {exc.errno}"
 
 
-def _read_fd(fd: int, limit: int | None) -> bytes:
-    """Read to EOF (or ``limit`` bytes) with plain read(2) calls: no file object per input."""
-    want = 65536 if limit is None else limit
-    chunk = os.read(fd, want)
-    if not chunk or (limit is not None and len(chunk) >= limit):
-        return chunk
-    chunks = [chunk]
-    got = len(chunk)
-    while limit is None or got < limit:
-        chunk = os.read(fd, 65536 if limit is None else limit - got)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
 def _error_value(exc: E) -> E:
     """An OSError kept as a value (in :class:`DirEntries`, or returned), without its traceback.
     The traceback's frames reach their callers through ``f_back``, and one of those holds the
@@ -108,48 +99,9 @@ def _error_value(exc: E) -> E:
     return exc.with_traceback(None)
 
 
-def _read_capped(fd: int, cap: int | None, limit: int | None, path: str) -> bytes:
-    """Read to EOF, or the first ``limit`` bytes; more than ``cap`` raises InputTooLarge."""
-    if cap is None or (limit is not None and limit <= cap):
-        return _read_fd(fd, limit)
-    data = _read_fd(fd, cap + 1)
-    if len(data) > cap:
-        raise InputTooLarge(cap, path)
-    return data
-
-
-def _read_attribute(fd: int, cap: int | None, path: str) -> bytes:
-    """A sysfs attribute in one read(2) where it fits: a text attribute is a single seq_file
-    record of at most PAGE_SIZE (sysfs_kf_seq_show) that the first read returns whole, a binary
-    one (``config``) gives min(count, size - pos), and a bundle's regular file reads short only at
-    EOF; so a read shorter than asked is the end.  Not for debugfs dumps: a seq_file of many
-    records returns one buffer-full per read, short but not at the end."""
-    chunk = os.read(fd, 65536)
-    if len(chunk) < 65536:
-        return chunk
-    if cap is None:
-        return chunk + _read_fd(fd, None)
-    data = chunk + _read_fd(fd, max(cap + 1 - len(chunk), 1))
-    if len(data) > cap:
-        raise InputTooLarge(cap, path)
-    return data
-
-
 _O_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_LIST = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def pure_path(path: str) -> str:
-    """``path`` as ``str(PurePosixPath(path))`` spells it (no pathlib import): empty and "."
-    components and a trailing slash dropped, ".." kept, two leading slashes kept."""
-    if not path:
-        return "."
-    lead = "/" if path.startswith("/") else ""
-    if path.startswith("//") and not path.startswith("///"):
-        lead = "//"
-    body = "/".join(p for p in path.split("/") if p and p != ".")
-    return lead + body if lead or body else "."
 
 
 def link_basename(target: str) -> str:
@@ -165,36 +117,6 @@ class DirEntries:
     links: dict[str, str | None]
     dirs: dict[str, list[str] | OSError]
     preads: dict[str, object] = field(default_factory=dict)  # what each decoder returned
-
-
-class PreadFile:
-    """A file read where its decoder asks, with pread(2) at the offsets, never whole: a PCI
-    device's ``config``, where each dword is a configuration cycle to the device (a non-posted
-    ECAM read; a VM exit when the host is itself a guest), so 4 KiB read whole is 1,024 of them.
-
-    ``size`` is fstat's: the kernel sizes ``config`` at the device's config space (256 bytes, or
-    4,096 for PCIe; ``pci_dev_config_attr_bin_size()``), but an unprivileged reader gets only the
-    64-byte header (``pci_read_config()``), so on the live kernel :meth:`holds` also reads the
-    last byte it asks about.  Off the live root the file's size is its length."""
-
-    __slots__ = ("bytes_read", "fd", "live", "size")
-
-    def __init__(self, fd: int, size: int, live: bool) -> None:
-        self.fd, self.size, self.live = fd, size, live
-        self.bytes_read = 0
-
-    def read(self, offset: int, count: int) -> bytes:
-        data = os.pread(self.fd, count, offset)
-        self.bytes_read += len(data)
-        return data
-
-    def holds(self, size: int) -> bool:
-        if self.size < size:
-            return False
-        return not self.live or len(self.read(size - 1, 1)) == 1
-
-
-PreadDecoder = Callable[[PreadFile], object]
 
 
 class HostRoot:
@@ -399,7 +321,7 @@ class HostRoot:
                 fd = os.open(self._abs(real), os.O_RDONLY | os.O_CLOEXEC | self._nonblock)
             self._check_regular(fd, rel)
             try:
-                data = _read_capped(fd, self.cap(real), limit, rel)
+                data = read_capped(fd, self.cap(real), limit, rel)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -465,7 +387,7 @@ class HostRoot:
                     out.files[name] = _error_value(exc)
                     continue
                 try:
-                    data = _read_attribute(fd, self.cap(prefix + name), f"{rel_dir}/{name}")
+                    data = read_attribute(fd, self.cap(prefix + name), f"{rel_dir}/{name}")
                 except OSError as exc:
                     self._failed(f"{rel_dir}/{name}", exc)
                     out.files[name] = _error_value(exc)
@@ -505,7 +427,7 @@ class HostRoot:
         """Hand the open file ``fd`` to ``decode`` (closing it after); the OSError on failure.
         The same checks as a whole read: off the live root a regular file only, and a file
         past its cap refused where a whole read would refuse it (one read(2) of 64 KiB takes
-        a shorter attribute whole, see :func:`_read_attribute`)."""
+        a shorter attribute whole, see :func:`vtdlud.host.files.read_attribute`)."""
         try:
             try:
                 st = os.fstat(fd)
