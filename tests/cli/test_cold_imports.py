@@ -3,6 +3,7 @@ stay unimported, on a host with every tier (kcore, KHO, records) and on the live
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from tests.kernelmodel.scenarios import q35_host
 from tests.kernelmodel.tree import write_tree
+from vtdlud import cli
 
 # Modules a status needs none of: inspect (with ast, dis, tokenize: dataclasses' one use of it
 # is deferred), pathlib (with urllib.parse, ipaddress), shutil (argparse's formatter is sized
@@ -48,3 +50,22 @@ def test_status_imports_only_what_it_needs(host: Path, args: tuple[str, ...]) ->
     imported = set(json.loads(proc.stdout.splitlines()[-1]))
     assert "vtdlud.host.kcore" in imported  # the kcore tier was read
     assert sorted(imported & set(NOT_NEEDED)) == []
+
+
+def test_one_shot_commands_collect_rarely_and_restore_the_collector(
+    host: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """status/check raise the young-generation threshold while they run (the collector's full
+    passes over a large host's objects were ~10 % of a check) and put it back on return."""
+    seen: list[tuple[int, int, int]] = []
+    real = cli.cmd_status
+
+    def spy(ns: object, argv: list[str]) -> int:
+        seen.append(gc.get_threshold())
+        return real(ns, argv)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "cmd_status", spy)
+    before = gc.get_threshold()
+    assert cli.main(["status", "--root", str(host), "--config", "/dev/null"]) == 0
+    assert seen and seen[0][0] >= 50_000
+    assert gc.get_threshold() == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -344,6 +345,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = f"{where}: {exc.message}" if where else exc.message
         return _fail(ExitCode.USAGE, message, None, args, None)
     full_argv = [PROG, *args]
+    threshold = gc.get_threshold()
+    if ns.command != "run":
+        # A one-shot command builds ~10^5 objects that live until it ends (a 2,048-device
+        # host's devices, table entries, records): the collector's default (a young pass every
+        # 700 allocations, full passes that traverse all of them) spent ~30 ms of a ~300 ms
+        # `check` there.  Cycles are rare here (errors are kept without tracebacks), the process
+        # ends; peak RSS was the same (52.3 vs 52.5 MB).  The daemon keeps the default and
+        # collects after each evaluation.
+        gc.set_threshold(50_000, 20, 20)
     try:
         match ns.command:
             case "status":
@@ -380,3 +390,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             args,
             ns,
         )
+    finally:
+        gc.set_threshold(*threshold)  # as it was, for a caller in the same process

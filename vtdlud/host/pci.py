@@ -40,6 +40,7 @@ from vtdlud.model.policy import Policy, policy_wants
 from vtdlud.model.snapshot import PciDevice
 from vtdlud.model.tiers import Tier
 from vtdlud.parse.pciconfig import (
+    PCI_HEADER_READ,
     PCI_HEADER_SIZE,
     decode_pci_config,
     parse_pci_config,
@@ -72,7 +73,7 @@ Decoded = tuple[bytes, PciConfig | ParseError]
 
 def _decoder(extended: bool, virtfn: bool = False) -> Callable[[PreadFile], Decoded]:
     def decode(space: PreadFile) -> Decoded:
-        header = space.read(0, PCI_HEADER_SIZE)
+        header = space.read(0, PCI_HEADER_READ)
         try:
             return header, decode_pci_config(space, header, extended=extended, virtfn=virtfn)
         except ParseError as exc:

@@ -42,6 +42,10 @@ from vtdlud.model.pci import (
 
 MAX_CAPS = 48  # bounds the capability-list walks (a looping list is a parse error)
 PCI_HEADER_SIZE = 64  # the type 0/1 header: what an unprivileged reader of ``config`` gets
+# What the first read takes: the header and the dword after it, where a first capability most
+# often sits (0x40 is the lowest offset one may have: its ID, next pointer and, for the PCI
+# Express capability, PCI_EXP_FLAGS), so the common walk needs no second read.
+PCI_HEADER_READ = PCI_HEADER_SIZE + 4
 
 
 class ConfigSpace(Protocol):
@@ -55,6 +59,24 @@ class ConfigSpace(Protocol):
     def holds(self, size: int) -> bool:
         """Whether at least ``size`` bytes are readable."""
         ...
+
+
+class _Prefixed:
+    """``space`` with its first bytes already read (``prefix``): reads inside them are served
+    from them, the rest from ``space``."""
+
+    __slots__ = ("prefix", "space")
+
+    def __init__(self, space: ConfigSpace, prefix: bytes) -> None:
+        self.space, self.prefix = space, prefix
+
+    def read(self, offset: int, count: int) -> bytes:
+        if offset + count <= len(self.prefix):
+            return self.prefix[offset : offset + count]
+        return self.space.read(offset, count)
+
+    def holds(self, size: int) -> bool:
+        return self.space.holds(size)
 
 
 class BytesConfig:
@@ -155,7 +177,9 @@ def decode_pci_config(
     ``virtfn``: an SR-IOV VF (sysfs ``physfn``), whose Vendor and Device ID fields read 0xffff
     (SR-IOV 1.1 §3.4.1.1-2) while the rest of its header and capabilities are its own."""
     if header is None:
-        header = space.read(0, PCI_HEADER_SIZE)
+        header = space.read(0, PCI_HEADER_READ)
+    if len(header) > PCI_HEADER_SIZE:
+        space = _Prefixed(space, header)
     if len(header) < PCI_HEADER_SIZE:
         raise ParseError(f"config space is {len(header)} bytes, expected at least 64", offset=0)
     if _u16(header, PCI_VENDOR_ID) == 0xFFFF and not virtfn:
