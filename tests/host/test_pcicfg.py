@@ -260,3 +260,18 @@ def test_sriov_vf_config_space_is_its_own(tmp_path: Path) -> None:
     hr = HostRoot(root)
     take_snapshot(hr, collect=True)  # a bundle keeps the link that says it is a VF
     assert f"{hr.resolve(f'sys/bus/pci/devices/{VF}')}/physfn" in hr.links
+
+
+def test_sriov_vf_page_requests_are_its_pf(tmp_path: Path) -> None:
+    """A VF implements no PRI capability; its PRI is its PF's (pci_enable_pri(), Linux 7.2.13
+    drivers/pci/ats.c): with the PF's PRI enabled, the VF to preserve cannot be (VTD026).  Read
+    from the VF's own config space alone it looked PRI-free."""
+    sim = _sriov_host()
+    sim.device("0000:03:00.0").pri_enabled = True
+    root = write_tree(sim, tmp_path / "host")
+    snap = take_snapshot(HostRoot(root), policy=Policy())
+    vf = snap.pci_devices[VF].config
+    assert vf is not None and vf.pri_enabled is True
+    report = evaluate(snap, Policy())
+    [msg] = [f.message for f in report.findings if f.code == "VTD026"]
+    assert "page requests (PRI) are enabled" in msg and msg.startswith(VF)

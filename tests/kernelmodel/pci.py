@@ -252,9 +252,11 @@ def config_space(dev: SimDevice, topology: Topology) -> bytes:
     struct.pack_into("<H", cfg, PCI_EXP_CAP_OFFSET + PCI_EXP_FLAGS, flags)
     if dev.pcie_type in (PCI_EXP_TYPE_ROOT_PORT, PCI_EXP_TYPE_PCI_BRIDGE) or dev.is_bridge:
         return bytes(cfg)
-    for i, (cap_id, ctrl, enable, attr) in enumerate(EXT_CAPS):
+    # a VF has no PRI or PASID capability of its own: it uses its PF's (the SR-IOV spec)
+    caps = [c for c in EXT_CAPS if dev.physfn is None or c[0] == PCI_EXT_CAP_ID_ATS]
+    for i, (cap_id, ctrl, enable, attr) in enumerate(caps):
         off = PCI_CFG_SPACE_SIZE + i * EXT_CAP_STRIDE
-        nxt = off + EXT_CAP_STRIDE if i + 1 < len(EXT_CAPS) else 0
+        nxt = off + EXT_CAP_STRIDE if i + 1 < len(caps) else 0
         struct.pack_into("<I", cfg, off, cap_id | EXT_CAP_VERSION << 16 | nxt << 20)
         if getattr(dev, attr):
             struct.pack_into("<H", cfg, off + ctrl, enable)

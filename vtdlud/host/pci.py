@@ -19,9 +19,9 @@ The vendor, device and class IDs come from the header, as ``pci_setup_device()``
 ``vendor``, ``device`` and ``class`` are read only where the header does not give them (not
 readable, cut short, or vendor ID 0xffff: no response, or an SR-IOV VF, whose ID fields read
 0xffff and whose IDs the kernel takes from its PF).  A VF (it has a ``physfn`` link) is decoded
-despite its 0xffff ID fields: its header type, capabilities and port type are its own.  Not
-modelled: a VF's PRI is its PF's (``pci_enable_pri()`` on a VF needs the PF's enabled), which
-vtdlud does not read; the VF's own config space has no PRI capability, so it reads "not enabled".
+despite its 0xffff ID fields: its header type, capabilities and port type are its own, but its
+PRI and PASID state is its PF's (a VF implements neither capability and shares the PF's:
+``pci_enable_pri()``, ``pci_enable_pasid()``), so the PF's extended capabilities are read too.
 ``collect`` still reads and records every file whole, so a bundle holds all of config space.
 """
 
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 from vtdlud.errors import ParseError
@@ -89,6 +89,21 @@ def _parse_whole(data: bytes, extended: bool, virtfn: bool = False) -> PciConfig
         return exc.with_traceback(None)
 
 
+def _shared_with_pf(vf: PciConfig, pf: _Read | None) -> PciConfig:
+    """A VF's PRI and PASID state: a VF has neither capability and shares its PF's, so the kernel
+    enables them on a VF only when they are enabled on its PF (pci_enable_pri() and
+    pci_enable_pasid(), drivers/pci/ats.c, Linux 7.2.13): the PF's enable bits; None where the
+    PF's were not read."""
+    pf_config = pf.config if pf is not None and isinstance(pf.config, PciConfig) else None
+    if vf.pri_enabled is None and vf.pasid_enabled is None:
+        return vf  # the VF's own extended capabilities were not read: neither are the PF's
+    return replace(
+        vf,
+        pri_enabled=None if pf_config is None else pf_config.pri_enabled,
+        pasid_enabled=None if pf_config is None else pf_config.pasid_enabled,
+    )
+
+
 @dataclass
 class _Read:
     """What was read of one device, before it becomes a :class:`PciDevice`."""
@@ -101,6 +116,7 @@ class _Read:
     id_files: dict[str, bytes | OSError]  # read where the header does not give the IDs
     whole: bytes | None  # collect: the whole file, decoded again for the extended list
     virtfn: bool = False  # an SR-IOV VF (its ``physfn`` link)
+    physfn: str | None = None  # a VF's PF, by BDF
 
     @property
     def vfio_bound(self) -> bool:
@@ -142,6 +158,9 @@ class PciReader:
         if not every:
             for bdf in sorted(self._extended_for(raw)):
                 self._reread_extended(raw[bdf])
+        for r in raw.values():
+            if r.virtfn and isinstance(r.config, PciConfig):
+                r.config = _shared_with_pf(r.config, raw.get(r.physfn or ""))
         return {bdf: self._device(bdf, r) for bdf, r in raw.items()}
 
     def _read(self, bdf: str, *, extended: bool) -> _Read:
@@ -180,11 +199,12 @@ class PciReader:
                 config = result
             else:
                 header, config = result  # type: ignore[misc]
-        virtfn = False
+        virtfn, physfn = False, None
         if header is not None and header[:2] == b"\xff\xff":
             # vendor ID 0xffff: no response, or an SR-IOV VF (its ID fields read so; its IDs
             # are the kernel's, from the PF: pci_iov_scan_device()); the rest is its own
-            virtfn = self.root.link_target(f"{base}/physfn") is not None
+            link = self.root.link_target(f"{base}/physfn")
+            virtfn, physfn = link is not None, link and link_basename(link)
             if virtfn and whole is not None:
                 config = _parse_whole(whole, extended, virtfn=True)
             elif virtfn:
@@ -194,7 +214,9 @@ class PciReader:
         id_files = {n: got.files[n] for n in PCI_ID_FILES if n in got.files}
         if ids is None and not self.collect:
             id_files = self.root.read_entries(base, files=PCI_ID_FILES).files
-        return _Read(base, config, got.links, got.dirs["vfio-dev"], ids, id_files, whole, virtfn)
+        return _Read(
+            base, config, got.links, got.dirs["vfio-dev"], ids, id_files, whole, virtfn, physfn
+        )
 
     def _extended_for(self, raw: dict[str, _Read]) -> set[str]:
         """The devices whose extended capabilities a check reads (see the module)."""
@@ -210,6 +232,8 @@ class PciReader:
         }
         groups = {g for bdf in out if (g := raw[bdf].group) is not None}
         out |= {bdf for bdf, r in raw.items() if r.group is not None and r.group in groups}
+        # a VF's PRI and PASID are its PF's (drivers/pci/ats.c)
+        out |= {pf for bdf in out if (pf := raw[bdf].physfn) in raw}
         return out
 
     def _reread_extended(self, r: _Read) -> None:
