@@ -168,7 +168,8 @@ def decode_pci_config(
     extended: bool = True,
     virtfn: bool = False,
 ) -> PciConfig:
-    """Decode configuration space: the 64-byte header (``header``: already read), the
+    """Decode configuration space: the 64-byte header (``header``: the first bytes, already
+    read, at least the header when there is one; more are used as read), the
     capability list (the PCI Express capability's port type) and, with ``extended``, the
     extended capabilities PRI, ATS and PASID (None when not read).  Reads only those bytes.
 
