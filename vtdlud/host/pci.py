@@ -42,6 +42,9 @@ from vtdlud.model.tiers import Tier
 from vtdlud.parse.pciconfig import (
     PCI_HEADER_READ,
     PCI_HEADER_SIZE,
+    BytesConfig,
+    ConfigSpace,
+    decode_extended,
     decode_pci_config,
     parse_pci_config,
     pci_ids,
@@ -71,13 +74,17 @@ _ID_WHAT = {"vendor": "a PCI vendor ID", "device": "a PCI device ID", "class": "
 Decoded = tuple[bytes, PciConfig | ParseError]
 
 
-def _decoder(extended: bool, virtfn: bool = False) -> Callable[[PreadFile], Decoded]:
+def _decoder(
+    extended: bool, virtfn: bool = False, header: bytes | None = None
+) -> Callable[[PreadFile], Decoded]:
+    """Decode config space as it is read (``header``: its first bytes, read already)."""
+
     def decode(space: PreadFile) -> Decoded:
-        header = space.read(0, PCI_HEADER_READ)
+        first = space.read(0, PCI_HEADER_READ) if header is None else header
         try:
-            return header, decode_pci_config(space, header, extended=extended, virtfn=virtfn)
+            return first, decode_pci_config(space, first, extended=extended, virtfn=virtfn)
         except ParseError as exc:
-            return header, exc.with_traceback(None)  # kept as a value: no frames (root.py)
+            return first, exc.with_traceback(None)  # kept as a value: no frames (root.py)
 
     return decode
 
@@ -208,7 +215,8 @@ class PciReader:
             if virtfn and whole is not None:
                 config = _parse_whole(whole, extended, virtfn=True)
             elif virtfn:
-                again = self.root.pread_path(f"{base}/config", _decoder(extended, virtfn=True))
+                decode = _decoder(extended, virtfn=True, header=header)
+                again = self.root.pread_path(f"{base}/config", decode)
                 config = again if isinstance(again, OSError) else again[1]  # type: ignore[index]
         ids = pci_ids(header) if header is not None else None
         id_files = {n: got.files[n] for n in PCI_ID_FILES if n in got.files}
@@ -237,13 +245,24 @@ class PciReader:
         return out
 
     def _reread_extended(self, r: _Read) -> None:
-        if not isinstance(r.config, PciConfig):
+        """Add the extended capabilities to the device's decoded config space (reading only
+        the extended list)."""
+        config = r.config
+        if not isinstance(config, PciConfig):
             return  # the header or the capability list failed: the extended walk would too
+
+        def extended(space: ConfigSpace) -> PciConfig | ParseError:
+            try:
+                return decode_extended(space, config)
+            except ParseError as exc:
+                return exc.with_traceback(None)
+
         if r.whole is not None:
-            r.config = _parse_whole(r.whole, True, r.virtfn)
+            r.config = extended(BytesConfig(r.whole))
             return
-        result = self.root.pread_path(f"{r.base}/config", _decoder(True, r.virtfn))
-        r.config = result if isinstance(result, OSError) else result[1]  # type: ignore[index]
+        got = self.root.pread_path(f"{r.base}/config", extended)
+        assert isinstance(got, PciConfig | ParseError | OSError)  # extended's, or the OSError
+        r.config = got
 
     def _device(self, bdf: str, r: _Read) -> PciDevice:
         """The device, its problems recorded in the order a whole read gave them: the VFIO cdev

@@ -7,6 +7,7 @@ extended capabilities (PRI, ATS, PASID) are then unknown (None), never "absent".
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 from vtdlud.errors import ParseError
@@ -192,24 +193,41 @@ def decode_pci_config(
     if PCI_CAP_ID_EXP in caps:
         flags = _u16(space.read(caps[PCI_CAP_ID_EXP] + PCI_EXP_FLAGS, 2))
         pcie_type = (flags >> PCI_EXP_FLAGS_TYPE_SHIFT) & 0xF
-    pri = ats = pasid = None
-    if pcie_type is None and standard:
-        pri = ats = pasid = False  # conventional PCI: no extended capabilities at all
-    elif extended and pcie_type is not None and space.holds(PCI_CFG_SPACE_EXP_SIZE):
-        ext = _extended_caps(space)
-        pri = _enabled(space, ext, PCI_EXT_CAP_ID_PRI, PCI_PRI_CTRL, PCI_PRI_CTRL_ENABLE)
-        ats = _enabled(space, ext, PCI_EXT_CAP_ID_ATS, PCI_ATS_CTRL, PCI_ATS_CTRL_ENABLE)
-        pasid = _enabled(space, ext, PCI_EXT_CAP_ID_PASID, PCI_PASID_CTRL, PCI_PASID_CTRL_ENABLE)
-    return PciConfig(
+    # conventional PCI has no extended capabilities at all
+    none = False if pcie_type is None and standard else None
+    config = PciConfig(
         is_bridge=is_bridge,
         secondary_bus=header[PCI_SECONDARY_BUS] if is_bridge else None,
         pcie_type=pcie_type,
-        pri_enabled=pri,
-        ats_enabled=ats,
-        pasid_enabled=pasid,
+        pri_enabled=none,
+        ats_enabled=none,
+        pasid_enabled=none,
         subsystem=None
         if is_bridge
         else (_u16(header, PCI_SUBSYSTEM_VENDOR_ID), _u16(header, PCI_SUBSYSTEM_ID)),
+    )
+    return decode_extended(space, config) if extended else config
+
+
+def decode_extended(space: ConfigSpace, config: PciConfig) -> PciConfig:
+    """``config``, decoded without its extended capabilities, with PRI, ATS and PASID read from
+    the extended list of ``space`` (a PCI Express function whose 4 KiB are readable); reads
+    nothing else, so a device whose header and capability list were decoded already is not
+    read twice."""
+    if (
+        config.pcie_type is None
+        or config.pri_enabled is not None
+        or not space.holds(PCI_CFG_SPACE_EXP_SIZE)
+    ):
+        return config
+    ext = _extended_caps(space)
+    return replace(
+        config,
+        pri_enabled=_enabled(space, ext, PCI_EXT_CAP_ID_PRI, PCI_PRI_CTRL, PCI_PRI_CTRL_ENABLE),
+        ats_enabled=_enabled(space, ext, PCI_EXT_CAP_ID_ATS, PCI_ATS_CTRL, PCI_ATS_CTRL_ENABLE),
+        pasid_enabled=_enabled(
+            space, ext, PCI_EXT_CAP_ID_PASID, PCI_PASID_CTRL, PCI_PASID_CTRL_ENABLE
+        ),
     )
 
 
