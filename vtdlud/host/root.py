@@ -104,6 +104,23 @@ _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_LIST = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+def _link_components(link: str, target: str, *, clamp: bool) -> list[str] | None:
+    """The components of the link ``link``'s (resolved, root-relative) ``target``, ".." applied
+    as the walk applies it (to the resolved directory, before the components are looked at);
+    None when ".." would leave the root, unless ``clamp`` (the live root: "/.." is "/")."""
+    directory = link.rpartition("/")[0]
+    stack = [] if target.startswith("/") or not directory else directory.split("/")
+    for part in target.split("/"):
+        if part == "..":
+            if stack:
+                stack.pop()
+            elif not clamp:
+                return None
+        elif part not in ("", "."):
+            stack.append(part)
+    return stack
+
+
 def link_basename(target: str) -> str:
     """The last component of a link target ("vfio-pci" for ../../bus/pci/drivers/vfio-pci)."""
     return target.rstrip("/").rpartition("/")[2]
@@ -209,18 +226,9 @@ class HostRoot:
                 target = os.readlink(self._abs(nxt))
                 if self.record:
                     self.links[nxt] = target
-                base = [] if target.startswith("/") else cur.split("/") if cur else []
-                tparts = [p for p in target.split("/") if p not in ("", ".")]
-                stack = list(base)
-                for tp in tparts:
-                    if tp == "..":
-                        if not stack:
-                            if not self.is_live:
-                                raise OSError(errno.EXDEV, "symbolic link leaves the root", nxt)
-                            continue
-                        stack.pop()
-                    else:
-                        stack.append(tp)
+                stack = _link_components(nxt, target, clamp=self.is_live)
+                if stack is None:
+                    raise OSError(errno.EXDEV, "symbolic link leaves the root", nxt)
                 resolved = self._walk(stack, True, depth + 1) if stack else ""
                 self._dir_cache[nxt] = resolved
                 cur = resolved
@@ -235,16 +243,23 @@ class HostRoot:
         if exc.errno != errno.ENOENT:
             self.unreadable[rel] = describe_oserror(exc)
 
-    def _open_direct(self, rel: str) -> tuple[str, int] | None:
-        """Fast path: the parent directory is already resolved and the file is no link
-        (O_NOFOLLOW), so no lstat is needed.  None: take the resolving path."""
+    def _in_resolved_dir(self, rel: str) -> str | None:
+        """``rel`` with its directory resolved already, when it is (and no fault is planned):
+        only its last component is left to look at.  None: take the walk."""
         if self.faults.faults:
             return None
         parent, _, name = rel.rpartition("/")
         real_parent = self._dir_cache.get(parent)
         if real_parent is None or name in ("", ".", ".."):
             return None
-        real = f"{real_parent}/{name}" if real_parent else name
+        return f"{real_parent}/{name}" if real_parent else name
+
+    def _open_direct(self, rel: str) -> tuple[str, int] | None:
+        """Fast path: the parent directory is already resolved and the file is no link
+        (O_NOFOLLOW), so no lstat is needed.  None: take the resolving path."""
+        real = self._in_resolved_dir(rel)
+        if real is None:
+            return None
         try:
             fd = os.open(self._abs(real), _O_FILE | self._nonblock)
         except OSError as exc:
@@ -261,27 +276,15 @@ class HostRoot:
         O_NOFOLLOW|O_DIRECTORY (a link there fails and takes the walk), with no lstat of each
         component.  The same confinement as the walk: every component but the last is one the
         walk resolved.  None: take the walk."""
-        if self.faults.faults or rel in self._dir_cache:
+        link = None if rel in self._dir_cache else self._in_resolved_dir(rel)
+        if link is None:
             return None
-        parent, _, name = rel.rpartition("/")
-        real_parent = self._dir_cache.get(parent)
-        if real_parent is None or name in ("", ".", ".."):
-            return None
-        link = f"{real_parent}/{name}" if real_parent else name
         try:
             target = os.readlink(self._abs(link))
         except OSError:
             return None  # not a link (EINVAL), or gone: the walk says what it is
-        if target.startswith("/"):
-            return None
-        stack = real_parent.split("/") if real_parent else []
-        for part in target.split("/"):
-            if part == "..":
-                if not stack:
-                    return None  # leaves the root: the walk refuses it (or clamps, live)
-                stack.pop()
-            elif part not in ("", "."):
-                stack.append(part)
+        # leaving the root (refused by the walk, or clamped live) or an absolute target: walk
+        stack = None if target.startswith("/") else _link_components(link, target, clamp=False)
         if not stack:
             return None
         last = stack.pop()
