@@ -153,6 +153,19 @@ def message(severity: str, text: str, hint: str | None = None) -> JSON:
     return out
 
 
+def _about(argv: list[str], exit_status: int, messages: list[JSON]) -> JSON:
+    """The envelope's first two members: its format version and what vtdlud says of the run."""
+    return {
+        "json_format_version": list(JSON_FORMAT_VERSION),
+        "vtdlud": {
+            "version": __version__,
+            "argv": argv,
+            "exit_status": exit_status,
+            "messages": messages,
+        },
+    }
+
+
 def report_messages(report: Report) -> list[JSON]:
     """The messages of a report that was produced: on a host without Intel VT-d, why."""
     if report.verdict.value == "NOT_APPLICABLE":
@@ -172,13 +185,7 @@ def error_envelope(
     1.0 reader expects, empty or unknown (no units, no findings, every tier unavailable, the
     verdict UNKNOWN), and the error in ``vtdlud.messages``."""
     return {
-        "json_format_version": list(JSON_FORMAT_VERSION),
-        "vtdlud": {
-            "version": __version__,
-            "argv": argv,
-            "exit_status": exit_status,
-            "messages": [message(ERROR, text, hint)],
-        },
+        **_about(argv, exit_status, [message(ERROR, text, hint)]),
         "source": "live",
         "generated_at": now_rfc3339(),
         "host": {
@@ -211,13 +218,7 @@ def envelope(
     unit_of = _unit_of(report) if report.wanted else {}
 
     return {
-        "json_format_version": list(JSON_FORMAT_VERSION),
-        "vtdlud": {
-            "version": __version__,
-            "argv": argv,
-            "exit_status": exit_status,
-            "messages": report_messages(report),
-        },
+        **_about(argv, exit_status, report_messages(report)),
         "source": source,
         "generated_at": generated_at or now_rfc3339(),
         "host": host_json(report.snapshot, root_label),
