@@ -7,21 +7,17 @@ that the records it writes are the kernel's bytes without borrowing the auditor'
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.kernelmodel.layout import ARRAY_HDR, DEVICE, DOMAIN, FLB, HW, Layout
+from tests.needs import need_tool
 
 ABI_C = Path(__file__).parents[1] / "abi" / "iommu_abi.c"
 
 
 def _gcc(variant: int, tmp: Path) -> tuple[dict[str, int], dict[tuple[str, str], tuple[int, int]]]:
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        pytest.skip("gcc not found")
+    gcc = need_tool("gcc")  # a skip outside CI, a failure under CI=true
     exe = tmp / f"abi{variant}"
     subprocess.run(
         [gcc, "-std=gnu11", f"-DIOMMU_ABI_VARIANT={variant}", "-o", str(exe), str(ABI_C)],
