@@ -17,31 +17,19 @@ from typing import Any
 
 import pytest
 
-from tests.cli.helpers import run_cli, validate
+from tests.cli.helpers import run_cli, stand_for_this_host, validate
 from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.scenarios import linux72_host
 from tests.kernelmodel.tree import TreeOptions, write_tree
-from vtdlud.host import snapshot as host_snapshot
 from vtdlud.host.ledger import LEDGER_NAME, read_ledger
-from vtdlud.host.procs import PROCESSES_JSON, facts_from_json
-from vtdlud.host.root import HostRoot
 from vtdlud.model.abi import PAGE_SIZE
-from vtdlud.model.snapshot import ProcessFacts
 
 VFIO = "0000:00:05.0"
 
 
-def _bundle_facts(root: HostRoot) -> tuple[ProcessFacts | None, str | None]:
-    try:
-        return facts_from_json(root.read_bytes(PROCESSES_JSON)), None
-    except FileNotFoundError:
-        return None, None
-
-
 @pytest.fixture(autouse=True)
 def live_tree(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(HostRoot, "is_live", property(lambda self: True))
-    monkeypatch.setattr(host_snapshot, "process_facts", _bundle_facts)
+    stand_for_this_host(monkeypatch)
 
 
 def _host(scalable: bool = False, seed: int = 3) -> SimHost:

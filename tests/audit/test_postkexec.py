@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.helpers import run_cli, validate
+from tests.cli.helpers import run_cli, stand_for_this_host, validate
 from tests.kernelmodel.faults import Fault, inject
 from tests.kernelmodel.kernel import SimHost
 from tests.kernelmodel.scenarios import q35_host
@@ -25,16 +25,14 @@ from vtdlud.audit.catalog import CATALOG
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.audit.postkexec import post_kexec_findings
 from vtdlud.cli.args import build_parser
-from vtdlud.host import snapshot as host_snapshot
 from vtdlud.host.kmsg import read_kernel_log
 from vtdlud.host.ledger import LEDGER_NAME, read_ledger
-from vtdlud.host.procs import PROCESSES_JSON, facts_from_json
 from vtdlud.host.root import HostRoot
 from vtdlud.host.snapshot import take_snapshot
 from vtdlud.model.ledger import LedgerInput
 from vtdlud.model.policy import Policy
 from vtdlud.model.severity import Severity
-from vtdlud.model.snapshot import KernelLog, ProcessFacts
+from vtdlud.model.snapshot import KernelLog
 from vtdlud.parse.kmsg import kmsg_lines, parse_dmar_faults
 
 DMAR0 = "0xfed90000"
@@ -46,18 +44,10 @@ FAULT_LINE = (
 )
 
 
-def _bundle_facts(root: HostRoot) -> tuple[ProcessFacts | None, str | None]:
-    try:
-        return facts_from_json(root.read_bytes(PROCESSES_JSON)), None
-    except FileNotFoundError:
-        return None, None
-
-
 @pytest.fixture(autouse=True)
 def live_tree(monkeypatch: pytest.MonkeyPatch) -> None:
     """The tree stands for this host (ledger written and consumed), its processes.json too."""
-    monkeypatch.setattr(HostRoot, "is_live", property(lambda self: True))
-    monkeypatch.setattr(host_snapshot, "process_facts", _bundle_facts)
+    stand_for_this_host(monkeypatch)
 
 
 def _host(scalable: bool = False) -> SimHost:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,12 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
 from vtdlud.audit.evaluate import evaluate
 from vtdlud.cli import main
+from vtdlud.host import snapshot as host_snapshot
+from vtdlud.host.procs import PROCESSES_JSON, facts_from_json
 from vtdlud.host.root import FaultPlan, HostRoot
 from vtdlud.host.snapshot import take_snapshot
+from vtdlud.model.snapshot import ProcessFacts
 from vtdlud.output.envelope import envelope
+from vtdlud.service import state
 
 SCHEMA_PATH = Path(__file__).parents[2] / "vtdlud" / "data" / "status.schema.json"
 VTDLUD = Path(sys.executable).parent / "vtdlud"
@@ -75,3 +81,31 @@ def codes(doc: dict[str, Any]) -> list[str]:
 
 def finding_messages(doc: dict[str, Any], code: str) -> list[str]:
     return [f["message"] for f in doc["findings"] if f["code"] == code]
+
+
+def daemon_of_this_process(runtime_dir: Path) -> None:
+    """A daemon.json in ``runtime_dir`` saying a daemon runs for the root / as this very process
+    (its pid and start time), so a status.json beside it is served if fresh."""
+    pid = os.getpid()
+    daemon = {
+        "format": state.DAEMON_FORMAT,
+        "pid": pid,
+        "start_ticks": state.proc_start_ticks(pid),
+        "root": "/",
+        "backstop_seconds": 600,
+    }
+    state.write_daemon_json(runtime_dir, daemon)
+
+
+def _bundle_facts(root: HostRoot) -> tuple[ProcessFacts | None, str | None]:
+    try:
+        return facts_from_json(root.read_bytes(PROCESSES_JSON)), None
+    except FileNotFoundError:
+        return None, None
+
+
+def stand_for_this_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a tree stand for the live host (its ledger written and consumed) and its
+    processes.json for the process scan."""
+    monkeypatch.setattr(HostRoot, "is_live", property(lambda self: True))
+    monkeypatch.setattr(host_snapshot, "process_facts", _bundle_facts)

@@ -5,13 +5,12 @@ epoll for --backstop inf or > 24.8 days, a spinning core for nan)."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import finding_messages, run_cli
+from tests.cli.helpers import daemon_of_this_process, finding_messages, run_cli
 from vtdlud.errors import ParseError
 from vtdlud.host.procs import facts_from_json
 from vtdlud.parse.ledger import ledger_from_json
@@ -90,15 +89,7 @@ def test_deep_json_reports_and_cache(tmp_path: Path) -> None:
         rf.error == f"not a vtdlud report: line 1: nested {DEEP + 1} levels deep, too deep to read"
     )
     # A deep status.json beside a live daemon.json: not fresh, so status evaluates live.
-    pid = os.getpid()
-    daemon = {
-        "format": state.DAEMON_FORMAT,
-        "pid": pid,
-        "start_ticks": state.proc_start_ticks(pid),
-        "root": "/",
-        "backstop_seconds": 600,
-    }
-    state.write_daemon_json(tmp_path, daemon)
+    daemon_of_this_process(tmp_path)
     (tmp_path / "status.json").write_bytes(_deep_json())
     assert state.fresh_status(tmp_path, "/") is None
 

@@ -21,7 +21,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.cli.helpers import run_cli, schema, status_json
+from tests.cli.helpers import daemon_of_this_process, run_cli, schema, status_json
 from tests.conftest import CAPTURE_NAMES, capture_tarball
 from vtdlud.host.atomic import STALE_SECONDS, atomic_file, sweep_temps, write_atomic
 from vtdlud.service import state
@@ -179,17 +179,9 @@ def test_schema_uses_only_keywords_the_checker_knows() -> None:
 def test_schema_invalid_cache_is_evaluated_live(tmp_path: Path) -> None:
     doc = _valid_envelope("a_legacy")
     doc["findings"] = [{"code": "VTD011", "severity": "FAIL"}]  # lacks unit, bdf, message, ...
-    pid = os.getpid()
-    daemon = {
-        "format": state.DAEMON_FORMAT,
-        "pid": pid,
-        "start_ticks": state.proc_start_ticks(pid),
-        "root": "/",
-        "backstop_seconds": 600,
-    }
     doc["generated_at"] = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     doc["host"]["root"] = "/"
-    state.write_daemon_json(tmp_path, daemon)
+    daemon_of_this_process(tmp_path)
     (tmp_path / "status.json").write_text(json.dumps(doc))
     assert state.fresh_status(tmp_path, "/") is None
     doc["findings"] = []
